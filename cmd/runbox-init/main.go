@@ -1,0 +1,34 @@
+// Command runbox-init is PID 1 of every runbox sandbox container. It serves one program
+// over its stdin and stdout with the framed protocol of package boxinit, then exits.
+//
+// It is built statically (CGO_ENABLED=0) and copied into every runtime image by
+// `make images`; nobody runs it by hand.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"runbox/sandbox/boxinit"
+)
+
+func main() {
+	idle := flag.Duration("idle", 10*time.Minute, "exit when no request arrives within this time (a pooled container left behind by a crashed server goes away by itself)")
+	flag.Parse()
+
+	if err := boxinit.Harden(); err != nil {
+		fmt.Fprintln(os.Stderr, "runbox-init:", err)
+		os.Exit(2)
+	}
+	cfg := boxinit.DefaultConfig()
+	if *idle > 0 {
+		t := time.AfterFunc(*idle, func() { os.Exit(0) })
+		cfg.OnRequest = func() { t.Stop() }
+	}
+	if err := boxinit.Serve(os.Stdin, os.Stdout, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "runbox-init:", err)
+		os.Exit(1)
+	}
+}

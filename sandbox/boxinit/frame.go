@@ -1,0 +1,134 @@
+// Package boxinit is runbox-init, the first process (PID 1) of every sandbox container, and
+// the framed protocol by which a Runner talks to it over the container's stdin and stdout.
+//
+// A pooled container starts runbox-init, which waits for one Request frame. It writes the
+// files into the scratch directory, compiles (if asked), runs the program once under the
+// wall-time and output caps, streams output as frames while the program runs, forwards
+// stdin frames to it, and ends with one Result frame: the exit status travels in-band, so
+// the Runner has the result without waiting for the container to stop.
+//
+// Frames are a 1-byte type, a 4-byte big-endian payload length and the payload:
+//
+//	runner → init: 'Q' request (JSON Request), 'I' stdin bytes, 'E' end of stdin (empty)
+//	init → runner: 'o' stdout bytes, 'e' stderr bytes, 'c' compiler output bytes,
+//	               'S' run phase started (empty), 'R' result (JSON Result)
+//
+// runbox-init trusts the Runner and not the program: it is not dumpable (so the program,
+// running as the same user, cannot open its file descriptors or trace it), it ignores every
+// signal the program could send it (as PID 1 it is immune to SIGKILL from inside the
+// container), it kills every other process of the container when the program's main process
+// ends, and it caps what it forwards.
+package boxinit
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Frame types.
+const (
+	FrameRequest  byte = 'Q'
+	FrameStdin    byte = 'I'
+	FrameStdinEOF byte = 'E'
+
+	FrameStdout  byte = 'o'
+	FrameStderr  byte = 'e'
+	FrameCompile byte = 'c'
+	FrameStarted byte = 'S'
+	FrameResult  byte = 'R'
+)
+
+// Size caps.
+const (
+	// MaxFrame caps any frame's payload; a longer declared length is a protocol error.
+	MaxFrame = 8 << 20
+	// ChunkSize is the largest data frame either side writes.
+	ChunkSize = 32 << 10
+)
+
+// ErrFrameTooLarge is returned for a frame whose declared length is over the cap.
+var ErrFrameTooLarge = errors.New("boxinit: frame too large")
+
+// WriteFrame writes one frame.
+func WriteFrame(w io.Writer, typ byte, payload []byte) error {
+	if len(payload) > MaxFrame {
+		return ErrFrameTooLarge
+	}
+	buf := make([]byte, 5+len(payload))
+	buf[0] = typ
+	binary.BigEndian.PutUint32(buf[1:5], uint32(len(payload)))
+	copy(buf[5:], payload)
+	_, err := w.Write(buf)
+	return err
+}
+
+// ReadFrame reads one frame whose payload is at most max bytes.
+func ReadFrame(r io.Reader, max int) (typ byte, payload []byte, err error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[1:5])
+	if int64(n) > int64(max) {
+		return hdr[0], nil, fmt.Errorf("%w: %d bytes, cap %d", ErrFrameTooLarge, n, max)
+	}
+	payload = make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return hdr[0], nil, err
+	}
+	return hdr[0], payload, nil
+}
+
+// File is a file to write into the scratch directory before compiling.
+type File struct {
+	Name    string `json:"name"`
+	Content []byte `json:"content"`
+}
+
+// Request asks runbox-init to compile and run one program.
+type Request struct {
+	Files []File `json:"files"`
+	// Compile is the compile command (empty: no compile phase).
+	Compile []string `json:"compile,omitempty"`
+	// Run is the command that runs the program.
+	Run []string `json:"run"`
+	// CompileTime and RunTime are the phases' wall-time limits.
+	CompileTime time.Duration `json:"compile_time"`
+	RunTime     time.Duration `json:"run_time"`
+	// Output caps the run's stdout+stderr bytes, and separately the compiler's output.
+	Output int64 `json:"output"`
+}
+
+// Outcome is how a phase ended, as runbox-init saw it.
+type Outcome string
+
+// Outcomes.
+const (
+	OutcomeExited       Outcome = "exited"        // the main process exited or was killed by a signal
+	OutcomeTimeLimit    Outcome = "time_limit"    // runbox-init killed it at the wall-time limit
+	OutcomeOutputLimit  Outcome = "output_limit"  // runbox-init killed it at the output cap
+	OutcomeMemoryLimit  Outcome = "memory_limit"  // the cgroup's OOM killer struck during the phase
+	OutcomeCompileError Outcome = "compile_error" // the compile phase failed; the run never started
+	OutcomeStartError   Outcome = "start_error"   // the command could not be started
+)
+
+// Result is runbox-init's last frame.
+type Result struct {
+	Outcome  Outcome `json:"outcome"`
+	ExitCode int     `json:"exit_code"`
+	Signal   string  `json:"signal,omitempty"`
+	// Time and CPUTime are the run phase's wall and CPU time; CompileTime the compile's wall time.
+	Time        time.Duration `json:"time"`
+	CPUTime     time.Duration `json:"cpu_time"`
+	CompileTime time.Duration `json:"compile_time"`
+	// Memory is the run's peak resident memory in bytes.
+	Memory int64 `json:"memory"`
+	// Message is a human explanation (why the compile failed, which limit was hit).
+	Message string `json:"message,omitempty"`
+}

@@ -1,0 +1,462 @@
+package boxinit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Config configures Serve.
+type Config struct {
+	// Dir is the scratch directory: the program's files go there and it is its working
+	// directory. In a container it is the tmpfs /tmp.
+	Dir string
+	// Env is the program's whole environment.
+	Env []string
+	// CgroupRoot is where the container's own cgroup is mounted ("/sys/fs/cgroup").
+	CgroupRoot string
+	// OnRequest, when set, is called once the request frame has arrived (to stop an idle timer).
+	OnRequest func()
+}
+
+// DefaultConfig is the configuration inside a sandbox container.
+func DefaultConfig() Config {
+	return Config{
+		Dir: "/tmp",
+		Env: []string{
+			"PATH=/usr/local/bin:/usr/bin:/bin",
+			"HOME=/tmp",
+			"TMPDIR=/tmp",
+			"LANG=C.UTF-8",
+			"PYTHONDONTWRITEBYTECODE=1",
+		},
+		CgroupRoot: "/sys/fs/cgroup",
+	}
+}
+
+// Harden makes the calling process a safe PID 1 for untrusted children: not dumpable (so
+// processes of the same user cannot ptrace it or open its /proc/1/fd), and deaf to every
+// signal a child could send it.
+func Harden() error {
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl dumpable: %w", err)
+	}
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGUSR1,
+		syscall.SIGUSR2, syscall.SIGPIPE, syscall.SIGALRM, syscall.SIGTSTP, syscall.SIGTTIN,
+		syscall.SIGTTOU, syscall.SIGXCPU, syscall.SIGXFSZ, syscall.SIGVTALRM, syscall.SIGPROF,
+		syscall.SIGWINCH, syscall.SIGIO, syscall.SIGPWR, syscall.SIGSYS, syscall.SIGTRAP, syscall.SIGURG)
+	return nil
+}
+
+// Serve reads one Request from in, runs it and writes frames to out, ending with a Result
+// frame. It returns an error only when the protocol itself failed (no Result was written).
+func Serve(in io.Reader, out io.Writer, cfg Config) error {
+	typ, payload, err := ReadFrame(in, MaxFrame)
+	if err != nil {
+		return fmt.Errorf("read request: %w", err)
+	}
+	if cfg.OnRequest != nil {
+		cfg.OnRequest()
+	}
+	if typ != FrameRequest {
+		return fmt.Errorf("read request: frame type %q, want %q", typ, FrameRequest)
+	}
+	var req Request
+	if err := json.Unmarshal(payload, &req); err != nil {
+		return fmt.Errorf("decode request: %w", err)
+	}
+	s := &server{cfg: cfg, out: out}
+	res := s.serve(in, req)
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	return s.send(FrameResult, b)
+}
+
+type server struct {
+	cfg Config
+	mu  sync.Mutex // guards writes to out
+	out io.Writer
+}
+
+func (s *server) send(typ byte, payload []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return WriteFrame(s.out, typ, payload)
+}
+
+func (s *server) serve(in io.Reader, req Request) Result {
+	if len(req.Run) == 0 {
+		return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: "no run command"}
+	}
+	for _, f := range req.Files {
+		if f.Name == "" || strings.ContainsAny(f.Name, "/\x00") || f.Name == "." || f.Name == ".." {
+			return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: fmt.Sprintf("bad file name %q", f.Name)}
+		}
+		if err := os.WriteFile(filepath.Join(s.cfg.Dir, f.Name), f.Content, 0o644); err != nil {
+			return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: fmt.Sprintf("write %s: %v", f.Name, err)}
+		}
+	}
+
+	// The program's stdin: frames from the Runner, pumped into a pipe. The pump owns the
+	// write end; the program gets the read end once it runs.
+	stdinR, stdinW, err := os.Pipe()
+	if err != nil {
+		return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: err.Error()}
+	}
+	defer stdinR.Close()
+	go pumpStdin(in, stdinW)
+
+	var res Result
+	if len(req.Compile) > 0 {
+		devnull, err := os.Open(os.DevNull)
+		if err != nil {
+			return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: err.Error()}
+		}
+		p := s.runPhase(phase{
+			argv: req.Compile, stdin: devnull, outType: FrameCompile, errType: FrameCompile,
+			cap: req.Output, timeout: req.CompileTime,
+		})
+		devnull.Close()
+		res.CompileTime = p.wall
+		if p.outcome != OutcomeExited || p.exitCode != 0 {
+			res.Outcome = OutcomeCompileError
+			res.ExitCode = p.exitCode
+			res.Signal = p.signal
+			switch p.outcome {
+			case OutcomeTimeLimit:
+				res.Message = fmt.Sprintf("compilation took longer than %v", req.CompileTime)
+			case OutcomeOutputLimit:
+				res.Message = fmt.Sprintf("compiler output passed %d bytes", req.Output)
+			case OutcomeMemoryLimit:
+				res.Message = "the compiler ran out of memory"
+			case OutcomeStartError:
+				res.Message = p.message
+			default:
+				if p.signal != "" {
+					res.Message = "the compiler was killed by " + p.signal
+				}
+			}
+			return res
+		}
+	}
+
+	s.send(FrameStarted, nil)
+	p := s.runPhase(phase{
+		argv: req.Run, stdin: stdinR, outType: FrameStdout, errType: FrameStderr,
+		cap: req.Output, timeout: req.RunTime,
+	})
+	res.Outcome = p.outcome
+	res.ExitCode = p.exitCode
+	res.Signal = p.signal
+	res.Time = p.wall
+	res.CPUTime = p.cpu
+	res.Memory = p.maxRSS
+	res.Message = p.message
+	switch p.outcome {
+	case OutcomeTimeLimit:
+		res.Message = fmt.Sprintf("killed after the %v time limit", req.RunTime)
+	case OutcomeOutputLimit:
+		res.Message = fmt.Sprintf("output passed the %d byte limit; the first %d bytes are kept", req.Output, req.Output)
+	case OutcomeMemoryLimit:
+		res.Message = "killed by the out-of-memory killer at the memory limit"
+	}
+	return res
+}
+
+// pumpStdin forwards stdin frames into w until an end-of-stdin frame or the end of in.
+// Writes to a program that stopped reading fail and are dropped; the frames keep being read.
+func pumpStdin(in io.Reader, w *os.File) {
+	defer w.Close()
+	open := true
+	for {
+		typ, payload, err := ReadFrame(in, MaxFrame)
+		if err != nil {
+			return
+		}
+		switch typ {
+		case FrameStdin:
+			if open {
+				if _, err := w.Write(payload); err != nil {
+					open = false
+				}
+			}
+		case FrameStdinEOF:
+			if open {
+				w.Close()
+				open = false
+			}
+		}
+	}
+}
+
+type phase struct {
+	argv             []string
+	stdin            *os.File
+	outType, errType byte
+	cap              int64
+	timeout          time.Duration
+}
+
+type phaseResult struct {
+	outcome  Outcome
+	exitCode int
+	signal   string
+	wall     time.Duration
+	cpu      time.Duration
+	maxRSS   int64
+	message  string
+}
+
+// runPhase runs one command to its end under the phase's caps. When the command's main
+// process ends, every other process in the sandbox is killed too (daemons do not outlive it).
+func (s *server) runPhase(ph phase) phaseResult {
+	path, err := lookPath(ph.argv[0], s.cfg)
+	if err != nil {
+		return phaseResult{outcome: OutcomeStartError, exitCode: -1, message: err.Error()}
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return phaseResult{outcome: OutcomeStartError, exitCode: -1, message: err.Error()}
+	}
+	defer outR.Close()
+	errR, errW := outR, outW
+	if ph.errType != ph.outType {
+		if errR, errW, err = os.Pipe(); err != nil {
+			outW.Close()
+			return phaseResult{outcome: OutcomeStartError, exitCode: -1, message: err.Error()}
+		}
+		defer errR.Close()
+	}
+
+	cg := cgroupOf(s.cfg.CgroupRoot)
+	oomBefore := cg.oomKills()
+	cpuBefore, cpuOK := cg.cpuUsage()
+	var ruBefore syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ruBefore)
+
+	start := time.Now()
+	pid, err := syscall.ForkExec(path, ph.argv, &syscall.ProcAttr{
+		Dir:   s.cfg.Dir,
+		Env:   s.cfg.Env,
+		Files: []uintptr{ph.stdin.Fd(), outW.Fd(), errW.Fd()},
+		Sys:   &syscall.SysProcAttr{Setpgid: true},
+	})
+	outW.Close()
+	if errW != outW {
+		errW.Close()
+	}
+	if err != nil {
+		return phaseResult{outcome: OutcomeStartError, exitCode: -1, message: fmt.Sprintf("start %s: %v", ph.argv[0], err)}
+	}
+	kill := func() { killAll(pid) }
+
+	var (
+		limitMu  sync.Mutex
+		limitHit Outcome
+		written  int64
+	)
+	hit := func(o Outcome) {
+		limitMu.Lock()
+		if limitHit == "" {
+			limitHit = o
+		}
+		limitMu.Unlock()
+		kill()
+	}
+	timer := time.AfterFunc(ph.timeout, func() { hit(OutcomeTimeLimit) })
+	defer timer.Stop()
+
+	// Forward output as frames, counting against the cap; what passes the cap is cut.
+	forward := func(r *os.File, typ byte, wg *sync.WaitGroup) {
+		defer wg.Done()
+		buf := make([]byte, ChunkSize)
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				limitMu.Lock()
+				room := ph.cap - written
+				over := int64(n) > room
+				if over {
+					n = int(max(room, 0))
+				}
+				written += int64(n)
+				limitMu.Unlock()
+				if n > 0 {
+					s.send(typ, buf[:n])
+				}
+				if over {
+					hit(OutcomeOutputLimit)
+					io.Copy(io.Discard, r)
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	var readers sync.WaitGroup
+	readers.Add(1)
+	go forward(outR, ph.outType, &readers)
+	if errR != outR {
+		readers.Add(1)
+		go forward(errR, ph.errType, &readers)
+	}
+
+	// Reap every child until none is left; the main process's status and rusage are ours.
+	var (
+		status syscall.WaitStatus
+		ru     syscall.Rusage
+		end    time.Time
+		done   bool
+	)
+	for {
+		var ws syscall.WaitStatus
+		var r syscall.Rusage
+		wpid, err := syscall.Wait4(-1, &ws, 0, &r)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			break // ECHILD: all reaped
+		}
+		if wpid == pid {
+			status, ru, end, done = ws, r, time.Now(), true
+		}
+		if done {
+			kill() // the main process is gone: nothing else may outlive it
+		}
+	}
+	if !done {
+		end = time.Now()
+	}
+	timer.Stop()
+	readers.Wait()
+
+	res := phaseResult{wall: end.Sub(start), maxRSS: ru.Maxrss * 1024}
+	if cpuAfter, ok := cg.cpuUsage(); ok && cpuOK {
+		res.cpu = cpuAfter - cpuBefore
+	} else {
+		var ruAfter syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ruAfter)
+		res.cpu = time.Duration(ruAfter.Utime.Nano()+ruAfter.Stime.Nano()-ruBefore.Utime.Nano()-ruBefore.Stime.Nano()) * time.Nanosecond
+	}
+	switch {
+	case status.Exited():
+		res.exitCode = status.ExitStatus()
+	case status.Signaled():
+		res.exitCode = 128 + int(status.Signal())
+		res.signal = unix.SignalName(status.Signal())
+	default:
+		res.exitCode = -1
+	}
+	limitMu.Lock()
+	res.outcome = limitHit
+	limitMu.Unlock()
+	if res.outcome == "" {
+		res.outcome = OutcomeExited
+		if cg.oomKills() > oomBefore {
+			res.outcome = OutcomeMemoryLimit
+		}
+	}
+	return res
+}
+
+// killAll kills every process of the sandbox but the caller. As PID 1 of the container's
+// PID namespace that is kill(-1); outside one (tests) only the phase's process group.
+func killAll(pid int) {
+	if os.Getpid() == 1 {
+		syscall.Kill(-1, syscall.SIGKILL)
+		return
+	}
+	syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+func lookPath(name string, cfg Config) (string, error) {
+	if strings.Contains(name, "/") {
+		if filepath.IsAbs(name) {
+			return name, nil
+		}
+		return filepath.Join(cfg.Dir, name), nil
+	}
+	for _, kv := range cfg.Env {
+		if dirs, ok := strings.CutPrefix(kv, "PATH="); ok {
+			for _, d := range filepath.SplitList(dirs) {
+				p := filepath.Join(d, name)
+				if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+					return p, nil
+				}
+			}
+		}
+	}
+	return "", fmt.Errorf("%s: %w", name, exec.ErrNotFound)
+}
+
+// cgroup reads the container's own cgroup, v1 or v2. Absent files read as "unknown".
+type cgroup struct {
+	v2   bool
+	root string
+}
+
+func cgroupOf(root string) cgroup {
+	_, err := os.Stat(filepath.Join(root, "cgroup.controllers"))
+	return cgroup{v2: err == nil, root: root}
+}
+
+// oomKills is the cgroup's count of OOM kills so far (0 when unknown).
+func (c cgroup) oomKills() int64 {
+	file := "memory/memory.oom_control"
+	if c.v2 {
+		file = "memory.events"
+	}
+	v, _ := readKey(filepath.Join(c.root, file), "oom_kill")
+	return v
+}
+
+// cpuUsage is the cgroup's total CPU time so far.
+func (c cgroup) cpuUsage() (time.Duration, bool) {
+	if c.v2 {
+		us, err := readKey(filepath.Join(c.root, "cpu.stat"), "usage_usec")
+		return time.Duration(us) * time.Microsecond, err == nil
+	}
+	for _, dir := range []string{"cpuacct", "cpu,cpuacct", "cpuacct,cpu"} {
+		b, err := os.ReadFile(filepath.Join(c.root, dir, "cpuacct.usage"))
+		if err != nil {
+			continue
+		}
+		ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err == nil {
+			return time.Duration(ns), true
+		}
+	}
+	return 0, false
+}
+
+// readKey reads "key value" lines and returns key's value.
+func readKey(path, key string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		k, v, ok := strings.Cut(line, " ")
+		if ok && k == key {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, errors.New("no " + key + " in " + path)
+}

@@ -1,0 +1,179 @@
+package docker
+
+import (
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/go-units"
+
+	"runbox/sandbox"
+)
+
+// Config configures a Runner.
+type Config struct {
+	// Host is the Docker engine's address ("unix:///var/run/docker.sock"); empty takes the
+	// environment (DOCKER_HOST and friends) or the default socket.
+	Host string
+	// Owner is written as a label on every container this Runner creates; the reaper removes
+	// containers with this owner left by an earlier run. Give each Runner on one engine its
+	// own Owner (the master and each slave use their node name).
+	Owner string
+	// ImageTag is the tag of the runtime images ("latest"); the repositories come from the
+	// language table (sandbox.Language.Image).
+	ImageTag string
+	// Languages restricts the languages served; empty serves the whole table.
+	Languages []string
+	// Defaults fill a request's zero limits; Max refuses larger requests.
+	Defaults, Max sandbox.Limits
+	// PoolSize is how many started containers wait, per language, for programs that use the
+	// default container limits; 0 disables the pool (every program starts its own container).
+	PoolSize int
+	// PoolMaxAge retires a pooled container that waited longer than this.
+	PoolMaxAge time.Duration
+	// Grace is how long past its compile and run limits a container may take to answer
+	// before the Runner kills it (runbox-init enforces the limits itself; this is the backstop).
+	Grace time.Duration
+	// Runtime is the OCI runtime ("" for the engine's default; "runsc" for gVisor).
+	Runtime string
+	// Logger receives the Runner's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config for a local engine with a warm pool of two per language.
+func DefaultConfig() Config {
+	return Config{
+		Owner:      "runbox",
+		ImageTag:   "latest",
+		Defaults:   sandbox.DefaultLimits(),
+		Max:        sandbox.MaxLimits(),
+		PoolSize:   2,
+		PoolMaxAge: 5 * time.Minute,
+		Grace:      3 * time.Second,
+	}
+}
+
+var ownerRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	if !ownerRE.MatchString(c.Owner) {
+		return fmt.Errorf("docker runner: owner %q must be 1-63 letters, digits, '_', '.', '-'", c.Owner)
+	}
+	if c.ImageTag == "" {
+		return fmt.Errorf("docker runner: empty image tag")
+	}
+	for _, name := range c.Languages {
+		if _, ok := sandbox.Lookup(name); !ok {
+			return fmt.Errorf("docker runner: %w: %q", sandbox.ErrUnknownLanguage, name)
+		}
+	}
+	if err := c.Defaults.Check(c.Max); err != nil {
+		return fmt.Errorf("docker runner: default limits: %w", err)
+	}
+	if c.PoolSize < 0 || c.PoolSize > 64 {
+		return fmt.Errorf("docker runner: pool size %d, want 0..64", c.PoolSize)
+	}
+	if c.PoolSize > 0 && c.PoolMaxAge <= 0 {
+		return fmt.Errorf("docker runner: pool max age must be positive")
+	}
+	if c.Grace <= 0 {
+		return fmt.Errorf("docker runner: grace must be positive")
+	}
+	return nil
+}
+
+// Labels on every sandbox container.
+const (
+	LabelSandbox  = "runbox.sandbox"
+	LabelOwner    = "runbox.owner"
+	LabelLanguage = "runbox.language"
+	// LabelVersion is set on the runtime images by `make images`.
+	LabelVersion = "runbox.version"
+)
+
+// Sandbox identity: the unprivileged user programs run as, and the scratch directory.
+const (
+	sandboxUser = "65534:65534"
+	scratchDir  = "/tmp"
+	initPath    = "/usr/local/bin/runbox-init"
+	shmSize     = 8 << 20
+)
+
+// boxLimits are the limits a container is created with; programs asking for the same ones
+// can share a pool.
+type boxLimits struct {
+	CPUs      float64
+	Memory    int64
+	Pids      int64
+	Disk      int64
+	OpenFiles int64
+	FileSize  int64
+}
+
+func boxLimitsOf(l sandbox.Limits) boxLimits {
+	return boxLimits{CPUs: l.CPUs, Memory: l.Memory, Pids: l.Pids, Disk: l.Disk, OpenFiles: l.OpenFiles, FileSize: l.FileSize}
+}
+
+// containerConfig is the one place that decides how a sandbox container is built. Every
+// hardening field of design.md §4 is set here and pinned by TestContainerConfigHardening.
+func containerConfig(image string, lang sandbox.Language, lim boxLimits, owner, runtime string, idle time.Duration) (*container.Config, *container.HostConfig) {
+	pids := lim.Pids
+	noOOMKillDisable := false
+	cfg := &container.Config{
+		Image:           image,
+		Entrypoint:      []string{initPath},
+		Cmd:             []string{"--idle", idle.String()},
+		User:            sandboxUser,
+		WorkingDir:      scratchDir,
+		Hostname:        "sandbox",
+		Env:             []string{},
+		NetworkDisabled: true,
+		AttachStdin:     true,
+		AttachStdout:    true,
+		AttachStderr:    true,
+		OpenStdin:       true,
+		StdinOnce:       true,
+		Tty:             false,
+		Labels: map[string]string{
+			LabelSandbox:  "1",
+			LabelOwner:    owner,
+			LabelLanguage: lang.Name,
+		},
+	}
+	host := &container.HostConfig{
+		NetworkMode:    "none",
+		ReadonlyRootfs: true,
+		CapDrop:        []string{"ALL"},
+		SecurityOpt:    []string{"no-new-privileges"},
+		Privileged:     false,
+		IpcMode:        "private",
+		ShmSize:        shmSize,
+		Tmpfs: map[string]string{
+			scratchDir: fmt.Sprintf("rw,exec,nosuid,nodev,size=%d,mode=1777", lim.Disk),
+		},
+		LogConfig:  container.LogConfig{Type: "none"},
+		Runtime:    runtime,
+		AutoRemove: false,
+		Resources: container.Resources{
+			NanoCPUs:       int64(lim.CPUs * 1e9),
+			Memory:         lim.Memory,
+			MemorySwap:     lim.Memory, // memory+swap: no swap at all
+			PidsLimit:      &pids,
+			OomKillDisable: &noOOMKillDisable,
+			Ulimits: []*container.Ulimit{
+				{Name: "nofile", Soft: lim.OpenFiles, Hard: lim.OpenFiles},
+				{Name: "fsize", Soft: lim.FileSize, Hard: lim.FileSize},
+				{Name: "core", Soft: 0, Hard: 0},
+			},
+		},
+	}
+	return cfg, host
+}
+
+// describe is a short form of a box's limits for logs.
+func (b boxLimits) describe() string {
+	return fmt.Sprintf("cpus=%g memory=%s pids=%d disk=%s", b.CPUs, units.BytesSize(float64(b.Memory)), b.Pids, units.BytesSize(float64(b.Disk)))
+}

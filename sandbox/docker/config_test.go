@@ -1,0 +1,107 @@
+package docker
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+
+	"runbox/sandbox"
+)
+
+// TestContainerConfigHardening pins every hardening field of design.md §4. A change here
+// is a change to the sandbox's threat model: update docs/sandbox.md with it.
+func TestContainerConfigHardening(t *testing.T) {
+	t.Parallel()
+	lang, _ := sandbox.Lookup("python")
+	lim := boxLimits{CPUs: 0.5, Memory: 128 << 20, Pids: 32, Disk: 16 << 20, OpenFiles: 50, FileSize: 4 << 20}
+	cfg, host := containerConfig("runbox/runtime-python:latest", lang, lim, "owner1", "", 11*time.Minute)
+
+	if cfg.User != "65534:65534" {
+		t.Errorf("User = %q, want the unprivileged 65534:65534", cfg.User)
+	}
+	if !cfg.NetworkDisabled || host.NetworkMode != "none" {
+		t.Errorf("network: disabled=%v mode=%q, want no network", cfg.NetworkDisabled, host.NetworkMode)
+	}
+	if !host.ReadonlyRootfs {
+		t.Error("root filesystem is writable")
+	}
+	if !reflect.DeepEqual([]string(host.CapDrop), []string{"ALL"}) || len(host.CapAdd) != 0 {
+		t.Errorf("CapDrop = %v, CapAdd = %v", host.CapDrop, host.CapAdd)
+	}
+	if !reflect.DeepEqual(host.SecurityOpt, []string{"no-new-privileges"}) {
+		t.Errorf("SecurityOpt = %v: want no-new-privileges and the default seccomp profile", host.SecurityOpt)
+	}
+	if host.Privileged || host.PidMode != "" || host.IpcMode != "private" || host.UsernsMode != "" {
+		t.Errorf("namespaces: privileged=%v pid=%q ipc=%q userns=%q", host.Privileged, host.PidMode, host.IpcMode, host.UsernsMode)
+	}
+	if len(host.Binds) != 0 || len(host.Mounts) != 0 || len(host.VolumesFrom) != 0 || len(host.Devices) != 0 {
+		t.Errorf("host paths reach the sandbox: binds %v mounts %v volumes-from %v devices %v", host.Binds, host.Mounts, host.VolumesFrom, host.Devices)
+	}
+	if want := map[string]string{"/tmp": "rw,exec,nosuid,nodev,size=16777216,mode=1777"}; !reflect.DeepEqual(host.Tmpfs, want) {
+		t.Errorf("Tmpfs = %v, want %v", host.Tmpfs, want)
+	}
+	if host.ShmSize != 8<<20 {
+		t.Errorf("ShmSize = %d", host.ShmSize)
+	}
+	if host.LogConfig.Type != "none" {
+		t.Errorf("LogConfig = %q: program output must not pile up in engine logs", host.LogConfig.Type)
+	}
+	res := host.Resources
+	if res.NanoCPUs != 5e8 || res.Memory != 128<<20 || res.MemorySwap != 128<<20 {
+		t.Errorf("cpu %d memory %d swap %d", res.NanoCPUs, res.Memory, res.MemorySwap)
+	}
+	if res.PidsLimit == nil || *res.PidsLimit != 32 {
+		t.Errorf("PidsLimit = %v", res.PidsLimit)
+	}
+	if res.OomKillDisable == nil || *res.OomKillDisable {
+		t.Error("the OOM killer must stay enabled")
+	}
+	want := []*container.Ulimit{
+		{Name: "nofile", Soft: 50, Hard: 50},
+		{Name: "fsize", Soft: 4 << 20, Hard: 4 << 20},
+		{Name: "core", Soft: 0, Hard: 0},
+	}
+	if !reflect.DeepEqual(res.Ulimits, want) {
+		t.Errorf("Ulimits = %v", res.Ulimits)
+	}
+	if !cfg.OpenStdin || !cfg.StdinOnce || cfg.Tty || !cfg.AttachStdout {
+		t.Errorf("stdio: open=%v once=%v tty=%v", cfg.OpenStdin, cfg.StdinOnce, cfg.Tty)
+	}
+	if !reflect.DeepEqual([]string(cfg.Entrypoint), []string{"/usr/local/bin/runbox-init"}) || !reflect.DeepEqual([]string(cfg.Cmd), []string{"--idle", "11m0s"}) {
+		t.Errorf("Entrypoint %v Cmd %v", cfg.Entrypoint, cfg.Cmd)
+	}
+	if len(cfg.Env) != 0 {
+		t.Errorf("Env = %v: nothing of the server's environment may leak in", cfg.Env)
+	}
+	if cfg.Labels[LabelSandbox] != "1" || cfg.Labels[LabelOwner] != "owner1" || cfg.Labels[LabelLanguage] != "python" {
+		t.Errorf("Labels = %v", cfg.Labels)
+	}
+	if host.AutoRemove {
+		t.Error("AutoRemove would lose the OOM state the runner inspects")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("default config: %v", err)
+	}
+	bad := []func(*Config){
+		func(c *Config) { c.Owner = "" },
+		func(c *Config) { c.Owner = "has space" },
+		func(c *Config) { c.ImageTag = "" },
+		func(c *Config) { c.Languages = []string{"cobol"} },
+		func(c *Config) { c.PoolSize = -1 },
+		func(c *Config) { c.Grace = 0 },
+		func(c *Config) { c.Defaults.Memory = c.Max.Memory * 2 },
+	}
+	for i, f := range bad {
+		c := DefaultConfig()
+		f(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("case %d: invalid config accepted", i)
+		}
+	}
+}

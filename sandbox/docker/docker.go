@@ -1,0 +1,552 @@
+// Package docker runs sandbox Specs in throwaway containers on a Docker Engine.
+//
+// Every program gets its own container, created from the language's runtime image with
+// the hardening of design.md §4 (no network, read-only root, all capabilities dropped,
+// no-new-privileges, an unprivileged user, cgroup caps on CPU, memory, pids, a size-capped
+// tmpfs as the only writable place) and removed once the program ends. The container's
+// PID 1 is runbox-init (package sandbox/boxinit), which receives the program over the
+// attached stdin and answers with framed output and an in-band result.
+//
+// A warm pool keeps a few containers per language created, started and attached ahead of
+// time, so a program does not wait for create+start; a pooled container still serves
+// exactly one program.
+package docker
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"runbox/sandbox"
+	"runbox/sandbox/boxinit"
+)
+
+// dockerAPI is the part of the Docker SDK the Runner calls.
+type dockerAPI interface {
+	Ping(ctx context.Context) (types.Ping, error)
+	ImageInspect(ctx context.Context, ref string, opts ...client.ImageInspectOption) (image.InspectResponse, error)
+	ContainerCreate(ctx context.Context, cfg *container.Config, host *container.HostConfig, net *network.NetworkingConfig, platform *ocispec.Platform, name string) (container.CreateResponse, error)
+	ContainerAttach(ctx context.Context, id string, opts container.AttachOptions) (types.HijackedResponse, error)
+	ContainerStart(ctx context.Context, id string, opts container.StartOptions) error
+	ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error)
+	ContainerRemove(ctx context.Context, id string, opts container.RemoveOptions) error
+	ContainerList(ctx context.Context, opts container.ListOptions) ([]container.Summary, error)
+	Close() error
+}
+
+var _ sandbox.Runner = (*Runner)(nil)
+
+// Runner runs programs in Docker containers. It is safe for concurrent use.
+type Runner struct {
+	cfg   Config
+	api   dockerAPI
+	log   *slog.Logger
+	langs map[string]*runtime // by canonical language name
+
+	ctx     context.Context // cancelled by Close; background work stops with it
+	cancel  context.CancelFunc
+	fillers sync.WaitGroup // pool fillers
+	runs    sync.WaitGroup // Runs in flight (added under mu while not closed)
+	bg      sync.WaitGroup // container removals
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// runtime is one served language: its image and its warm pool.
+type runtime struct {
+	lang    sandbox.Language
+	image   string // repository:tag
+	version string // the image's runbox.version label
+	err     error  // why the language cannot run (image missing), if so
+	pool    *pool
+}
+
+// New connects to the engine (negotiating the API version), checks the runtime images,
+// removes containers an earlier Runner with the same Owner left behind, and starts the
+// warm pools. Languages whose image is missing answer ErrUnavailable; when no image at
+// all is present New fails.
+func New(ctx context.Context, cfg Config) (*Runner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	opts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
+	if cfg.Host != "" {
+		opts = append(opts, client.WithHost(cfg.Host))
+	}
+	cli, err := client.NewClientWithOpts(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: docker client: %v", sandbox.ErrUnavailable, err)
+	}
+	r, err := newRunner(ctx, cli, cfg)
+	if err != nil {
+		cli.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func newRunner(ctx context.Context, api dockerAPI, cfg Config) (*Runner, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "sandbox", "owner", cfg.Owner)
+	if _, err := api.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("%w: docker engine: %v", sandbox.ErrUnavailable, err)
+	}
+	r := &Runner{cfg: cfg, api: api, log: log, langs: map[string]*runtime{}}
+	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+
+	names := cfg.Languages
+	if len(names) == 0 {
+		for _, l := range sandbox.Languages() {
+			names = append(names, l.Name)
+		}
+	}
+	found := 0
+	for _, name := range names {
+		lang, _ := sandbox.Lookup(name)
+		rt := &runtime{lang: lang, image: lang.Image + ":" + cfg.ImageTag}
+		img, err := api.ImageInspect(ctx, rt.image)
+		switch {
+		case err == nil:
+			found++
+			if img.Config != nil {
+				rt.version = img.Config.Labels[LabelVersion]
+			}
+		case errdefs.IsNotFound(err):
+			rt.err = fmt.Errorf("%w: image %s is missing; build it with `make images`", sandbox.ErrUnavailable, rt.image)
+		default:
+			return nil, fmt.Errorf("%w: inspect image %s: %v", sandbox.ErrUnavailable, rt.image, err)
+		}
+		r.langs[lang.Name] = rt
+	}
+	if found == 0 {
+		return nil, fmt.Errorf("%w: no runtime image found (%s:%s ...); build them with `make images`", sandbox.ErrUnavailable, "runbox/runtime-python", cfg.ImageTag)
+	}
+	if n, err := r.Reap(ctx); err != nil {
+		return nil, err
+	} else if n > 0 {
+		log.Info("removed leftover containers", "count", n)
+	}
+	if cfg.PoolSize > 0 {
+		for _, rt := range r.langs {
+			if rt.err == nil {
+				rt.pool = newPool(r, rt, cfg.PoolSize)
+				r.fillers.Add(1)
+				go func() { defer r.fillers.Done(); rt.pool.fill(r.ctx) }()
+			}
+		}
+	}
+	return r, nil
+}
+
+// Images returns the runtime image version of each language that can run.
+func (r *Runner) Images() map[string]string {
+	out := map[string]string{}
+	for name, rt := range r.langs {
+		if rt.err == nil {
+			out[name] = rt.version
+		}
+	}
+	return out
+}
+
+// Reap removes every container labelled with this Runner's Owner (running or not) and
+// returns how many it removed. New calls it; so does Close.
+func (r *Runner) Reap(ctx context.Context) (int, error) {
+	list, err := r.api.ContainerList(ctx, container.ListOptions{
+		All: true,
+		Filters: filters.NewArgs(
+			filters.Arg("label", LabelSandbox+"=1"),
+			filters.Arg("label", LabelOwner+"="+r.cfg.Owner),
+		),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("%w: list containers: %v", sandbox.ErrUnavailable, err)
+	}
+	n := 0
+	for _, c := range list {
+		if err := r.removeNow(ctx, c.ID); err == nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Close cancels the Runs in flight, stops the pools, removes every container the Runner
+// still holds and waits for its background work. Later Runs return ErrClosed.
+func (r *Runner) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.mu.Unlock()
+	r.cancel()
+	r.runs.Wait()
+	r.fillers.Wait()
+	for _, rt := range r.langs {
+		if rt.pool != nil {
+			rt.pool.drain()
+		}
+	}
+	r.bg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := r.Reap(ctx)
+	return errors.Join(err, r.api.Close())
+}
+
+// box is a started container with its attached stdin/stdout.
+type box struct {
+	id      string
+	conn    types.HijackedResponse
+	started time.Time
+}
+
+// startBox creates, attaches and starts a container. On error nothing is left behind.
+func (r *Runner) startBox(ctx context.Context, rt *runtime, lim boxLimits) (*box, error) {
+	idle := 2*r.cfg.PoolMaxAge + time.Minute
+	cfg, host := containerConfig(rt.image, rt.lang, lim, r.cfg.Owner, r.cfg.Runtime, idle)
+	name := fmt.Sprintf("runbox-%s-%s-%s", r.cfg.Owner, rt.lang.Name, randomHex(6))
+	created, err := r.api.ContainerCreate(ctx, cfg, host, nil, nil, name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: create container: %v", sandbox.ErrUnavailable, err)
+	}
+	b := &box{id: created.ID}
+	b.conn, err = r.api.ContainerAttach(ctx, b.id, container.AttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
+	if err != nil {
+		r.remove(b)
+		return nil, fmt.Errorf("%w: attach container: %v", sandbox.ErrUnavailable, err)
+	}
+	if err := r.api.ContainerStart(ctx, b.id, container.StartOptions{}); err != nil {
+		r.remove(b)
+		return nil, fmt.Errorf("%w: start container: %v", sandbox.ErrUnavailable, err)
+	}
+	b.started = time.Now()
+	return b, nil
+}
+
+// remove closes the box's stream and removes its container in the background; Close
+// waits for it. The removal outlives the Run's context on purpose.
+func (r *Runner) remove(b *box) {
+	if b.conn.Conn != nil {
+		b.conn.Close()
+	}
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := r.removeNow(ctx, b.id); err != nil {
+			r.log.Warn("remove container", "id", b.id[:12], "err", err)
+		}
+	}()
+}
+
+func (r *Runner) removeNow(ctx context.Context, id string) error {
+	err := r.api.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
+	if err == nil || errdefs.IsNotFound(err) || errdefs.IsConflict(err) { // conflict: removal already in progress
+		return nil
+	}
+	return fmt.Errorf("remove container: %w", err)
+}
+
+// Run implements sandbox.Runner.
+func (r *Runner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (sandbox.Result, error) {
+	fail := sandbox.Result{ExitCode: -1}
+	if err := spec.Validate(); err != nil {
+		return fail, err
+	}
+	if err := spec.Limits.Check(r.cfg.Max); err != nil {
+		return fail, err
+	}
+	lang, _ := sandbox.Lookup(spec.Language)
+	rt, ok := r.langs[lang.Name]
+	if !ok {
+		return fail, fmt.Errorf("%w: %q is not served here", sandbox.ErrUnknownLanguage, lang.Name)
+	}
+	if rt.err != nil {
+		return fail, rt.err
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return fail, sandbox.ErrClosed
+	}
+	r.runs.Add(1)
+	r.mu.Unlock()
+	defer r.runs.Done()
+	// Close cancels the Runs in flight.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(r.ctx, cancel)
+	defer stop()
+	lim := spec.Limits.WithDefaults(r.cfg.Defaults)
+
+	b, err := r.acquire(ctx, rt, boxLimitsOf(lim))
+	if err != nil {
+		if ctx.Err() != nil {
+			return fail, ctx.Err()
+		}
+		return fail, err
+	}
+	defer r.remove(b)
+	return r.runIn(ctx, b, rt, spec, lim, streams)
+}
+
+// acquire takes a pooled box when the limits allow, else starts a fresh one.
+func (r *Runner) acquire(ctx context.Context, rt *runtime, lim boxLimits) (*box, error) {
+	if rt.pool != nil && lim == rt.pool.limits {
+		if b := rt.pool.get(); b != nil {
+			return b, nil
+		}
+	}
+	return r.startBox(ctx, rt, lim)
+}
+
+// runIn sends the program to the box's runbox-init and collects the answer.
+func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Spec, lim sandbox.Limits, streams *sandbox.Streams) (sandbox.Result, error) {
+	if streams == nil {
+		streams = &sandbox.Streams{}
+	}
+	files := make([]boxinit.File, len(spec.Files))
+	for i, f := range spec.Files {
+		files[i] = boxinit.File{Name: f.Name, Content: f.Content}
+	}
+	if files[0].Name == "" {
+		files[0].Name = rt.lang.Source
+	}
+	req, err := json.Marshal(boxinit.Request{
+		Files: files, Compile: rt.lang.Compile, Run: rt.lang.Run,
+		CompileTime: lim.CompileTime, RunTime: lim.RunTime, Output: lim.Output,
+	})
+	if err != nil {
+		return sandbox.Result{ExitCode: -1}, fmt.Errorf("encode request: %w", err)
+	}
+
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(done)
+
+	// The backstop: past every limit plus grace, or on cancellation, the container goes.
+	deadline := lim.RunTime + r.cfg.Grace
+	if rt.lang.Compiled() {
+		deadline += lim.CompileTime
+	}
+	var (
+		killMu sync.Mutex
+		killed string // "deadline" or "cancel"
+	)
+	timer := time.NewTimer(deadline)
+	defer timer.Stop()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		why := ""
+		select {
+		case <-done:
+			return
+		case <-timer.C:
+			why = "deadline"
+		case <-ctx.Done():
+			why = "cancel"
+		}
+		killMu.Lock()
+		killed = why
+		killMu.Unlock()
+		b.conn.Close() // unblocks the reader; the deferred remove kills the container
+	}()
+
+	// Writer: the request, then stdin, then end of stdin.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w := b.conn.Conn
+		if err := boxinit.WriteFrame(w, boxinit.FrameRequest, req); err != nil {
+			return
+		}
+		for chunk := range slices.Chunk(spec.Stdin, boxinit.ChunkSize) {
+			if err := boxinit.WriteFrame(w, boxinit.FrameStdin, chunk); err != nil {
+				return
+			}
+		}
+		if streams.Stdin != nil {
+		loop:
+			for {
+				select {
+				case <-done:
+					return
+				case data, ok := <-streams.Stdin:
+					if !ok {
+						break loop
+					}
+					for chunk := range slices.Chunk(data, boxinit.ChunkSize) {
+						if err := boxinit.WriteFrame(w, boxinit.FrameStdin, chunk); err != nil {
+							return
+						}
+					}
+				}
+			}
+		}
+		boxinit.WriteFrame(w, boxinit.FrameStdinEOF, nil)
+	}()
+
+	// Reader: demultiplex the attach stream; runbox-init's stdout carries the frames.
+	frames, framesW := io.Pipe()
+	initErr := &cappedBuffer{max: 4 << 10}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, err := stdcopy.StdCopy(framesW, initErr, b.conn.Reader)
+		framesW.CloseWithError(err)
+	}()
+
+	res := sandbox.Result{ExitCode: -1}
+	out := map[byte]*cappedBuffer{
+		boxinit.FrameStdout:  {max: int(lim.Output)},
+		boxinit.FrameStderr:  {max: int(lim.Output)},
+		boxinit.FrameCompile: {max: int(lim.Output)},
+	}
+	var final *boxinit.Result
+	var protoErr error
+	for final == nil {
+		typ, payload, err := boxinit.ReadFrame(frames, boxinit.MaxFrame)
+		if err != nil {
+			protoErr = err
+			break
+		}
+		switch typ {
+		case boxinit.FrameStdout, boxinit.FrameStderr, boxinit.FrameCompile:
+			buf := out[typ]
+			if len(payload) > boxinit.ChunkSize || buf.full() {
+				protoErr = fmt.Errorf("runbox-init sent more output than allowed")
+				break
+			}
+			buf.Write(payload)
+			if streams.Output != nil {
+				streams.Output(sandbox.Chunk{Stream: streamOf(typ), Data: payload})
+			}
+		case boxinit.FrameStarted:
+			if streams.Started != nil {
+				streams.Started()
+			}
+		case boxinit.FrameResult:
+			final = &boxinit.Result{}
+			if err := json.Unmarshal(payload, final); err != nil {
+				return res, fmt.Errorf("%w: bad result from runbox-init: %v", sandbox.ErrUnavailable, err)
+			}
+		default:
+			protoErr = fmt.Errorf("unknown frame type %q from runbox-init", typ)
+		}
+		if protoErr != nil {
+			break
+		}
+	}
+	frames.Close()
+	b.conn.Close()
+	res.Stdout, res.Stderr, res.CompileOutput = out[boxinit.FrameStdout].Bytes(), out[boxinit.FrameStderr].Bytes(), out[boxinit.FrameCompile].Bytes()
+
+	if final == nil {
+		killMu.Lock()
+		why := killed
+		killMu.Unlock()
+		switch {
+		case why == "cancel" || ctx.Err() != nil:
+			return res, ctx.Err()
+		case why == "deadline":
+			res.Status = sandbox.StatusTimeLimit
+			res.Message = fmt.Sprintf("the sandbox did not answer within %v and was killed", deadline)
+			return res, nil
+		}
+		// runbox-init died: the only thing in the container able to kill it is the
+		// OOM killer (it ignores every signal a program can send).
+		ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if info, err := r.api.ContainerInspect(ictx, b.id); err == nil && info.State != nil && info.State.OOMKilled {
+			res.Status = sandbox.StatusMemoryLimit
+			res.Message = "killed by the out-of-memory killer at the memory limit"
+			return res, nil
+		}
+		return res, fmt.Errorf("%w: sandbox ended without a result (%v): %s", sandbox.ErrUnavailable, protoErr, initErr.String())
+	}
+	return r.result(res, final)
+}
+
+func (r *Runner) result(res sandbox.Result, f *boxinit.Result) (sandbox.Result, error) {
+	res.ExitCode, res.Signal, res.Message = f.ExitCode, f.Signal, f.Message
+	res.Time, res.CPUTime, res.CompileTime, res.Memory = f.Time, f.CPUTime, f.CompileTime, f.Memory
+	switch f.Outcome {
+	case boxinit.OutcomeExited:
+		res.Status = sandbox.StatusRuntimeError
+		if f.ExitCode == 0 {
+			res.Status = sandbox.StatusOK
+		}
+	case boxinit.OutcomeTimeLimit:
+		res.Status = sandbox.StatusTimeLimit
+	case boxinit.OutcomeOutputLimit:
+		res.Status = sandbox.StatusOutputLimit
+	case boxinit.OutcomeMemoryLimit:
+		res.Status = sandbox.StatusMemoryLimit
+	case boxinit.OutcomeCompileError:
+		res.Status = sandbox.StatusCompileError
+	default:
+		return res, fmt.Errorf("%w: runbox-init could not start the program: %s", sandbox.ErrUnavailable, f.Message)
+	}
+	return res, nil
+}
+
+func streamOf(typ byte) sandbox.Stream {
+	switch typ {
+	case boxinit.FrameStdout:
+		return sandbox.Stdout
+	case boxinit.FrameStderr:
+		return sandbox.Stderr
+	}
+	return sandbox.Compile
+}
+
+// cappedBuffer keeps at most max bytes.
+type cappedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	if room := c.max - c.Len(); room < len(p) {
+		c.Buffer.Write(p[:max(room, 0)])
+		return len(p), nil
+	}
+	return c.Buffer.Write(p)
+}
+
+func (c *cappedBuffer) full() bool { return c.Len() >= c.max }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

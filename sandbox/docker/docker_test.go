@@ -1,0 +1,141 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
+
+	"runbox/sandbox"
+	"runbox/sandbox/sandboxtest"
+)
+
+// Tests here need a Docker engine and the runtime images (`make images`). In CI they run;
+// a missing daemon or image fails them. `go test -short` skips them.
+
+func needDocker(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs Docker (skipped with -short)")
+	}
+}
+
+// newTestRunner starts a Runner with its own owner label, and on cleanup closes it and
+// checks that no container of its owner is left.
+func newTestRunner(t testing.TB, mod func(*Config)) *Runner {
+	t.Helper()
+	needDocker(t)
+	cfg := DefaultConfig()
+	cfg.Owner = "test-" + strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(cfg.Owner) > 50 {
+		cfg.Owner = cfg.Owner[:50]
+	}
+	cfg.Owner += "-" + randomHex(3)
+	cfg.PoolSize = 1
+	if tag := os.Getenv("RUNBOX_IMAGE_TAG"); tag != "" {
+		cfg.ImageTag = tag
+	}
+	if os.Getenv("RUNBOX_TEST_LOG") != "" {
+		cfg.Logger = testLogger(t)
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	r, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if n := countContainers(t, cfg.Owner); n != 0 {
+			t.Errorf("%d containers of owner %s left after Close", n, cfg.Owner)
+		}
+	})
+	return r
+}
+
+func countContainers(t testing.TB, owner string) int {
+	t.Helper()
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	list, err := cli.ContainerList(context.Background(), container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", LabelOwner+"="+owner))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(list)
+}
+
+func TestConformance(t *testing.T) {
+	r := newTestRunner(t, nil)
+	sandboxtest.Conformance(t, r)
+}
+
+func TestPoolServesAndRefills(t *testing.T) {
+	r := newTestRunner(t, func(c *Config) { c.Languages = []string{"python"}; c.PoolSize = 2 })
+	p := r.langs["python"].pool
+	waitFor(t, 30*time.Second, func() bool { return len(p.ready) == 1 }) // size-1 queued + 1 held by the filler
+	for i := 0; i < 3; i++ {
+		res, err := r.Run(context.Background(), sandboxtest.Program("python", "print(1)"), nil)
+		if err != nil || res.Status != sandbox.StatusOK {
+			t.Fatalf("run %d: %v %+v", i, err, res)
+		}
+	}
+	waitFor(t, 30*time.Second, func() bool { return len(p.ready) == 1 })
+	// Pool plus the filler's held box: exactly PoolSize containers wait, nothing more.
+	waitFor(t, 30*time.Second, func() bool { return countContainers(t, r.cfg.Owner) == 2 })
+}
+
+func TestCustomLimitsBypassPool(t *testing.T) {
+	r := newTestRunner(t, func(c *Config) { c.Languages = []string{"python"} })
+	spec := sandboxtest.Program("python", "print(open('/sys/fs/cgroup/memory/memory.limit_in_bytes').read() if __import__('os').path.exists('/sys/fs/cgroup/memory/memory.limit_in_bytes') else open('/sys/fs/cgroup/memory.max').read())")
+	spec.Limits.Memory = 100 << 20
+	res, err := r.Run(context.Background(), spec, nil)
+	if err != nil || res.Status != sandbox.StatusOK {
+		t.Fatalf("%v %+v", err, res)
+	}
+	if got := strings.TrimSpace(string(res.Stdout)); got != "104857600" {
+		t.Errorf("memory limit seen inside = %q, want 104857600", got)
+	}
+}
+
+func TestMissingImagesAreUnavailable(t *testing.T) {
+	needDocker(t)
+	cfg := DefaultConfig()
+	cfg.Owner = "test-missing-" + randomHex(3)
+	cfg.ImageTag = "no-such-tag-" + randomHex(4)
+	_, err := New(context.Background(), cfg)
+	if !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(err.Error(), "make images") {
+		t.Errorf("err = %v, want ErrUnavailable telling to run make images", err)
+	}
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+
+func waitFor(t testing.TB, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,85 @@
+package docker
+
+import (
+	"context"
+	"time"
+)
+
+// pool keeps started containers of one language with the default limits, each attached
+// and waiting in runbox-init for its one program.
+type pool struct {
+	r      *Runner
+	rt     *runtime
+	limits boxLimits
+	ready  chan *box
+}
+
+func newPool(r *Runner, rt *runtime, size int) *pool {
+	// The filler holds one box while it waits to hand it over, so the channel holds size-1.
+	return &pool{r: r, rt: rt, limits: boxLimitsOf(r.cfg.Defaults), ready: make(chan *box, size-1)}
+}
+
+// get returns a waiting box, or nil when none is ready (the caller starts its own).
+// Boxes older than PoolMaxAge are retired on the way.
+func (p *pool) get() *box {
+	for {
+		select {
+		case b := <-p.ready:
+			if time.Since(b.started) > p.r.cfg.PoolMaxAge {
+				p.r.remove(b)
+				continue
+			}
+			return b
+		default:
+			return nil
+		}
+	}
+}
+
+// fill starts boxes and hands them to the pool until ctx ends. Failures back off
+// exponentially (the engine may be busy or restarting) and are logged once per streak.
+func (p *pool) fill(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		b, err := p.r.startBox(ctx, p.rt, p.limits)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if backoff == 100*time.Millisecond {
+				p.r.log.Warn("warm pool: start container", "language", p.rt.lang.Name, "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 30*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		retire := time.NewTimer(p.r.cfg.PoolMaxAge)
+		select {
+		case p.ready <- b:
+			retire.Stop()
+		case <-retire.C:
+			p.r.remove(b) // waited too long: start a fresh one
+		case <-ctx.Done():
+			retire.Stop()
+			p.r.remove(b)
+			return
+		}
+	}
+}
+
+// drain removes the waiting boxes; call after the filler stopped.
+func (p *pool) drain() {
+	for {
+		select {
+		case b := <-p.ready:
+			p.r.remove(b)
+		default:
+			return
+		}
+	}
+}
