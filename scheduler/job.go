@@ -89,6 +89,21 @@ func (j *Job) appendLocked(e Event) {
 	j.changed = make(chan struct{})
 }
 
+// MaxChunk is the most output one event carries; longer output is split, so that every
+// event fits one wire frame.
+const MaxChunk = 32 << 10
+
+// appendOutput appends a copy of data as output events of at most MaxChunk bytes.
+func (j *Job) appendOutput(s sandbox.Stream, data []byte) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for len(data) > 0 {
+		n := min(len(data), MaxChunk)
+		j.appendLocked(Event{Kind: EventOutput, Chunk: sandbox.Chunk{Stream: s, Data: append([]byte(nil), data[:n]...)}})
+		data = data[n:]
+	}
+}
+
 func (j *Job) append(e Event) {
 	j.mu.Lock()
 	defer j.mu.Unlock()

@@ -224,9 +224,7 @@ func (s *Scheduler) launchLocked(j *Job) {
 		defer s.wg.Done()
 		defer cancel()
 		streams := &sandbox.Streams{
-			Output: func(c sandbox.Chunk) {
-				j.append(Event{Kind: EventOutput, Chunk: sandbox.Chunk{Stream: c.Stream, Data: append([]byte(nil), c.Data...)}})
-			},
+			Output: func(c sandbox.Chunk) { j.appendOutput(c.Stream, c.Data) },
 		}
 		if j.stdin != nil {
 			streams.Stdin = j.stdin
@@ -320,11 +318,9 @@ func jobFromRecord(rec Record) *Job {
 	j.state, j.attempts, j.finished = StateDone, rec.Attempts, rec.Finished
 	if rec.Result != nil {
 		j.node = rec.Result.Node
-		for _, c := range []sandbox.Chunk{{Stream: sandbox.Compile, Data: rec.Result.CompileOutput}, {Stream: sandbox.Stdout, Data: rec.Result.Stdout}, {Stream: sandbox.Stderr, Data: rec.Result.Stderr}} {
-			if len(c.Data) > 0 {
-				j.events = append(j.events, Event{Kind: EventOutput, Chunk: c})
-			}
-		}
+		j.appendOutput(sandbox.Compile, rec.Result.CompileOutput)
+		j.appendOutput(sandbox.Stdout, rec.Result.Stdout)
+		j.appendOutput(sandbox.Stderr, rec.Result.Stderr)
 		j.events = append(j.events, Event{Kind: EventDone, Result: rec.Result})
 	} else {
 		j.events = append(j.events, Event{Kind: EventDone, Err: ErrorOf(rec.ErrCode, rec.ErrMessage)})

@@ -1,0 +1,480 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"runbox/sandbox"
+	"runbox/scheduler"
+)
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// Role is RoleClient (default) or RoleSlave.
+	Role string
+	// Name identifies the client in the server's logs.
+	Name string
+	// Token is the bearer token, when the server asks for one.
+	Token string
+	// TLS, when set, wraps the connection.
+	TLS *tls.Config
+	// DialTimeout bounds one connection attempt, handshake included.
+	DialTimeout time.Duration
+	// KeepAlive is the yamux keepalive period.
+	KeepAlive time.Duration
+	// Reconnect is how long a job's watcher keeps trying to reach the server again after
+	// the connection broke (with exponential backoff); 0 gives up at once.
+	Reconnect time.Duration
+	// Logger receives reconnect notices; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultClientConfig returns the defaults of `runbox submit`.
+func DefaultClientConfig() ClientConfig {
+	return ClientConfig{Role: RoleClient, DialTimeout: 5 * time.Second, KeepAlive: 5 * time.Second, Reconnect: 2 * time.Minute}
+}
+
+// Client talks to one server over one yamux session, redialled when it breaks. It is
+// safe for concurrent use: each call opens its own stream.
+type Client struct {
+	addr string
+	cfg  ClientConfig
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	sess    *yamux.Session
+	welcome Welcome
+	closed  bool
+}
+
+// Dial connects to addr (host:port) and runs the handshake.
+func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
+	if cfg.Role == "" {
+		cfg.Role = RoleClient
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = 5 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{addr: addr, cfg: cfg, log: log.With("component", "client", "server", addr)}
+	if _, err := c.session(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Node returns the server's node name from the last handshake.
+func (c *Client) Node() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.welcome.Node
+}
+
+// Close ends the session.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	if c.sess != nil {
+		return c.sess.Close()
+	}
+	return nil
+}
+
+// session returns the live session, dialling a new one if there is none.
+func (c *Client) session(ctx context.Context) (*yamux.Session, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, fmt.Errorf("%w: client closed", ErrConnect)
+	}
+	if c.sess != nil && !c.sess.IsClosed() {
+		return c.sess, nil
+	}
+	sess, w, err := dial(ctx, c.addr, c.cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.sess, c.welcome = sess, w
+	return sess, nil
+}
+
+// dial connects, handshakes and starts a yamux client session.
+func dial(ctx context.Context, addr string, cfg ClientConfig) (*yamux.Session, Welcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, Welcome{}, fmt.Errorf("%w %s: %v", ErrConnect, addr, err)
+	}
+	if cfg.TLS != nil {
+		tc := tls.Client(conn, cfg.TLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, Welcome{}, fmt.Errorf("%w %s: tls: %v", ErrConnect, addr, err)
+		}
+		conn = tc
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	w, err := clientHandshake(conn, cfg)
+	if err != nil {
+		conn.Close()
+		return nil, Welcome{}, err
+	}
+	conn.SetDeadline(time.Time{})
+	sess, err := yamux.Client(conn, yamuxConfig(cfg.KeepAlive))
+	if err != nil {
+		conn.Close()
+		return nil, Welcome{}, err
+	}
+	return sess, w, nil
+}
+
+func clientHandshake(conn net.Conn, cfg ClientConfig) (Welcome, error) {
+	hello, _ := json.Marshal(Hello{Role: cfg.Role, Name: cfg.Name, Token: cfg.Token})
+	var buf bytes.Buffer
+	buf.Write(Preamble[:])
+	WriteFrame(&buf, FrameHello, hello)
+	if _, err := conn.Write(buf.Bytes()); err != nil {
+		return Welcome{}, fmt.Errorf("%w: handshake: %v", ErrConnect, err)
+	}
+	typ, payload, err := ReadFrame(conn, 64<<10)
+	if err != nil {
+		return Welcome{}, fmt.Errorf("%w: handshake: %v (is it a runbox server?)", ErrConnect, err)
+	}
+	switch typ {
+	case FrameWelcome:
+		var w Welcome
+		if err := json.Unmarshal(payload, &w); err != nil {
+			return Welcome{}, fmt.Errorf("%w: bad welcome: %v", ErrProtocol, err)
+		}
+		return w, nil
+	case FrameError:
+		var e Error
+		json.Unmarshal(payload, &e)
+		return Welcome{}, errorFromWire(e)
+	}
+	return Welcome{}, fmt.Errorf("%w: unexpected handshake frame %q", ErrProtocol, typ)
+}
+
+// openStream opens a stream on the live session, redialling once if the session died.
+func (c *Client) openStream(ctx context.Context) (*yamux.Stream, error) {
+	for attempt := 0; ; attempt++ {
+		sess, err := c.session(ctx)
+		if err != nil {
+			return nil, err
+		}
+		st, err := sess.OpenStream()
+		if err == nil {
+			return st, nil
+		}
+		sess.Close()
+		if attempt > 0 {
+			return nil, fmt.Errorf("%w: open stream: %v", ErrConnect, err)
+		}
+	}
+}
+
+// Handler receives a job's progress; any field may be nil.
+type Handler struct {
+	// Accepted is called with the job's id once the server journaled it.
+	Accepted func(id string)
+	// Queued is called with the job's queue position when it changes.
+	Queued func(position int)
+	// Started is called with the node the job was placed on.
+	Started func(node string)
+	// Output is called with live output as it arrives.
+	Output func(sandbox.Chunk)
+	// Reconnecting is called when the connection broke and the client tries again.
+	Reconnecting func(err error)
+}
+
+// RunOptions are the options of Run.
+type RunOptions struct {
+	// Stdin, when set, makes the job interactive: each value is sent as live input and
+	// closing the channel ends the program's input.
+	Stdin <-chan []byte
+	// Handler receives progress.
+	Handler Handler
+}
+
+// Run submits spec and waits for its result, calling the handler on the way. When the
+// connection breaks after the job was accepted, Run reconnects (with backoff, up to
+// ClientConfig.Reconnect) and resumes waiting for the job by id, without repeating any
+// event. Cancelling ctx cancels the job on the server. The error wraps the server's
+// sentinel (scheduler.ErrBusy, sandbox.ErrInvalidRequest, ...) or ErrConnect.
+func (c *Client) Run(ctx context.Context, spec sandbox.Spec, opts RunOptions) (sandbox.Result, error) {
+	st, err := c.openStream(ctx)
+	if err != nil {
+		return sandbox.Result{ExitCode: -1}, err
+	}
+	if err := writeJSON(st, FrameSubmit, Submit{Spec: spec, Interactive: opts.Stdin != nil}); err != nil {
+		st.Close()
+		return sandbox.Result{ExitCode: -1}, fmt.Errorf("%w: send: %v", ErrConnect, err)
+	}
+	w := &watch{c: c, h: opts.Handler}
+	return w.run(ctx, st, opts.Stdin)
+}
+
+// Wait resumes waiting for a job accepted earlier (by id), from its first event.
+func (c *Client) Wait(ctx context.Context, id string, h Handler) (sandbox.Result, error) {
+	w := &watch{c: c, h: h, id: id}
+	return w.resume(ctx, nil)
+}
+
+// Cancel cancels a job by id.
+func (c *Client) Cancel(ctx context.Context, id string) error {
+	st, err := c.openStream(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := writeJSON(st, FrameCancel, Cancel{ID: id}); err != nil {
+		return fmt.Errorf("%w: %v", ErrConnect, err)
+	}
+	typ, payload, err := readFrameCtx(ctx, st)
+	if err != nil {
+		return err
+	}
+	if typ == FrameError {
+		var e Error
+		json.Unmarshal(payload, &e)
+		return errorFromWire(e)
+	}
+	return nil
+}
+
+// Status returns the server's view of the cluster.
+func (c *Client) Status(ctx context.Context) (scheduler.Snapshot, error) {
+	var snap scheduler.Snapshot
+	st, err := c.openStream(ctx)
+	if err != nil {
+		return snap, err
+	}
+	defer st.Close()
+	if err := WriteFrame(st, FrameStatus, nil); err != nil {
+		return snap, fmt.Errorf("%w: %v", ErrConnect, err)
+	}
+	typ, payload, err := readFrameCtx(ctx, st)
+	if err != nil {
+		return snap, err
+	}
+	switch typ {
+	case FrameStatus:
+		if err := json.Unmarshal(payload, &snap); err != nil {
+			return snap, fmt.Errorf("%w: bad status: %v", ErrProtocol, err)
+		}
+		return snap, nil
+	case FrameError:
+		var e Error
+		json.Unmarshal(payload, &e)
+		return snap, errorFromWire(e)
+	}
+	return snap, fmt.Errorf("%w: unexpected frame %q", ErrProtocol, typ)
+}
+
+// readFrameCtx reads one frame, giving up when ctx ends.
+func readFrameCtx(ctx context.Context, st *yamux.Stream) (byte, []byte, error) {
+	stop := context.AfterFunc(ctx, func() { st.SetReadDeadline(time.Now()) })
+	defer stop()
+	typ, payload, err := ReadFrame(st, MaxRequestFrame)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, nil, ctx.Err()
+		}
+		return 0, nil, fmt.Errorf("%w: %v", ErrConnect, err)
+	}
+	return typ, payload, nil
+}
+
+// watch follows one job across reconnects.
+type watch struct {
+	c    *Client
+	h    Handler
+	id   string
+	seen int // events received, to resume from
+
+	stdout, stderr, compile bytes.Buffer
+}
+
+func (w *watch) run(ctx context.Context, st *yamux.Stream, stdin <-chan []byte) (sandbox.Result, error) {
+	res, err, retry := w.follow(ctx, st, stdin)
+	if !retry {
+		return res, err
+	}
+	return w.resume(ctx, err)
+}
+
+// resume reconnects and follows the job by id until it ends or the reconnect budget is spent.
+func (w *watch) resume(ctx context.Context, lastErr error) (sandbox.Result, error) {
+	deadline := time.Now().Add(w.c.cfg.Reconnect)
+	backoff := 100 * time.Millisecond
+	first := lastErr == nil
+	for {
+		if !first {
+			if time.Now().After(deadline) {
+				return sandbox.Result{ExitCode: -1}, fmt.Errorf("%w: gave up on job %s after %v: %v", ErrConnect, w.id, w.c.cfg.Reconnect, lastErr)
+			}
+			if w.h.Reconnecting != nil {
+				w.h.Reconnecting(lastErr)
+			}
+			w.c.log.Info("reconnecting", "job", w.id, "err", lastErr, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return sandbox.Result{ExitCode: -1}, ctx.Err()
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+		first = false
+		st, err := w.c.openStream(ctx)
+		if err != nil {
+			lastErr = err
+			if ctx.Err() != nil {
+				return sandbox.Result{ExitCode: -1}, ctx.Err()
+			}
+			continue
+		}
+		if err := writeJSON(st, FrameWait, Wait{ID: w.id, From: w.seen}); err != nil {
+			st.Close()
+			lastErr = err
+			continue
+		}
+		res, err, retry := w.follow(ctx, st, nil)
+		if !retry {
+			return res, err
+		}
+		lastErr = err
+	}
+}
+
+// follow reads a job stream to its end. retry reports a broken connection after the job
+// was accepted (worth resuming by id).
+func (w *watch) follow(ctx context.Context, st *yamux.Stream, stdin <-chan []byte) (res sandbox.Result, err error, retry bool) {
+	defer st.Close()
+	fail := sandbox.Result{ExitCode: -1}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(done)
+	wg.Add(1)
+	go func() { // cancellation, and live stdin
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				WriteFrame(st, FrameCancel, nil)
+				st.SetReadDeadline(time.Now().Add(2 * time.Second)) // the result of the cancel, or give up
+				<-done
+				return
+			case data, ok := <-stdin:
+				if !ok {
+					WriteFrame(st, FrameStdinEnd, nil)
+					stdin = nil
+					continue
+				}
+				for len(data) > 0 {
+					n := min(len(data), ChunkSize)
+					if WriteFrame(st, FrameStdin, data[:n]) != nil {
+						return
+					}
+					data = data[n:]
+				}
+			}
+		}
+	}()
+
+	accepted := w.id != ""
+	for {
+		typ, payload, err := ReadFrame(st, MaxFrame)
+		if err != nil {
+			if ctx.Err() != nil {
+				return fail, ctx.Err(), false
+			}
+			if errors.Is(err, ErrProtocol) {
+				return fail, err, false
+			}
+			return fail, fmt.Errorf("%w: connection lost: %v", ErrConnect, err), accepted && w.c.cfg.Reconnect > 0
+		}
+		if typ == FrameAccepted {
+			var a Accepted
+			if err := json.Unmarshal(payload, &a); err != nil {
+				return fail, fmt.Errorf("%w: bad accepted frame", ErrProtocol), false
+			}
+			if w.id == "" && w.h.Accepted != nil {
+				w.h.Accepted(a.ID)
+			}
+			w.id, accepted = a.ID, true
+			continue
+		}
+		if !accepted && typ != FrameError {
+			return fail, fmt.Errorf("%w: frame %q before the job was accepted", ErrProtocol, typ), false
+		}
+		if typ != FrameError || accepted {
+			w.seen++
+		}
+		switch typ {
+		case FrameQueued:
+			var q Queued
+			json.Unmarshal(payload, &q)
+			if w.h.Queued != nil {
+				w.h.Queued(q.Position)
+			}
+		case FrameStarted:
+			var s Started
+			json.Unmarshal(payload, &s)
+			if w.h.Started != nil {
+				w.h.Started(s.Node)
+			}
+		case FrameStdout, FrameStderr, FrameCompile:
+			stream, buf := sandbox.Stdout, &w.stdout
+			switch typ {
+			case FrameStderr:
+				stream, buf = sandbox.Stderr, &w.stderr
+			case FrameCompile:
+				stream, buf = sandbox.Compile, &w.compile
+			}
+			buf.Write(payload)
+			if w.h.Output != nil {
+				w.h.Output(sandbox.Chunk{Stream: stream, Data: payload})
+			}
+		case FrameResult:
+			var r Result
+			if err := json.Unmarshal(payload, &r); err != nil {
+				return fail, fmt.Errorf("%w: bad result frame", ErrProtocol), false
+			}
+			return r.sandboxResult(w.stdout.Bytes(), w.stderr.Bytes(), w.compile.Bytes()), nil, false
+		case FrameError:
+			var e Error
+			json.Unmarshal(payload, &e)
+			err := errorFromWire(e)
+			if ctx.Err() != nil && errors.Is(err, scheduler.ErrCancelled) {
+				return fail, ctx.Err(), false
+			}
+			return fail, err, false
+		default:
+			return fail, fmt.Errorf("%w: unexpected frame %q", ErrProtocol, typ), false
+		}
+	}
+}

@@ -1,0 +1,93 @@
+package transport
+
+import (
+	"time"
+
+	"runbox/sandbox"
+)
+
+// Hello is the client's handshake: who it is and its credentials.
+type Hello struct {
+	// Role is "client" or "slave".
+	Role string `json:"role"`
+	// Name identifies the peer in logs (a slave's node name).
+	Name string `json:"name,omitempty"`
+	// Token is a bearer token; empty when the server needs none.
+	Token string `json:"token,omitempty"`
+}
+
+// Roles.
+const (
+	RoleClient = "client"
+	RoleSlave  = "slave"
+)
+
+// Welcome is the server's handshake answer.
+type Welcome struct {
+	Version int    `json:"version"`
+	Node    string `json:"node"`
+}
+
+// Submit asks to run a program. Interactive jobs take 'I' frames as live stdin until 'D'.
+type Submit struct {
+	Spec        sandbox.Spec `json:"spec"`
+	Interactive bool         `json:"interactive,omitempty"`
+}
+
+// Wait resumes watching a job: the server replays its events from index From.
+type Wait struct {
+	ID   string `json:"id"`
+	From int    `json:"from"`
+}
+
+// Cancel cancels a job by id from another stream or connection.
+type Cancel struct {
+	ID string `json:"id"`
+}
+
+// Accepted carries the job's id: from then on the job is journaled and will run.
+type Accepted struct {
+	ID string `json:"id"`
+}
+
+// Queued tells the job's 1-based position in the queue.
+type Queued struct {
+	Position int `json:"position"`
+}
+
+// Started tells where the job runs.
+type Started struct {
+	Node string `json:"node"`
+}
+
+// Error is a refusal or a job that could not run.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Result ends a job. The output is not repeated: it arrived in the 'O', 'E', 'C' frames.
+type Result struct {
+	Status      sandbox.Status `json:"status"`
+	ExitCode    int            `json:"exit_code"`
+	Signal      string         `json:"signal,omitempty"`
+	Time        time.Duration  `json:"time_ns"`
+	CPUTime     time.Duration  `json:"cpu_time_ns"`
+	CompileTime time.Duration  `json:"compile_time_ns"`
+	Memory      int64          `json:"memory_bytes"`
+	Message     string         `json:"message,omitempty"`
+	Node        string         `json:"node,omitempty"`
+	Attempts    int            `json:"attempts,omitempty"`
+}
+
+func resultToWire(r *sandbox.Result) Result {
+	return Result{Status: r.Status, ExitCode: r.ExitCode, Signal: r.Signal, Time: r.Time, CPUTime: r.CPUTime,
+		CompileTime: r.CompileTime, Memory: r.Memory, Message: r.Message, Node: r.Node, Attempts: r.Attempts}
+}
+
+// sandboxResult rebuilds a sandbox.Result from the wire result and the streamed output.
+func (r Result) sandboxResult(stdout, stderr, compile []byte) sandbox.Result {
+	return sandbox.Result{Status: r.Status, ExitCode: r.ExitCode, Signal: r.Signal, Stdout: stdout, Stderr: stderr,
+		CompileOutput: compile, Time: r.Time, CPUTime: r.CPUTime, CompileTime: r.CompileTime, Memory: r.Memory,
+		Message: r.Message, Node: r.Node, Attempts: r.Attempts}
+}

@@ -1,0 +1,429 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"runbox/scheduler"
+	"runbox/sandbox"
+)
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	// Node is the server's node name, sent in the welcome.
+	Node string
+	// TLS, when set, wraps every accepted connection (the security issue's seam).
+	TLS *tls.Config
+	// HandshakeTimeout bounds the preamble and hello of a new connection.
+	HandshakeTimeout time.Duration
+	// FirstFrameTimeout bounds how long a new stream may stay silent.
+	FirstFrameTimeout time.Duration
+	// KeepAlive is the yamux keepalive period; a peer silent for about two periods is dead.
+	KeepAlive time.Duration
+	// Authenticate, when set, accepts or refuses a hello (wrap ErrUnauthorized to refuse).
+	Authenticate func(Hello) error
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultServerConfig returns the defaults of `runbox master`.
+func DefaultServerConfig() ServerConfig {
+	return ServerConfig{Node: "master", HandshakeTimeout: 5 * time.Second, FirstFrameTimeout: 10 * time.Second, KeepAlive: 5 * time.Second}
+}
+
+// Validate reports the first invalid field.
+func (c ServerConfig) Validate() error {
+	if c.Node == "" || c.HandshakeTimeout <= 0 || c.FirstFrameTimeout <= 0 || c.KeepAlive <= 0 {
+		return errors.New("transport: server config needs a node name and positive timeouts")
+	}
+	return nil
+}
+
+// Server serves the cluster protocol for a Scheduler.
+type Server struct {
+	cfg   ServerConfig
+	sched *scheduler.Scheduler
+	log   *slog.Logger
+
+	ctx    context.Context // cancelled by Shutdown: every stream ends
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // connection and stream goroutines
+
+	mu        sync.Mutex
+	listeners map[net.Listener]bool
+	conns     map[net.Conn]bool
+	closed    bool
+}
+
+// NewServer returns a Server for sched.
+func NewServer(cfg ServerConfig, sched *scheduler.Scheduler) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, sched: sched, log: log.With("component", "transport"),
+		listeners: map[net.Listener]bool{}, conns: map[net.Conn]bool{}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("transport: server closed")
+
+// Serve accepts connections on ln until Shutdown. It always returns a non-nil error.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	backoff := 5 * time.Millisecond
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(backoff)
+				backoff = min(2*backoff, time.Second)
+				continue
+			}
+			return err
+		}
+		backoff = 5 * time.Millisecond
+		if !s.track(conn) {
+			conn.Close()
+			return ErrServerClosed
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.untrack(conn)
+			s.serveConn(conn)
+		}()
+	}
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = true
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	c.Close()
+}
+
+// Shutdown stops accepting, ends every connection and stream and waits for their
+// goroutines, or returns ctx's error when it ends first. Jobs keep running in the scheduler.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func yamuxConfig(keepAlive time.Duration) *yamux.Config {
+	cfg := yamux.DefaultConfig()
+	cfg.EnableKeepAlive = true
+	cfg.KeepAliveInterval = keepAlive
+	cfg.ConnectionWriteTimeout = 2 * keepAlive
+	cfg.StreamOpenTimeout = 2 * keepAlive
+	cfg.StreamCloseTimeout = 2 * keepAlive
+	cfg.LogOutput = io.Discard
+	cfg.AcceptBacklog = 1024
+	return cfg
+}
+
+// serveConn runs the handshake and then serves the connection's streams.
+func (s *Server) serveConn(conn net.Conn) {
+	log := s.log.With("remote", conn.RemoteAddr().String())
+	if s.cfg.TLS != nil {
+		conn = tls.Server(conn, s.cfg.TLS)
+	}
+	conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	hello, err := s.handshake(conn)
+	if err != nil {
+		log.Debug("handshake refused", "err", err)
+		return
+	}
+	conn.SetDeadline(time.Time{})
+	sess, err := yamux.Server(conn, yamuxConfig(s.cfg.KeepAlive))
+	if err != nil {
+		return
+	}
+	defer sess.Close()
+	log = log.With("role", hello.Role, "peer", hello.Name)
+	log.Debug("session open")
+	stop := context.AfterFunc(s.ctx, func() { sess.Close() })
+	defer stop()
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			log.Debug("session closed", "err", err)
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer st.Close()
+			s.serveStream(st, hello, log)
+		}()
+	}
+}
+
+// handshake reads the preamble and hello and answers with a welcome or an error frame.
+func (s *Server) handshake(conn net.Conn) (Hello, error) {
+	var pre [len(Preamble)]byte
+	if _, err := io.ReadFull(conn, pre[:]); err != nil {
+		return Hello{}, err
+	}
+	if !bytes.Equal(pre[:6], Preamble[:6]) {
+		return Hello{}, fmt.Errorf("%w: bad preamble %q", ErrProtocol, pre[:])
+	}
+	if pre[6] != Version {
+		err := fmt.Errorf("%w: client speaks protocol %d, this server %d; upgrade the older side", ErrVersion, pre[6], Version)
+		writeError(conn, err)
+		return Hello{}, err
+	}
+	typ, payload, err := ReadFrame(conn, 64<<10)
+	if err != nil {
+		return Hello{}, err
+	}
+	var hello Hello
+	if typ != FrameHello || json.Unmarshal(payload, &hello) != nil || (hello.Role != RoleClient && hello.Role != RoleSlave) {
+		err := fmt.Errorf("%w: expected a hello frame with role client or slave", ErrProtocol)
+		writeError(conn, err)
+		return Hello{}, err
+	}
+	if s.cfg.Authenticate != nil {
+		if err := s.cfg.Authenticate(hello); err != nil {
+			writeError(conn, err)
+			return Hello{}, err
+		}
+	}
+	b, _ := json.Marshal(Welcome{Version: Version, Node: s.cfg.Node})
+	return hello, WriteFrame(conn, FrameWelcome, b)
+}
+
+// payloadTimeout bounds reading a request frame's payload once its header arrived.
+const payloadTimeout = 60 * time.Second
+
+// extendOnRead calls extend once, after the first successful read.
+type extendOnRead struct {
+	r      io.Reader
+	extend func()
+	done   bool
+}
+
+func (e *extendOnRead) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if n > 0 && !e.done {
+		e.done = true
+		e.extend()
+	}
+	return n, err
+}
+
+func writeError(w io.Writer, err error) error {
+	b, _ := json.Marshal(Error{Code: Code(err), Message: err.Error()})
+	return WriteFrame(w, FrameError, b)
+}
+
+func writeJSON(w io.Writer, typ byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return WriteFrame(w, typ, b)
+}
+
+// serveStream dispatches on a stream's first frame.
+func (s *Server) serveStream(st *yamux.Stream, hello Hello, log *slog.Logger) {
+	// A silent stream is dropped after FirstFrameTimeout; once the frame has begun, a
+	// slow sender gets longer for a large payload.
+	st.SetReadDeadline(time.Now().Add(s.cfg.FirstFrameTimeout))
+	typ, payload, err := ReadFrame(&extendOnRead{r: st, extend: func() { st.SetReadDeadline(time.Now().Add(payloadTimeout)) }}, MaxRequestFrame)
+	if err != nil {
+		if errors.Is(err, ErrProtocol) {
+			writeError(st, err)
+		}
+		return
+	}
+	st.SetReadDeadline(time.Time{})
+	if hello.Role != RoleClient {
+		writeError(st, fmt.Errorf("%w: a %s session cannot submit jobs", ErrUnauthorized, hello.Role))
+		return
+	}
+	switch typ {
+	case FrameSubmit:
+		var sub Submit
+		if err := json.Unmarshal(payload, &sub); err != nil {
+			writeError(st, fmt.Errorf("%w: bad submit frame: %v", sandbox.ErrInvalidRequest, err))
+			return
+		}
+		job, err := s.sched.Submit(sub.Spec, sub.Interactive)
+		if err != nil {
+			writeError(st, err)
+			return
+		}
+		log.Debug("job accepted", "job", job.ID, "language", sub.Spec.Language)
+		s.serveJob(st, job, 0)
+	case FrameWait:
+		var w Wait
+		if err := json.Unmarshal(payload, &w); err != nil {
+			writeError(st, fmt.Errorf("%w: bad wait frame: %v", sandbox.ErrInvalidRequest, err))
+			return
+		}
+		job, err := s.sched.Get(w.ID)
+		if err != nil {
+			writeError(st, err)
+			return
+		}
+		s.serveJob(st, job, w.From)
+	case FrameCancel:
+		var c Cancel
+		if err := json.Unmarshal(payload, &c); err != nil {
+			writeError(st, fmt.Errorf("%w: bad cancel frame: %v", sandbox.ErrInvalidRequest, err))
+			return
+		}
+		if err := s.sched.Cancel(c.ID); err != nil {
+			writeError(st, err)
+			return
+		}
+		writeJSON(st, FrameAccepted, Accepted{ID: c.ID})
+	case FrameStatus:
+		writeJSON(st, FrameStatus, s.sched.Snapshot(20))
+	default:
+		writeError(st, fmt.Errorf("%w: unexpected first frame %q", ErrProtocol, typ))
+	}
+}
+
+// serveJob sends the job's id and then its events from index from, while forwarding the
+// client's stdin and cancel frames. It returns when the job's last event is written, the
+// client goes away, or the server shuts down; the job itself runs on regardless (the
+// client may come back for it by id).
+func (s *Server) serveJob(st *yamux.Stream, job *scheduler.Job, from int) {
+	if err := writeJSON(st, FrameAccepted, Accepted{ID: job.ID}); err != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() { // the client's side of the stream
+		defer wg.Done()
+		defer cancel() // the client went away: stop writing
+		for {
+			typ, payload, err := ReadFrame(st, MaxFrame)
+			if err != nil {
+				if errors.Is(err, ErrProtocol) {
+					writeError(st, err)
+				}
+				return
+			}
+			switch typ {
+			case FrameStdin:
+				if err := job.SendStdin(ctx, payload); err != nil {
+					return
+				}
+			case FrameStdinEnd:
+				job.CloseStdin()
+			case FrameCancel:
+				s.sched.Cancel(job.ID)
+			default:
+				return
+			}
+		}
+	}()
+
+	for {
+		events, done, err := job.Events(ctx, from)
+		if err != nil {
+			return
+		}
+		from += len(events)
+		for _, e := range events {
+			if err := writeEvent(st, e); err != nil {
+				return
+			}
+		}
+		if done {
+			// Closing our side ends the client's reads; the reader goroutine ends with the
+			// client's close, or at the deadline if the client never closes.
+			st.Close()
+			st.SetReadDeadline(time.Now().Add(s.cfg.FirstFrameTimeout))
+			return
+		}
+	}
+}
+
+func writeEvent(w io.Writer, e scheduler.Event) error {
+	switch e.Kind {
+	case scheduler.EventQueued:
+		return writeJSON(w, FrameQueued, Queued{Position: e.Position})
+	case scheduler.EventStarted:
+		return writeJSON(w, FrameStarted, Started{Node: e.Node})
+	case scheduler.EventOutput:
+		typ := FrameStdout
+		switch e.Chunk.Stream {
+		case sandbox.Stderr:
+			typ = FrameStderr
+		case sandbox.Compile:
+			typ = FrameCompile
+		}
+		return WriteFrame(w, typ, e.Chunk.Data) // at most scheduler.MaxChunk bytes
+	case scheduler.EventDone:
+		if e.Err != nil {
+			return writeError(w, e.Err)
+		}
+		return writeJSON(w, FrameResult, resultToWire(e.Result))
+	}
+	return nil
+}

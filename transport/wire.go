@@ -1,0 +1,115 @@
+// Package transport is runbox's cluster protocol: yamux sessions over TCP (TLS when
+// configured), a versioned handshake, one yamux stream per job carrying length-prefixed
+// frames, and stable error codes that become the same sentinel errors on the other side.
+// docs/protocol.md specifies the bytes; golden files in testdata/ pin them.
+package transport
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"runbox/scheduler"
+)
+
+// Version is the protocol version this package speaks.
+const Version = 1
+
+// Preamble opens every connection, before the hello frame: "RUNBOX" and the version byte.
+var Preamble = [7]byte{'R', 'U', 'N', 'B', 'O', 'X', Version}
+
+// Frame types. Client to server:
+const (
+	FrameHello    byte = 'H' // handshake: JSON Hello
+	FrameSubmit   byte = 'J' // first frame of a job stream: JSON Submit
+	FrameWait     byte = 'W' // first frame of a resume stream: JSON Wait
+	FrameStatus   byte = 'T' // first frame of a status stream (empty); the reply is 'T' too
+	FrameCancel   byte = 'K' // on a job stream (empty), or first frame of a cancel stream (JSON Cancel)
+	FrameStdin    byte = 'I' // live stdin bytes for an interactive job
+	FrameStdinEnd byte = 'D' // end of live stdin (empty)
+)
+
+// Server to client:
+const (
+	FrameWelcome  byte = 'w' // handshake accepted: JSON Welcome
+	FrameAccepted byte = 'A' // JSON Accepted: the job id, once journaled
+	FrameQueued   byte = 'Q' // JSON Queued: the job's queue position changed
+	FrameStarted  byte = 'S' // JSON Started: the job was placed on a node
+	FrameStdout   byte = 'O' // raw stdout bytes
+	FrameStderr   byte = 'E' // raw stderr bytes
+	FrameCompile  byte = 'C' // raw compiler output bytes
+	FrameResult   byte = 'R' // JSON Result: the job's end; the stream closes after it
+	FrameError    byte = 'X' // JSON Error: the request was refused or the job could not run
+)
+
+// Caps on what a peer may send.
+const (
+	// MaxRequestFrame caps the first frame of a stream (a submit carries sources and stdin).
+	MaxRequestFrame = 16 << 20
+	// MaxFrame caps every other frame.
+	MaxFrame = 1 << 20
+	// ChunkSize is the largest data frame a sender writes.
+	ChunkSize = 32 << 10
+)
+
+// Errors of the transport itself.
+var (
+	// ErrProtocol: the peer broke the protocol (bad preamble, unexpected frame, oversized frame).
+	ErrProtocol = errors.New("protocol error")
+	// ErrVersion: the peers speak different protocol versions.
+	ErrVersion = errors.New("unsupported protocol version")
+	// ErrUnauthorized: the credentials were refused.
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrConnect: the server could not be reached.
+	ErrConnect = errors.New("cannot reach server")
+	// ErrRateLimited and ErrQuota: per-token limits (security).
+	ErrRateLimited = errors.New("rate limited")
+	ErrQuota       = errors.New("quota exceeded")
+)
+
+// codes are the transport's additions to scheduler's code table.
+var codes = []scheduler.CodedError{
+	{Code: "protocol", Err: ErrProtocol},
+	{Code: "unsupported_version", Err: ErrVersion},
+	{Code: "unauthorized", Err: ErrUnauthorized},
+	{Code: "rate_limited", Err: ErrRateLimited},
+	{Code: "quota", Err: ErrQuota},
+}
+
+// Code returns err's stable wire code.
+func Code(err error) string { return scheduler.CodeOf(err, codes...) }
+
+// errorFromWire rebuilds an error from a wire Error.
+func errorFromWire(e Error) error { return scheduler.ErrorOf(e.Code, e.Message, codes...) }
+
+// WriteFrame writes one frame: type, 4-byte big-endian length, payload.
+func WriteFrame(w io.Writer, typ byte, payload []byte) error {
+	buf := make([]byte, 5+len(payload))
+	buf[0] = typ
+	binary.BigEndian.PutUint32(buf[1:5], uint32(len(payload)))
+	copy(buf[5:], payload)
+	_, err := w.Write(buf)
+	return err
+}
+
+// ReadFrame reads one frame whose payload is at most max bytes; a larger declared length
+// is ErrProtocol and nothing more is read.
+func ReadFrame(r io.Reader, max int) (typ byte, payload []byte, err error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[1:5])
+	if int64(n) > int64(max) {
+		return hdr[0], nil, fmt.Errorf("%w: frame %q of %d bytes is over the %d byte cap", ErrProtocol, hdr[0], n, max)
+	}
+	payload = make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return hdr[0], nil, err
+	}
+	return hdr[0], payload, nil
+}
