@@ -136,16 +136,16 @@ func (j *Job) Events(ctx context.Context, from int) (events []Event, done bool, 
 
 // Info is a snapshot of a job for status views.
 type Info struct {
-	ID        string
-	Language  string
-	State     State
-	Node      string
-	Attempts  int
-	Submitted time.Time
-	Started   time.Time
-	Finished  time.Time
-	Status    sandbox.Status // when done and the program ran
-	Error     string         // when done and it could not run
+	ID        string         `json:"id"`
+	Language  string         `json:"language"`
+	State     State          `json:"state"`
+	Node      string         `json:"node,omitempty"`
+	Attempts  int            `json:"attempts"`
+	Submitted time.Time      `json:"submitted"`
+	Started   time.Time      `json:"started,omitzero"`
+	Finished  time.Time      `json:"finished,omitzero"`
+	Status    sandbox.Status `json:"status,omitempty"` // when done and the program ran
+	Error     string         `json:"error,omitempty"`  // when done and it could not run
 }
 
 // Info returns a snapshot of the job.

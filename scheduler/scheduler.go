@@ -141,7 +141,7 @@ func (s *Scheduler) Submit(spec sandbox.Spec, interactive bool) (*Job, error) {
 		s.totals.Rejected++
 		running, queued := s.running, len(s.queue)
 		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: %d programs running and %d queued (the limit); try another server or retry later", ErrBusy, running, queued)
+		return nil, fmt.Errorf("%w: %d program(s) running and %d queued, the limit; try another server or retry later", ErrBusy, running, queued)
 	}
 	// Hold the place (a slot or the queue's tail) while the journal writes.
 	s.jobs[j.ID] = j
@@ -260,20 +260,15 @@ func (s *Scheduler) finish(j *Job, res sandbox.Result, err error) {
 		s.log.Error("journal finish", "job", j.ID, "err", jerr)
 	}
 
+	// Free the slot before the result is visible: a client that saw its result and
+	// submits again finds the slot free.
 	j.mu.Lock()
 	wasRunning := j.state == StateRunning
 	j.state = StateDone
 	j.finished = now
-	e := Event{Kind: EventDone, Err: err}
-	if err == nil {
-		e.Result = &res
-	}
-	j.appendLocked(e)
-	close(j.doneCh)
 	j.mu.Unlock()
 
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if wasRunning {
 		s.running--
 	}
@@ -292,6 +287,16 @@ func (s *Scheduler) finish(j *Job, res sandbox.Result, err error) {
 		delete(s.jobs, j.ID)
 	}
 	s.dispatchLocked()
+	s.mu.Unlock()
+
+	j.mu.Lock()
+	e := Event{Kind: EventDone, Err: err}
+	if err == nil {
+		e.Result = &res
+	}
+	j.appendLocked(e)
+	close(j.doneCh)
+	j.mu.Unlock()
 }
 
 // Get returns a job by id: a live one, or a finished one rebuilt from the journal.

@@ -223,11 +223,17 @@ type RunOptions struct {
 // event. Cancelling ctx cancels the job on the server. The error wraps the server's
 // sentinel (scheduler.ErrBusy, sandbox.ErrInvalidRequest, ...) or ErrConnect.
 func (c *Client) Run(ctx context.Context, spec sandbox.Spec, opts RunOptions) (sandbox.Result, error) {
+	// Encode before opening the stream: the server gives a new stream only a short
+	// while to start talking, and a large program takes a while to encode.
+	sub, err := json.Marshal(Submit{Spec: spec, Interactive: opts.Stdin != nil})
+	if err != nil {
+		return sandbox.Result{ExitCode: -1}, fmt.Errorf("%w: encode: %v", sandbox.ErrInvalidRequest, err)
+	}
 	st, err := c.openStream(ctx)
 	if err != nil {
 		return sandbox.Result{ExitCode: -1}, err
 	}
-	if err := writeJSON(st, FrameSubmit, Submit{Spec: spec, Interactive: opts.Stdin != nil}); err != nil {
+	if err := WriteFrame(st, FrameSubmit, sub); err != nil {
 		st.Close()
 		return sandbox.Result{ExitCode: -1}, fmt.Errorf("%w: send: %v", ErrConnect, err)
 	}

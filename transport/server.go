@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -175,6 +176,9 @@ func yamuxConfig(keepAlive time.Duration) *yamux.Config {
 	cfg.StreamOpenTimeout = 2 * keepAlive
 	cfg.StreamCloseTimeout = 2 * keepAlive
 	cfg.LogOutput = io.Discard
+	if os.Getenv("RUNBOX_YAMUX_LOG") != "" {
+		cfg.LogOutput = os.Stderr
+	}
 	cfg.AcceptBacklog = 1024
 	return cfg
 }

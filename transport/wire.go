@@ -75,6 +75,7 @@ var codes = []scheduler.CodedError{
 	{Code: "unauthorized", Err: ErrUnauthorized},
 	{Code: "rate_limited", Err: ErrRateLimited},
 	{Code: "quota", Err: ErrQuota},
+	{Code: "unreachable", Err: ErrConnect}, // never sent; names a local failure in --json output
 }
 
 // Code returns err's stable wire code.

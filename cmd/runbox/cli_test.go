@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"runbox/sandbox"
+	"runbox/sandbox/sandboxtest"
+)
+
+// startMaster runs serveMaster in-process on loopback with runner (a Fake unless nil,
+// which means the real Docker sandbox) and returns its cluster address.
+func startMaster(t *testing.T, runner sandbox.Runner, mod func(*masterConfig)) string {
+	t.Helper()
+	cfg := masterConfig{Listen: "127.0.0.1:0", Node: "master", MaxPrograms: 2, Queue: 10, Pool: 1, ImageTag: "latest", LogLevel: "info"}
+	if mod != nil {
+		mod(&cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- serveMaster(ctx, cfg, slog.New(slog.DiscardHandler), runner, func(a string) { addrc <- a })
+	}()
+	select {
+	case a := <-addrc:
+		t.Cleanup(func() {
+			cancel()
+			if err := <-errc; err != nil {
+				t.Errorf("master: %v", err)
+			}
+		})
+		return a
+	case err := <-errc:
+		cancel()
+		t.Fatalf("master: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("master did not start")
+	}
+	return ""
+}
+
+func write(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func cli(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = run(context.Background(), args, strings.NewReader(stdin), &o, &e)
+	return code, o.String(), e.String()
+}
+
+func TestSubmitTextMode(t *testing.T) {
+	t.Parallel()
+	addr := startMaster(t, &sandboxtest.Fake{}, nil)
+	code, out, errOut := cli(t, "", "submit", "--server", addr, write(t, "p.py", "out hello\nerr warning\nexit 5"))
+	if code != 5 || out != "hello\n" || errOut != "warning\n" {
+		t.Errorf("code %d stdout %q stderr %q", code, out, errOut)
+	}
+	code, _, errOut = cli(t, "", "submit", "--server", addr, write(t, "bad.c", "compile main.c:1: error: oops"))
+	if code != 1 || !strings.Contains(errOut, "main.c:1: error: oops") || !strings.Contains(errOut, "compilation failed") {
+		t.Errorf("compile error: code %d stderr %q", code, errOut)
+	}
+	code, _, errOut = cli(t, "", "submit", "--server", addr, write(t, "tl.py", "status time_limit"))
+	if code != 137 || !strings.Contains(errOut, "time limit") {
+		t.Errorf("time limit: code %d stderr %q", code, errOut)
+	}
+}
+
+func TestSubmitJSONMode(t *testing.T) {
+	t.Parallel()
+	addr := startMaster(t, &sandboxtest.Fake{}, nil)
+	code, out, _ := cli(t, "", "submit", "--server", addr, "--json", write(t, "a.py", "out A"), write(t, "b.c", "exit 2"))
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 2 || len(lines) != 2 {
+		t.Fatalf("code %d, %d lines: %s", code, len(lines), out)
+	}
+	var a, b map[string]any
+	json.Unmarshal([]byte(lines[0]), &a)
+	json.Unmarshal([]byte(lines[1]), &b)
+	for _, f := range []string{"id", "language", "status", "exit_code", "stdout", "stderr", "compile_output", "time_ms", "memory_bytes", "node", "attempts"} {
+		if _, ok := a[f]; !ok {
+			t.Errorf("field %s missing from %s", f, lines[0])
+		}
+	}
+	if a["stdout"] != "A\n" || a["status"] != "ok" || a["language"] != "python" || a["node"] != "master" {
+		t.Errorf("first: %s", lines[0])
+	}
+	if b["language"] != "c" || b["status"] != "runtime_error" || b["exit_code"] != 2.0 {
+		t.Errorf("second: %s", lines[1])
+	}
+}
+
+func TestSubmitStdin(t *testing.T) {
+	t.Parallel()
+	addr := startMaster(t, &sandboxtest.Fake{}, nil)
+	in := write(t, "in.txt", "from file")
+	if code, out, _ := cli(t, "", "submit", "--server", addr, "--stdin", in, write(t, "c.py", "cat")); code != 0 || out != "from file" {
+		t.Errorf("--stdin FILE: %d %q", code, out)
+	}
+	if code, out, _ := cli(t, "line one\nline two\n", "submit", "--server", addr, "--stdin", "-", write(t, "c.py", "cat")); code != 0 || out != "line one\nline two\n" {
+		t.Errorf("--stdin -: %d %q", code, out)
+	}
+}
+
+func TestSubmitErrorsAndExitCodes(t *testing.T) {
+	t.Parallel()
+	addr := startMaster(t, &sandboxtest.Fake{}, func(c *masterConfig) { c.MaxPrograms = 1; c.Queue = 0 })
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	prog := write(t, "p.py", "out x")
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"no file", []string{"submit", "--server", addr}, exitUsage, "no program file"},
+		{"missing file", []string{"submit", "--server", addr, "/nonexistent/x.py"}, exitUsage, "no such file"},
+		{"unknown extension", []string{"submit", "--server", addr, write(t, "x.cob", "x")}, exitUsage, "--lang"},
+		{"unknown lang", []string{"submit", "--server", addr, "--lang", "cobol", prog}, exitUsage, "unknown --lang"},
+		{"bad size", []string{"submit", "--server", addr, "--memory-limit", "lots", prog}, exitUsage, "--memory-limit"},
+		{"empty program", []string{"submit", "--server", addr, write(t, "e.py", "")}, exitInvalid, "empty"},
+		{"over max", []string{"submit", "--server", addr, "--time-limit", "1h", prog}, exitInvalid, "above the server maximum"},
+		{"unreachable", []string{"submit", "--server", dead, prog}, exitUnavailable, "cannot reach server"},
+		{"unknown command", []string{"frobnicate"}, exitUsage, "unknown command"},
+	} {
+		code, _, errOut := cli(t, "", c.args...)
+		if code != c.code || !strings.Contains(errOut, c.msg) {
+			t.Errorf("%s: code %d (want %d), stderr %q (want %q)", c.name, code, c.code, errOut, c.msg)
+		}
+		if strings.Contains(errOut, "goroutine ") || (c.name != "unknown command" && strings.Count(strings.TrimSpace(errOut), "\n") > 0) {
+			t.Errorf("%s: not one clear line: %q", c.name, errOut)
+		}
+	}
+}
+
+func TestSubmitBusy(t *testing.T) {
+	t.Parallel()
+	addr := startMaster(t, &sandboxtest.Fake{}, func(c *masterConfig) { c.MaxPrograms = 1; c.Queue = 0 })
+	done := make(chan int)
+	go func() {
+		code, _, _ := cli(t, "", "submit", "--server", addr, write(t, "slow.py", "sleep 1s"))
+		done <- code
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for { // wait until the slow program holds the only slot
+		_, out, _ := cli(t, "", "status", "--server", addr, "--json")
+		if strings.Contains(out, `"state": "running"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slow program never ran")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for {
+		code, _, errOut := cli(t, "", "submit", "--server", addr, write(t, "p.py", "out x"))
+		if code == exitBusy {
+			if !strings.Contains(errOut, "try another server") {
+				t.Errorf("busy message %q", errOut)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never busy: last code %d stderr %q", code, errOut)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code := <-done; code != 0 {
+		t.Errorf("first client: %d", code)
+	}
+}
+
+func TestStatusCommand(t *testing.T) {
+	t.Parallel()
+	addr := startMaster(t, &sandboxtest.Fake{}, nil)
+	cli(t, "", "submit", "--server", addr, write(t, "p.py", "out x"))
+	code, out, _ := cli(t, "", "status", "--server", addr)
+	if code != 0 || !strings.Contains(out, "NODE") || !strings.Contains(out, "master") || !strings.Contains(out, "RECENT") {
+		t.Errorf("status: %d\n%s", code, out)
+	}
+	code, out, _ = cli(t, "", "status", "--server", addr, "--json")
+	var snap map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &snap) != nil || snap["nodes"] == nil {
+		t.Errorf("status --json: %d %s", code, out)
+	}
+}
+
+// TestEndToEndDocker: CLI → master → real sandbox, for each language.
+func TestEndToEndDocker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs Docker")
+	}
+	addr := startMaster(t, nil, func(c *masterConfig) { c.Node = "e2e-" + strings.ToLower(t.Name()[:4]) + time.Now().Format("150405") })
+	for name, src := range map[string]string{
+		"hello.py":  "print('hello from python')\n",
+		"hello.c":   "#include <stdio.h>\nint main(void){puts(\"hello from c\");return 0;}\n",
+		"hello.cpp": "#include <iostream>\nint main(){std::cout<<\"hello from cpp\\n\";}\n",
+	} {
+		code, out, errOut := cli(t, "", "submit", "--server", addr, write(t, name, src))
+		want := map[string]string{".py": "hello from python\n", ".c": "hello from c\n", ".cpp": "hello from cpp\n"}[filepath.Ext(name)]
+		if code != 0 || out != want {
+			t.Errorf("%s: code %d stdout %q stderr %q", name, code, out, errOut)
+		}
+	}
+	// Interactive input through the whole chain.
+	code, out, _ := cli(t, "Ada\n", "submit", "--server", addr, "--stdin", "-", write(t, "ask.py", "n = input('name? ')\nprint('hi', n)\n"))
+	if code != 0 || out != "name? hi Ada\n" {
+		t.Errorf("interactive: %d %q", code, out)
+	}
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"runbox/sandbox"
+	"runbox/sandbox/docker"
+	"runbox/scheduler"
+	"runbox/transport"
+)
+
+// masterConfig is `runbox master`'s flags.
+type masterConfig struct {
+	Listen      string
+	HTTP        string
+	Node        string
+	MaxPrograms int
+	Queue       int
+	Pool        int
+	DockerHost  string
+	ImageTag    string
+	LogLevel    string
+}
+
+func (c *masterConfig) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", ":7700", "cluster protocol address (clients and slaves)")
+	fs.StringVar(&c.HTTP, "http", ":7780", "HTTP address for /healthz and /readyz (empty: off)")
+	fs.StringVar(&c.Node, "node", "master", "this node's name, shown in results and status")
+	fs.IntVar(&c.MaxPrograms, "max-programs", runtime.NumCPU(), "programs run at once on this machine's sandbox")
+	fs.IntVar(&c.Queue, "queue", 100, "accepted programs that may wait for a slot; past it clients are told the server is busy")
+	fs.IntVar(&c.Pool, "pool", 2, "warm sandbox containers kept ready per language (0: none)")
+	fs.StringVar(&c.DockerHost, "docker-host", "", "Docker engine address (default: $DOCKER_HOST or the local socket)")
+	fs.StringVar(&c.ImageTag, "image-tag", "latest", "tag of the runtime images (runbox/runtime-LANG:TAG)")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("bad --log-level %q: %v", level, err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func runMaster(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("runbox master", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg masterConfig
+	cfg.flags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: runbox master [flags]\n\nRuns the master: accepts clients on --listen, runs up to --max-programs programs at\nonce in sandbox containers, queues up to --queue more, and answers busy past that.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "runbox master: unexpected arguments %q\n", fs.Args())
+		return exitUsage
+	}
+	log, err := newLogger(stderr, cfg.LogLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "runbox master:", err)
+		return exitUsage
+	}
+	if err := serveMaster(ctx, cfg, log, nil, nil); err != nil {
+		log.Error("master stopped", "err", err)
+		return exitUnavailable
+	}
+	return 0
+}
+
+// serveMaster runs a master until ctx ends. runner, when nil, is a Docker sandbox built
+// from cfg; ready, when set, receives the bound cluster address once the master serves.
+func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner sandbox.Runner, ready func(addr string)) error {
+	max := sandbox.MaxLimits()
+	if runner == nil {
+		dcfg := docker.DefaultConfig()
+		dcfg.Host = cfg.DockerHost
+		dcfg.Owner = "runbox-" + cfg.Node
+		dcfg.PoolSize = cfg.Pool
+		dcfg.ImageTag = cfg.ImageTag
+		dcfg.Logger = log
+		dr, err := docker.New(ctx, dcfg)
+		if err != nil {
+			return err
+		}
+		defer dr.Close()
+		log.Info("sandbox ready", "component", "master", "languages", strings.Join(keys(dr.Images()), ","))
+		runner, max = dr, dcfg.Max
+	}
+
+	scfg := scheduler.DefaultConfig()
+	scfg.Node = cfg.Node
+	scfg.MaxPrograms = cfg.MaxPrograms
+	scfg.Queue = cfg.Queue
+	scfg.MaxLimits = max
+	scfg.Logger = log
+	sched, err := scheduler.New(scfg, runner, scheduler.NewMemJournal(10000))
+	if err != nil {
+		return err
+	}
+	defer sched.Close()
+
+	tcfg := transport.DefaultServerConfig()
+	tcfg.Node = cfg.Node
+	tcfg.Logger = log
+	srv, err := transport.NewServer(tcfg, sched)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+
+	var hsrv *http.Server
+	if cfg.HTTP != "" {
+		hln, err := net.Listen("tcp", cfg.HTTP)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen http %s: %w", cfg.HTTP, err)
+		}
+		hsrv = &http.Server{Handler: healthHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { errc <- hsrv.Serve(hln) }()
+	}
+	log.Info("master ready", "component", "master", "listen", ln.Addr().String(), "http", cfg.HTTP,
+		"max_programs", cfg.MaxPrograms, "queue", cfg.Queue)
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	log.Info("master stopping", "component", "master")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	if hsrv != nil {
+		hsrv.Shutdown(sctx)
+	}
+	if errors.Is(serveErr, transport.ErrServerClosed) || errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	return serveErr
+}
+
+func healthHandler() http.Handler {
+	mux := http.NewServeMux()
+	ok := func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") }
+	mux.HandleFunc("GET /healthz", ok)
+	mux.HandleFunc("GET /readyz", ok)
+	return mux
+}
+
+func keys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }

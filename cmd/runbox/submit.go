@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/go-units"
+
+	"runbox/sandbox"
+	"runbox/scheduler"
+	"runbox/transport"
+)
+
+const defaultServer = "127.0.0.1:7700"
+
+// clientFlags are the connection flags shared by submit, status and bench.
+type clientFlags struct {
+	Server string
+	Token  string
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet) {
+	def := os.Getenv("RUNBOX_SERVER")
+	if def == "" {
+		def = defaultServer
+	}
+	fs.StringVar(&c.Server, "server", def, "server address HOST:PORT (default from $RUNBOX_SERVER)")
+	fs.StringVar(&c.Token, "token", os.Getenv("RUNBOX_TOKEN"), "bearer token for a secured cluster (default from $RUNBOX_TOKEN)")
+}
+
+func (c *clientFlags) config() transport.ClientConfig {
+	cfg := transport.DefaultClientConfig()
+	cfg.Token = c.Token
+	cfg.Name = "runbox-cli"
+	return cfg
+}
+
+// submitConfig is `runbox submit`'s flags.
+type submitConfig struct {
+	clientFlags
+	Lang        string
+	Stdin       string
+	TimeLimit   time.Duration
+	MemoryLimit string
+	JSON        bool
+	Verbose     bool
+}
+
+const submitHelp = `Usage: runbox submit [flags] FILE...
+
+Sends each FILE as a program to the server, waits for it and prints its result. The
+language is guessed from the extension (.py, .c, .cpp/.cc) unless --lang says otherwise.
+
+Without --json, the program's output streams to stdout and stderr as it runs (compiler
+errors go to stderr) and runbox exits with the program's exit code. With --json, one JSON
+object per FILE and line: id, file, language, status, exit_code, stdout, stderr,
+compile_output, time_ms, memory_bytes, node, attempts, and error {code, message} when the
+program could not run.
+
+Statuses: ok, compile_error, runtime_error, time_limit, memory_limit, output_limit.
+
+Exit codes:
+  0-255  the program's own exit code (the last failing one with several FILEs);
+         a program killed at a limit exits 128+signal, e.g. 137
+  64     usage error (bad flags, unreadable FILE)
+  65     the request was refused: invalid_request, unknown_language, too_large
+  69     cannot reach the server, or its sandbox is unavailable
+  70     internal error, or the job's node crashed on every attempt (crashed_node)
+  75     busy: the server is full; try another server (--server) or retry later
+  77     unauthorized, rate_limited or quota
+
+Flags:
+`
+
+func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("runbox submit", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg submitConfig
+	cfg.register(fs)
+	fs.StringVar(&cfg.Lang, "lang", "", "language: "+sandbox.LanguageNames()+" (default: from the file extension)")
+	fs.StringVar(&cfg.Stdin, "stdin", "", "file given to the program as standard input; - streams this terminal's input live")
+	fs.DurationVar(&cfg.TimeLimit, "time-limit", 0, "run time limit, e.g. 2s or 500ms (default: the server's)")
+	fs.StringVar(&cfg.MemoryLimit, "memory-limit", "", "memory limit, e.g. 128MiB (default: the server's)")
+	fs.BoolVar(&cfg.JSON, "json", false, "print one JSON object per file instead of the program's output")
+	fs.BoolVar(&cfg.Verbose, "v", false, "print the job id, node, time and memory on stderr")
+	fs.Usage = func() { fmt.Fprint(stderr, submitHelp); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "runbox submit: "+format+"\n", a...)
+		return exitUsage
+	}
+	if fs.NArg() == 0 {
+		return fail("no program file given (runbox submit FILE...)")
+	}
+	var limits sandbox.Limits
+	limits.RunTime = cfg.TimeLimit
+	if cfg.MemoryLimit != "" {
+		n, err := units.RAMInBytes(cfg.MemoryLimit)
+		if err != nil || n <= 0 {
+			return fail("bad --memory-limit %q: use e.g. 128MiB, 1GiB or plain bytes", cfg.MemoryLimit)
+		}
+		limits.Memory = n
+	}
+	if cfg.Lang != "" {
+		if _, ok := sandbox.Lookup(cfg.Lang); !ok {
+			return fail("unknown --lang %q (known: %s)", cfg.Lang, sandbox.LanguageNames())
+		}
+	}
+	var stdinData []byte
+	live := cfg.Stdin == "-"
+	if cfg.Stdin != "" && !live {
+		b, err := os.ReadFile(cfg.Stdin)
+		if err != nil {
+			return fail("--stdin: %v", err)
+		}
+		stdinData = b
+	}
+	if live && fs.NArg() > 1 {
+		return fail("--stdin - works with one FILE only")
+	}
+	specs := make([]sandbox.Spec, fs.NArg())
+	for i, path := range fs.Args() {
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return fail("%v", err)
+		}
+		lang := cfg.Lang
+		if lang == "" {
+			l, ok := sandbox.Detect(path)
+			if !ok {
+				return fail("cannot tell the language of %s from its extension; use --lang (%s)", path, sandbox.LanguageNames())
+			}
+			lang = l.Name
+		}
+		specs[i] = sandbox.Spec{Language: lang, Files: []sandbox.File{{Content: src}}, Stdin: stdinData, Limits: limits}
+	}
+
+	client, err := transport.Dial(ctx, cfg.Server, cfg.config())
+	if err != nil {
+		fmt.Fprintf(stderr, "runbox submit: %v\n", explain(err))
+		return exitCodeOf(err)
+	}
+	defer client.Close()
+
+	if cfg.JSON {
+		return submitJSON(ctx, client, fs.Args(), specs, stdout)
+	}
+	code := 0
+	for i, spec := range specs {
+		c := submitText(ctx, client, fs.Arg(i), spec, live, &cfg, stdin, stdout, stderr)
+		if c != 0 {
+			code = c
+		}
+	}
+	return code
+}
+
+// submitText runs one program with its output streaming to stdout and stderr.
+func submitText(ctx context.Context, client *transport.Client, file string, spec sandbox.Spec, live bool, cfg *submitConfig, stdin io.Reader, stdout, stderr io.Writer) int {
+	var id string
+	opts := transport.RunOptions{Handler: transport.Handler{
+		Accepted: func(s string) { id = s },
+		Output: func(c sandbox.Chunk) {
+			if c.Stream == sandbox.Stdout {
+				stdout.Write(c.Data)
+			} else {
+				stderr.Write(c.Data)
+			}
+		},
+		Reconnecting: func(err error) {
+			fmt.Fprintf(stderr, "runbox: connection lost (%v); reconnecting to wait for job %s\n", err, id)
+		},
+	}}
+	if cfg.Verbose {
+		opts.Handler.Queued = func(p int) { fmt.Fprintf(stderr, "runbox: %s queued at position %d\n", file, p) }
+		opts.Handler.Started = func(n string) { fmt.Fprintf(stderr, "runbox: %s running on %s\n", file, n) }
+	}
+	if live {
+		ch := make(chan []byte)
+		opts.Stdin = ch
+		go pumpStdin(ctx, stdin, ch)
+	}
+	res, err := client.Run(ctx, spec, opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "runbox submit: %s: %v\n", file, explain(err))
+		return exitCodeOf(err)
+	}
+	switch res.Status {
+	case sandbox.StatusOK, sandbox.StatusRuntimeError:
+	case sandbox.StatusCompileError:
+		fmt.Fprintf(stderr, "runbox: %s: compilation failed%s\n", file, suffix(res.Message))
+	default:
+		fmt.Fprintf(stderr, "runbox: %s: %s%s\n", file, strings.ReplaceAll(string(res.Status), "_", " "), suffix(res.Message))
+	}
+	if cfg.Verbose {
+		fmt.Fprintf(stderr, "runbox: %s: job %s on %s: %s, exit %d, %v, %s\n", file, id, res.Node, res.Status, res.ExitCode,
+			res.Time.Round(time.Millisecond), sandbox.FormatSize(res.Memory))
+	}
+	if res.ExitCode < 0 {
+		return 1
+	}
+	return res.ExitCode
+}
+
+func suffix(msg string) string {
+	if msg == "" {
+		return ""
+	}
+	return ": " + msg
+}
+
+// pumpStdin forwards lines of r to ch until EOF or ctx ends.
+func pumpStdin(ctx context.Context, r io.Reader, ch chan<- []byte) {
+	defer close(ch)
+	br := bufio.NewReader(r)
+	for {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 {
+			select {
+			case ch <- line:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// jsonResult is one line of `runbox submit --json`.
+type jsonResult struct {
+	ID            string     `json:"id"`
+	File          string     `json:"file"`
+	Language      string     `json:"language"`
+	Status        string     `json:"status,omitempty"`
+	ExitCode      int        `json:"exit_code"`
+	Signal        string     `json:"signal,omitempty"`
+	Stdout        string     `json:"stdout"`
+	Stderr        string     `json:"stderr"`
+	CompileOutput string     `json:"compile_output"`
+	TimeMS        float64    `json:"time_ms"`
+	CPUTimeMS     float64    `json:"cpu_time_ms"`
+	MemoryBytes   int64      `json:"memory_bytes"`
+	Message       string     `json:"message,omitempty"`
+	Node          string     `json:"node"`
+	Attempts      int        `json:"attempts"`
+	Error         *jsonError `json:"error,omitempty"`
+}
+
+type jsonError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func toJSON(id, file string, spec sandbox.Spec, res sandbox.Result, err error) jsonResult {
+	lang, _ := sandbox.Lookup(spec.Language)
+	out := jsonResult{ID: id, File: file, Language: lang.Name}
+	if err != nil {
+		out.ExitCode = -1
+		out.Error = &jsonError{Code: transport.Code(err), Message: explain(err)}
+		return out
+	}
+	out.Status = string(res.Status)
+	out.ExitCode, out.Signal, out.Message = res.ExitCode, res.Signal, res.Message
+	out.Stdout, out.Stderr, out.CompileOutput = string(res.Stdout), string(res.Stderr), string(res.CompileOutput)
+	out.TimeMS = float64(res.Time.Microseconds()) / 1000
+	out.CPUTimeMS = float64(res.CPUTime.Microseconds()) / 1000
+	out.MemoryBytes, out.Node, out.Attempts = res.Memory, res.Node, res.Attempts
+	return out
+}
+
+// submitJSON runs the programs concurrently and prints their results in FILE order.
+func submitJSON(ctx context.Context, client *transport.Client, files []string, specs []sandbox.Spec, stdout io.Writer) int {
+	results := make([]jsonResult, len(specs))
+	codes := make([]int, len(specs))
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i := range specs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			var id string
+			res, err := client.Run(ctx, specs[i], transport.RunOptions{Handler: transport.Handler{Accepted: func(s string) { id = s }}})
+			results[i] = toJSON(id, files[i], specs[i], res, err)
+			switch {
+			case err != nil:
+				codes[i] = exitCodeOf(err)
+			case res.ExitCode < 0:
+				codes[i] = 1
+			default:
+				codes[i] = res.ExitCode
+			}
+		}()
+	}
+	wg.Wait()
+	enc := json.NewEncoder(stdout)
+	code := 0
+	for i, r := range results {
+		enc.Encode(r)
+		if codes[i] != 0 {
+			code = codes[i]
+		}
+	}
+	return code
+}
+
+// exitCodeOf maps an error to the documented exit codes.
+func exitCodeOf(err error) int {
+	switch transport.Code(err) {
+	case "busy":
+		return exitBusy
+	case "invalid_request", "unknown_language", "too_large", "not_found":
+		return exitInvalid
+	case "unauthorized", "rate_limited", "quota":
+		return exitUnauthorized
+	case "unavailable", "shutting_down":
+		return exitUnavailable
+	}
+	if errors.Is(err, transport.ErrConnect) {
+		return exitUnavailable
+	}
+	if errors.Is(err, context.Canceled) {
+		return 130
+	}
+	return exitInternal
+}
+
+// explain turns an error into one clear line for a person.
+func explain(err error) string {
+	switch {
+	case errors.Is(err, scheduler.ErrBusy):
+		return fmt.Sprintf("server busy: %v", strings.TrimPrefix(err.Error(), "server busy: "))
+	case errors.Is(err, transport.ErrConnect):
+		return fmt.Sprintf("%v (is a runbox master running there? start one with `make cluster` or `runbox master`)", err)
+	case errors.Is(err, context.Canceled):
+		return "interrupted"
+	}
+	return err.Error()
+}
