@@ -16,8 +16,8 @@ import (
 
 	"github.com/hashicorp/yamux"
 
-	"runbox/scheduler"
 	"runbox/sandbox"
+	"runbox/scheduler"
 )
 
 // ServerConfig configures a Server.
