@@ -71,6 +71,15 @@ type Job struct {
 	changed   chan struct{} // closed and replaced on every append
 	cancel    context.CancelFunc
 	cancelled bool
+	lease     int  // bumped on every dispatch and re-queue; a result under an old lease is stale
+	accepted  bool // journaled; under the scheduler's mu
+}
+
+// currentLease reports whether lease is the job's current one.
+func (j *Job) currentLease(lease int) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.lease == lease
 }
 
 func newJob(id string, spec sandbox.Spec, interactive bool, now time.Time) *Job {

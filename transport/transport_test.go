@@ -29,8 +29,8 @@ func startServer(t testing.TB, mod func(*scheduler.Config, *ServerConfig)) *test
 	t.Helper()
 	scfg := scheduler.DefaultConfig()
 	tcfg := DefaultServerConfig()
-	tcfg.FirstFrameTimeout = 500 * time.Millisecond
-	tcfg.HandshakeTimeout = 500 * time.Millisecond
+	tcfg.FirstFrameTimeout = 2 * time.Second
+	tcfg.HandshakeTimeout = 2 * time.Second
 	if mod != nil {
 		mod(&scfg, &tcfg)
 	}
@@ -275,7 +275,7 @@ func TestGarbageAndBadHandshakes(t *testing.T) {
 		}
 		defer conn.Close()
 		conn.Write(data)
-		conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 		b, _ := io.ReadAll(conn) // the server closes after its answer, if any
 		return b
 	}
@@ -330,7 +330,7 @@ func TestBadStreams(t *testing.T) {
 		} else if payload != nil || typ != 0 {
 			WriteFrame(st, typ, payload)
 		}
-		st.SetReadDeadline(time.Now().Add(3 * time.Second))
+		st.SetReadDeadline(time.Now().Add(5 * time.Second))
 		rt, rp, _ := ReadFrame(st, MaxRequestFrame)
 		return rt, rp
 	}

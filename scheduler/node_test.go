@@ -1,0 +1,346 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"runbox/sandbox"
+	"runbox/sandbox/sandboxtest"
+)
+
+func TestPlace(t *testing.T) {
+	t.Parallel()
+	local := func(run, capa int, cpu float64) Candidate {
+		return Candidate{Local: true, Running: run, Capacity: capa, CPU: cpu, Eligible: true}
+	}
+	slave := func(run, capa int, cpu float64) Candidate {
+		return Candidate{Running: run, Capacity: capa, CPU: cpu, Eligible: true}
+	}
+	ineligible := Candidate{Capacity: 10, Eligible: false}
+	for _, c := range []struct {
+		name      string
+		cands     []Candidate
+		threshold float64
+		want      int
+	}{
+		{"local has room", []Candidate{local(0, 2, 10), slave(0, 4, 0)}, 80, 0},
+		{"local full: least loaded slave", []Candidate{local(2, 2, 10), slave(3, 4, 0), slave(1, 4, 50)}, 80, 2},
+		{"local cpu over threshold", []Candidate{local(0, 2, 95), slave(1, 4, 0)}, 80, 1},
+		{"threshold 0 ignores cpu", []Candidate{local(0, 2, 100), slave(0, 4, 0)}, 0, 0},
+		{"share beats cpu", []Candidate{local(2, 2, 0), slave(2, 4, 10), slave(1, 4, 90)}, 80, 2},
+		{"equal share: lower cpu", []Candidate{local(2, 2, 0), slave(1, 4, 60), slave(1, 4, 20)}, 80, 2},
+		{"equal everything: first", []Candidate{local(2, 2, 0), slave(1, 4, 20), slave(1, 4, 20)}, 80, 1},
+		{"slaves full, hot local with room takes it", []Candidate{local(1, 2, 99), slave(4, 4, 0)}, 80, 0},
+		{"everything full", []Candidate{local(2, 2, 0), slave(4, 4, 0)}, 80, -1},
+		{"ineligible skipped", []Candidate{local(2, 2, 0), ineligible, slave(0, 1, 0)}, 80, 2},
+		{"master with no slots", []Candidate{local(0, 0, 0), slave(0, 1, 0)}, 80, 1},
+		{"nothing at all", nil, 80, -1},
+	} {
+		if got := Place(c.cands, c.threshold); got != c.want {
+			t.Errorf("%s: Place = %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+// gate is a Runner whose runs block until released or cancelled; it records who ran.
+type gate struct {
+	name    string
+	mu      sync.Mutex
+	started chan string
+	release chan error
+}
+
+func newGate(name string) *gate {
+	return &gate{name: name, started: make(chan string, 100), release: make(chan error, 100)}
+}
+
+func (g *gate) Run(ctx context.Context, spec sandbox.Spec, _ *sandbox.Streams) (sandbox.Result, error) {
+	g.started <- string(spec.Files[0].Content)
+	select {
+	case err := <-g.release:
+		if err != nil {
+			return sandbox.Result{ExitCode: -1}, err
+		}
+		return sandbox.Result{Status: sandbox.StatusOK, Stdout: []byte(g.name)}, nil
+	case <-ctx.Done():
+		return sandbox.Result{ExitCode: -1}, ctx.Err()
+	}
+}
+
+func TestDelegatesPastMaxPrograms(t *testing.T) {
+	t.Parallel()
+	local := newGate("master")
+	s, err := New(func() Config { c := DefaultConfig(); c.MaxPrograms = 1; c.HeartbeatTimeout = time.Hour; return c }(), local, NewMemJournal(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	slave := newGate("s1")
+	if _, err := s.AddNode(NodeSpec{Name: "s1", Capacity: 2}, slave, nil); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := s.Submit(prog("a"), false)
+	<-local.started
+	b, _ := s.Submit(prog("b"), false)
+	<-slave.started
+	c, _ := s.Submit(prog("c"), false)
+	<-slave.started
+	d, _ := s.Submit(prog("d"), false) // everything full: queued
+	if in := d.Info(); in.State != StateQueued {
+		t.Errorf("d is %s, want queued", in.State)
+	}
+	local.release <- nil
+	<-local.started // d takes the master's freed slot
+	local.release <- nil
+	slave.release <- nil
+	slave.release <- nil
+	for j, node := range map[*Job]string{a: "master", b: "s1", c: "s1", d: "master"} {
+		evs := wait(t, j)
+		if r := evs[len(evs)-1].Result; r == nil || r.Node != node {
+			t.Errorf("job %s ran on %+v, want %s", j.Spec.Files[0].Content, evs[len(evs)-1], node)
+		}
+	}
+}
+
+func TestCPUThresholdDelegates(t *testing.T) {
+	t.Parallel()
+	s, _ := New(func() Config { c := DefaultConfig(); c.MaxPrograms = 4; c.CPUThreshold = 50; return c }(), &sandboxtest.Fake{}, NewMemJournal(100))
+	defer s.Close()
+	h, _ := s.AddNode(NodeSpec{Name: "s1", Capacity: 1}, &sandboxtest.Fake{}, nil)
+	h.Heartbeat(Load{CPU: 5})
+	s.ReportLoad(Load{CPU: 90})
+	j, _ := s.Submit(prog("out x"), false)
+	if evs := wait(t, j); evs[len(evs)-1].Result.Node != "s1" {
+		t.Errorf("ran on %s with the master at 90%% CPU", evs[len(evs)-1].Result.Node)
+	}
+	s.ReportLoad(Load{CPU: 10})
+	j, _ = s.Submit(prog("out x"), false)
+	if evs := wait(t, j); evs[len(evs)-1].Result.Node != "master" {
+		t.Errorf("ran on %s with the master at 10%% CPU", evs[len(evs)-1].Result.Node)
+	}
+}
+
+func TestLostNodeJobsRunElsewhere(t *testing.T) {
+	t.Parallel()
+	local := newGate("master")
+	s, _ := New(func() Config { c := DefaultConfig(); c.MaxPrograms = 1; c.HeartbeatTimeout = time.Hour; return c }(), local, NewMemJournal(100))
+	defer s.Close()
+	dead := newGate("s1")
+	lost := make(chan error, 1)
+	h, _ := s.AddNode(NodeSpec{Name: "s1", Capacity: 1}, dead, func(err error) { lost <- err })
+	first, _ := s.Submit(prog("first"), false)
+	<-local.started
+	second, _ := s.Submit(prog("second"), false)
+	<-dead.started
+	h.Lost(errors.New("connection closed"))
+	<-lost
+	// The stale dispatch finishing late must not count.
+	dead.release <- nil
+	local.release <- nil
+	if evs := wait(t, first); evs[len(evs)-1].Result.Node != "master" {
+		t.Fatal("first job failed")
+	}
+	<-local.started // second runs again, on the master
+	local.release <- nil
+	evs := wait(t, second)
+	r := evs[len(evs)-1].Result
+	if r == nil || r.Node != "master" || r.Attempts != 2 || string(r.Stdout) != "master" {
+		t.Errorf("second job: %+v", evs[len(evs)-1])
+	}
+	var started []string
+	for _, e := range evs {
+		if e.Kind == EventStarted {
+			started = append(started, e.Node)
+		}
+	}
+	if fmt.Sprint(started) != "[s1 master]" {
+		t.Errorf("started events %v", started)
+	}
+	if snap := s.Snapshot(0); snap.Totals.Retried != 1 || len(snap.Nodes) != 1 {
+		t.Errorf("snapshot %+v", snap)
+	}
+}
+
+func TestJobThatKillsEveryNodeStops(t *testing.T) {
+	t.Parallel()
+	s, _ := New(func() Config { c := DefaultConfig(); c.MaxPrograms = 0; c.MaxAttempts = 3; c.HeartbeatTimeout = time.Hour; return c }(), nil, NewMemJournal(100))
+	defer s.Close()
+	killer := lostRunner{}
+	for i := 0; i < 5; i++ {
+		s.AddNode(NodeSpec{Name: fmt.Sprintf("s%d", i), Capacity: 1}, killer, nil)
+	}
+	j, _ := s.Submit(prog("kill"), false)
+	evs := wait(t, j)
+	if err := evs[len(evs)-1].Err; !errors.Is(err, ErrCrashedNode) {
+		t.Fatalf("ended with %v, want ErrCrashedNode", err)
+	}
+	if in := j.Info(); in.Attempts != 3 {
+		t.Errorf("%d attempts, want 3", in.Attempts)
+	}
+	if CodeOf(ErrCrashedNode) != "crashed_node" {
+		t.Error("code")
+	}
+}
+
+type lostRunner struct{}
+
+func (lostRunner) Run(context.Context, sandbox.Spec, *sandbox.Streams) (sandbox.Result, error) {
+	return sandbox.Result{ExitCode: -1}, fmt.Errorf("%w: stream reset", ErrNodeLost)
+}
+
+// TestHeartbeatTimeout runs in a synctest bubble: the clock is fake, so the timing is exact.
+func TestHeartbeatTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.MaxPrograms = 0
+		cfg.HeartbeatTimeout = 3 * time.Second
+		s, _ := New(cfg, nil, NewMemJournal(10))
+		defer s.Close()
+		hung := newGate("hung")
+		lost := make(chan error, 1)
+		h, _ := s.AddNode(NodeSpec{Name: "hung", Capacity: 1}, hung, func(err error) { lost <- err })
+		alive := newGate("alive")
+		h2, _ := s.AddNode(NodeSpec{Name: "alive", Capacity: 0}, alive, nil) // no room yet
+		j, _ := s.Submit(prog("job"), false)
+		<-hung.started
+		// Both beat for a while; then "hung" stops (SIGSTOP), "alive" goes on.
+		for i := 0; i < 5; i++ {
+			time.Sleep(time.Second)
+			h.Heartbeat(Load{})
+			h2.Heartbeat(Load{})
+		}
+		h2.SetCapacity(1)
+		lastBeat := time.Now()
+		go func() {
+			for {
+				select {
+				case <-lost:
+					return
+				case <-time.After(time.Second):
+					h2.Heartbeat(Load{})
+				}
+			}
+		}()
+		<-alive.started
+		detected := time.Since(lastBeat)
+		if detected <= cfg.HeartbeatTimeout || detected > cfg.HeartbeatTimeout+cfg.HeartbeatTimeout/4+time.Millisecond {
+			t.Errorf("hung node detected %v after its last heartbeat; timeout %v, check period %v", detected, cfg.HeartbeatTimeout, cfg.HeartbeatTimeout/4)
+		}
+		alive.release <- nil
+		evs := wait(t, j)
+		if r := evs[len(evs)-1].Result; r == nil || r.Node != "alive" || r.Attempts != 2 {
+			t.Errorf("job after hang: %+v", evs[len(evs)-1])
+		}
+	})
+}
+
+func TestReplacedNodeName(t *testing.T) {
+	t.Parallel()
+	s, _ := New(func() Config { c := DefaultConfig(); c.MaxPrograms = 0; c.HeartbeatTimeout = time.Hour; return c }(), nil, NewMemJournal(10))
+	defer s.Close()
+	lost := make(chan error, 1)
+	s.AddNode(NodeSpec{Name: "s1", Capacity: 1}, &sandboxtest.Fake{}, func(err error) { lost <- err })
+	s.AddNode(NodeSpec{Name: "s1", Capacity: 1}, &sandboxtest.Fake{}, nil)
+	if err := <-lost; err == nil {
+		t.Error("old connection not told")
+	}
+	if n := len(s.Snapshot(0).Nodes); n != 2 {
+		t.Errorf("%d nodes, want master + one s1", n)
+	}
+	if _, err := s.AddNode(NodeSpec{Name: "master", Capacity: 1}, &sandboxtest.Fake{}, nil); !errors.Is(err, sandbox.ErrInvalidRequest) {
+		t.Errorf("a slave named like the master: %v", err)
+	}
+}
+
+func TestLanguageAwarePlacement(t *testing.T) {
+	t.Parallel()
+	s, _ := New(func() Config { c := DefaultConfig(); c.MaxPrograms = 0; c.HeartbeatTimeout = time.Hour; return c }(), nil, NewMemJournal(10))
+	defer s.Close()
+	s.AddNode(NodeSpec{Name: "py", Capacity: 1, Languages: map[string]string{"python": "v1"}}, &sandboxtest.Fake{Node: "py"}, nil)
+	s.AddNode(NodeSpec{Name: "c", Capacity: 1, Languages: map[string]string{"c": "v1"}}, &sandboxtest.Fake{Node: "c"}, nil)
+	j, _ := s.Submit(sandboxtest.Program("c", "out x"), false)
+	if evs := wait(t, j); evs[len(evs)-1].Result.Node != "c" {
+		t.Errorf("c job ran on %s", evs[len(evs)-1].Result.Node)
+	}
+}
+
+// BenchmarkPlace1000: placement among 1,000 slaves (the goal: p99 under 100 µs).
+func BenchmarkPlace1000(b *testing.B) {
+	cands := make([]Candidate, 1001)
+	cands[0] = Candidate{Local: true, Running: 2, Capacity: 2, Eligible: true}
+	for i := 1; i < len(cands); i++ {
+		cands[i] = Candidate{Running: i % 4, Capacity: 4, CPU: float64(i % 97), Eligible: i%10 != 0}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if Place(cands, 80) < 0 {
+			b.Fatal("no place")
+		}
+	}
+}
+
+// BenchmarkDispatch1000Slaves: submit-to-dispatch through the whole scheduler with 1,000
+// fake slaves registered; reports placement latency percentiles.
+func BenchmarkDispatch1000Slaves(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.MaxPrograms = 0
+	cfg.HeartbeatTimeout = time.Hour
+	cfg.Queue = 1 << 20
+	s, _ := New(cfg, nil, NewMemJournal(1000))
+	defer s.Close()
+	for i := 0; i < 1000; i++ {
+		s.AddNode(NodeSpec{Name: fmt.Sprintf("s%04d", i), Capacity: 4}, &sandboxtest.Fake{}, nil)
+	}
+	spec := prog("out x")
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for b.Loop() {
+		j, err := s.Submit(spec, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(j.Submitted))
+		<-j.Done()
+	}
+	b.StopTimer()
+	reportPercentiles(b, lat)
+}
+
+// BenchmarkHeartbeats1000: the cost of 1,000 slaves beating once a second, as a share of
+// one core (ns per heartbeat × 1000 / 1e9).
+func BenchmarkHeartbeats1000(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.HeartbeatTimeout = time.Hour
+	s, _ := New(cfg, &sandboxtest.Fake{}, NewMemJournal(10))
+	defer s.Close()
+	var hs []*NodeHandle
+	for i := 0; i < 1000; i++ {
+		h, _ := s.AddNode(NodeSpec{Name: fmt.Sprintf("s%04d", i), Capacity: 4}, &sandboxtest.Fake{}, nil)
+		hs = append(hs, h)
+	}
+	i := 0
+	b.ResetTimer()
+	for b.Loop() {
+		hs[i%len(hs)].Heartbeat(Load{CPU: float64(i % 100)})
+		i++
+	}
+	b.StopTimer()
+	perBeat := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+	b.ReportMetric(perBeat*1000/1e9*100, "%core-at-1000-slaves")
+}
+
+func reportPercentiles(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	sorted := slices.Sorted(slices.Values(lat))
+	p := func(q float64) float64 { return float64(sorted[int(q*float64(len(sorted)-1))].Microseconds()) }
+	b.ReportMetric(p(0.5), "p50-µs")
+	b.ReportMetric(p(0.99), "p99-µs")
+}
