@@ -169,7 +169,13 @@ func TestLostNodeJobsRunElsewhere(t *testing.T) {
 
 func TestJobThatKillsEveryNodeStops(t *testing.T) {
 	t.Parallel()
-	s, _ := New(func() Config { c := DefaultConfig(); c.MaxPrograms = 0; c.MaxAttempts = 3; c.HeartbeatTimeout = time.Hour; return c }(), nil, NewMemJournal(100))
+	s, _ := New(func() Config {
+		c := DefaultConfig()
+		c.MaxPrograms = 0
+		c.MaxAttempts = 3
+		c.HeartbeatTimeout = time.Hour
+		return c
+	}(), nil, NewMemJournal(100))
 	defer s.Close()
 	killer := lostRunner{}
 	for i := 0; i < 5; i++ {
