@@ -484,3 +484,22 @@ func (w *watch) follow(ctx context.Context, st *yamux.Stream, stdin <-chan []byt
 		}
 	}
 }
+
+// Runner adapts a Client to sandbox.Runner: every Run is a job on the server. The
+// conformance suite runs through it against a whole cluster.
+func (c *Client) Runner() sandbox.Runner { return clientRunner{c} }
+
+type clientRunner struct{ c *Client }
+
+func (r clientRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (sandbox.Result, error) {
+	var opts RunOptions
+	if streams != nil {
+		opts.Stdin = streams.Stdin
+		opts.Handler.Output = streams.Output
+		if streams.Started != nil {
+			var once sync.Once
+			opts.Handler.Started = func(string) { once.Do(streams.Started) }
+		}
+	}
+	return r.c.Run(ctx, spec, opts)
+}

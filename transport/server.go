@@ -205,6 +205,10 @@ func (s *Server) serveConn(conn net.Conn) {
 	log.Debug("session open")
 	stop := context.AfterFunc(s.ctx, func() { sess.Close() })
 	defer stop()
+	if hello.Role == RoleSlave {
+		s.serveSlave(sess, hello, log)
+		return
+	}
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {

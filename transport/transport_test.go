@@ -361,7 +361,7 @@ func TestSlaveSessionCannotSubmit(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, nil)
 	c := dialT(t, ts.addr, func(cfg *ClientConfig) { cfg.Role = RoleSlave })
-	if _, err := c.Run(context.Background(), prog("out x"), RunOptions{}); !errors.Is(err, ErrUnauthorized) {
+	if _, err := c.Run(context.Background(), prog("out x"), RunOptions{}); !errors.Is(err, ErrProtocol) {
 		t.Errorf("err %v", err)
 	}
 }

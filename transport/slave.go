@@ -1,0 +1,512 @@
+package transport
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"runbox/sandbox"
+	"runbox/scheduler"
+)
+
+// Frame types of the slave protocol. A slave opens one control stream after the
+// handshake; the master opens one job stream per job on the same session.
+const (
+	FrameRegister byte = 'G' // slave → master, first frame of the control stream: JSON scheduler.NodeSpec
+	FrameLoad     byte = 'L' // slave → master, control stream, every load interval: JSON scheduler.Load
+	FrameCapacity byte = 'P' // slave → master, control stream: JSON Capacity (0 while draining)
+)
+
+// Capacity changes how many programs a slave takes.
+type Capacity struct {
+	Capacity int  `json:"capacity"`
+	Draining bool `json:"draining,omitempty"`
+}
+
+// serveSlave handles a slave's session on the master: registration, heartbeats, and the
+// remote runner through which the scheduler sends it jobs.
+func (s *Server) serveSlave(sess *yamux.Session, hello Hello, log *slog.Logger) {
+	ctl, err := acceptWithin(sess, s.cfg.FirstFrameTimeout)
+	if err != nil {
+		log.Debug("slave sent no control stream", "err", err)
+		return
+	}
+	defer ctl.Close()
+	ctl.SetReadDeadline(time.Now().Add(s.cfg.FirstFrameTimeout))
+	typ, payload, err := ReadFrame(ctl, MaxFrame)
+	if err != nil {
+		return
+	}
+	var spec scheduler.NodeSpec
+	if typ != FrameRegister || json.Unmarshal(payload, &spec) != nil {
+		writeError(ctl, fmt.Errorf("%w: a slave's first frame must register it", ErrProtocol))
+		return
+	}
+	if spec.Name == "" {
+		spec.Name = hello.Name
+	}
+	remote := &remoteRunner{sess: sess, node: spec.Name}
+	handle, err := s.sched.AddNode(spec, remote, func(error) { sess.Close() })
+	if err != nil {
+		writeError(ctl, err)
+		return
+	}
+	log.Info("slave registered", "node", spec.Name, "capacity", spec.Capacity)
+	if err := writeJSON(ctl, FrameAccepted, Accepted{ID: spec.Name}); err != nil {
+		handle.Lost(err)
+		return
+	}
+	// Heartbeats: the scheduler declares the node lost when they stop; a read deadline of
+	// a few heartbeat timeouts only frees this goroutine from a peer that stopped forever.
+	for {
+		ctl.SetReadDeadline(time.Now().Add(time.Minute))
+		typ, payload, err := ReadFrame(ctl, MaxFrame)
+		if err != nil {
+			handle.Lost(fmt.Errorf("control stream: %v", err))
+			return
+		}
+		switch typ {
+		case FrameLoad:
+			var load scheduler.Load
+			if json.Unmarshal(payload, &load) == nil {
+				handle.Heartbeat(load)
+			}
+		case FrameCapacity:
+			var c Capacity
+			if json.Unmarshal(payload, &c) == nil {
+				if c.Draining {
+					handle.Drain()
+				}
+				handle.SetCapacity(c.Capacity)
+			}
+		default:
+			handle.Lost(fmt.Errorf("%w: unexpected control frame %q", ErrProtocol, typ))
+			return
+		}
+	}
+}
+
+func acceptWithin(sess *yamux.Session, d time.Duration) (*yamux.Stream, error) {
+	type res struct {
+		st  *yamux.Stream
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		st, err := sess.AcceptStream()
+		ch <- res{st, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.st, r.err
+	case <-time.After(d):
+		sess.Close() // unblocks AcceptStream
+		r := <-ch
+		if r.st != nil {
+			r.st.Close()
+		}
+		return nil, fmt.Errorf("no stream within %v", d)
+	}
+}
+
+// remoteRunner runs jobs on a slave through its session: it is the slave seen as a
+// sandbox.Runner by the scheduler.
+type remoteRunner struct {
+	sess *yamux.Session
+	node string
+}
+
+var _ sandbox.Runner = (*remoteRunner)(nil)
+
+// Run implements sandbox.Runner. A broken stream or session is scheduler.ErrNodeLost.
+func (r *remoteRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (sandbox.Result, error) {
+	fail := sandbox.Result{ExitCode: -1}
+	if streams == nil {
+		streams = &sandbox.Streams{}
+	}
+	sub, err := json.Marshal(Submit{Spec: spec, Interactive: streams.Stdin != nil})
+	if err != nil {
+		return fail, fmt.Errorf("%w: encode: %v", sandbox.ErrInvalidRequest, err)
+	}
+	st, err := r.sess.OpenStream()
+	if err != nil {
+		return fail, fmt.Errorf("%w: %s: open stream: %v", scheduler.ErrNodeLost, r.node, err)
+	}
+	defer st.Close()
+	if err := WriteFrame(st, FrameSubmit, sub); err != nil {
+		return fail, fmt.Errorf("%w: %s: send: %v", scheduler.ErrNodeLost, r.node, err)
+	}
+
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(done)
+	wg.Add(1)
+	go func() { // live stdin and cancellation
+		defer wg.Done()
+		stdin := streams.Stdin
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				WriteFrame(st, FrameCancel, nil)
+				st.SetReadDeadline(time.Now().Add(5 * time.Second))
+				return
+			case data, ok := <-stdin:
+				if !ok {
+					WriteFrame(st, FrameStdinEnd, nil)
+					stdin = nil
+					continue
+				}
+				for len(data) > 0 {
+					n := min(len(data), ChunkSize)
+					if WriteFrame(st, FrameStdin, data[:n]) != nil {
+						return
+					}
+					data = data[n:]
+				}
+			}
+		}
+	}()
+
+	var stdout, stderr, compile []byte
+	for {
+		typ, payload, err := ReadFrame(st, MaxFrame)
+		if err != nil {
+			if ctx.Err() != nil {
+				return fail, ctx.Err()
+			}
+			return fail, fmt.Errorf("%w: %s: %v", scheduler.ErrNodeLost, r.node, err)
+		}
+		switch typ {
+		case FrameStarted:
+			if streams.Started != nil {
+				streams.Started()
+			}
+		case FrameStdout, FrameStderr, FrameCompile:
+			c := sandbox.Chunk{Stream: sandbox.Stdout, Data: payload}
+			switch typ {
+			case FrameStdout:
+				stdout = append(stdout, payload...)
+			case FrameStderr:
+				c.Stream = sandbox.Stderr
+				stderr = append(stderr, payload...)
+			case FrameCompile:
+				c.Stream = sandbox.Compile
+				compile = append(compile, payload...)
+			}
+			if streams.Output != nil {
+				streams.Output(c)
+			}
+		case FrameResult:
+			var res Result
+			if err := json.Unmarshal(payload, &res); err != nil {
+				return fail, fmt.Errorf("%w: %s: bad result: %v", scheduler.ErrNodeLost, r.node, err)
+			}
+			return res.sandboxResult(stdout, stderr, compile), nil
+		case FrameError:
+			var e Error
+			json.Unmarshal(payload, &e)
+			err := errorFromWire(e)
+			if ctx.Err() != nil {
+				return fail, ctx.Err()
+			}
+			return fail, err
+		default:
+			return fail, fmt.Errorf("%w: %s: unexpected frame %q", scheduler.ErrNodeLost, r.node, typ)
+		}
+	}
+}
+
+// SlaveConfig configures a Slave.
+type SlaveConfig struct {
+	// Master is the master's address, host:port.
+	Master string
+	// Node is this slave's name in the cluster (unique).
+	Node string
+	// Capacity is how many programs it runs at once.
+	Capacity int
+	// Languages it serves, with their image versions.
+	Languages map[string]string
+	// Client holds the connection settings (token, TLS, timeouts); its Role is set to slave.
+	Client ClientConfig
+	// LoadInterval is how often the slave reports its load (its heartbeat).
+	LoadInterval time.Duration
+	// Load samples the slave's load; nil reports zeros (still a heartbeat).
+	Load func() scheduler.Load
+	// MaxBackoff caps the wait between reconnect attempts.
+	MaxBackoff time.Duration
+	// Logger receives the slave's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Slave serves jobs from a master on a local Runner. It dials the master (no inbound port),
+// registers, beats, runs what the master sends, and reconnects with backoff when the
+// master goes away.
+type Slave struct {
+	cfg    SlaveConfig
+	runner sandbox.Runner
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	running int
+}
+
+// NewSlave returns a Slave that runs jobs on runner.
+func NewSlave(cfg SlaveConfig, runner sandbox.Runner) (*Slave, error) {
+	if cfg.Master == "" || cfg.Node == "" || cfg.Capacity < 1 {
+		return nil, errors.New("transport: a slave needs a master address, a node name and a capacity of at least 1")
+	}
+	if cfg.LoadInterval <= 0 {
+		cfg.LoadInterval = time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 10 * time.Second
+	}
+	cfg.Client.Role = RoleSlave
+	cfg.Client.Name = cfg.Node
+	if cfg.Client.DialTimeout <= 0 {
+		cfg.Client.DialTimeout = 5 * time.Second
+	}
+	if cfg.Client.KeepAlive <= 0 {
+		cfg.Client.KeepAlive = 5 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Slave{cfg: cfg, runner: runner, log: log.With("component", "slave", "node", cfg.Node, "master", cfg.Master)}, nil
+}
+
+// Run serves until ctx ends. Then it tells the master it drains, lets the programs it
+// runs finish (their results still reach the master), and returns nil. Errors that no
+// retry can fix (refused credentials, a wrong protocol version) end it at once.
+func (sl *Slave) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		connected, err := sl.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrVersion) {
+			return err
+		}
+		if connected {
+			backoff = 100 * time.Millisecond
+		}
+		sl.log.Warn("master unreachable, retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, sl.cfg.MaxBackoff)
+	}
+}
+
+// Running returns how many programs the slave runs now.
+func (sl *Slave) Running() int {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return sl.running
+}
+
+// session runs one connection to the master until it breaks or ctx ends.
+func (sl *Slave) session(ctx context.Context) (connected bool, err error) {
+	sess, _, err := dial(ctx, sl.cfg.Master, sl.cfg.Client)
+	if err != nil {
+		return false, err
+	}
+	defer sess.Close()
+	ctl, err := sess.OpenStream()
+	if err != nil {
+		return false, err
+	}
+	defer ctl.Close()
+	if err := writeJSON(ctl, FrameRegister, scheduler.NodeSpec{Name: sl.cfg.Node, Capacity: sl.cfg.Capacity, Languages: sl.cfg.Languages}); err != nil {
+		return false, err
+	}
+	ctl.SetReadDeadline(time.Now().Add(10 * time.Second))
+	typ, payload, err := ReadFrame(ctl, MaxFrame)
+	if err != nil {
+		return false, fmt.Errorf("register: %w", err)
+	}
+	if typ == FrameError {
+		var e Error
+		json.Unmarshal(payload, &e)
+		return false, errorFromWire(e)
+	}
+	ctl.SetReadDeadline(time.Time{})
+	sl.log.Info("registered with the master", "capacity", sl.cfg.Capacity)
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	jobsCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelJobs()
+
+	// Heartbeats.
+	beatErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(sl.cfg.LoadInterval)
+		defer t.Stop()
+		for {
+			var load scheduler.Load
+			if sl.cfg.Load != nil {
+				load = sl.cfg.Load()
+			}
+			if err := writeJSON(ctl, FrameLoad, load); err != nil {
+				beatErr <- err
+				return
+			}
+			select {
+			case <-t.C:
+			case <-jobsCtx.Done():
+				return
+			}
+		}
+	}()
+
+	// Jobs.
+	accepted := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			st, err := sess.AcceptStream()
+			if err != nil {
+				accepted <- err
+				return
+			}
+			sl.mu.Lock()
+			sl.running++
+			sl.mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { sl.mu.Lock(); sl.running--; sl.mu.Unlock() }()
+				defer st.Close()
+				sl.serveJob(jobsCtx, st)
+			}()
+		}
+	}()
+
+	select {
+	case err = <-accepted:
+	case err = <-beatErr:
+	case <-ctx.Done():
+		// Drain: take nothing new, finish what runs, then leave.
+		writeJSON(ctl, FrameCapacity, Capacity{Capacity: 0, Draining: true})
+		sl.log.Info("draining", "running", sl.Running())
+		for sl.Running() > 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+		err = ctx.Err()
+	}
+	cancelJobs()
+	sess.Close()
+	return true, err
+}
+
+// serveJob runs one job sent by the master and streams its progress back.
+func (sl *Slave) serveJob(ctx context.Context, st *yamux.Stream) {
+	st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	typ, payload, err := ReadFrame(st, MaxRequestFrame)
+	if err != nil || typ != FrameSubmit {
+		return
+	}
+	st.SetReadDeadline(time.Time{})
+	var sub Submit
+	if err := json.Unmarshal(payload, &sub); err != nil {
+		writeError(st, fmt.Errorf("%w: bad submit: %v", sandbox.ErrInvalidRequest, err))
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var stdin chan []byte
+	if sub.Interactive {
+		stdin = make(chan []byte, 16)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() { // the master's side: stdin, cancel, or the stream going away
+		defer wg.Done()
+		defer func() {
+			if stdin != nil {
+				close(stdin)
+			}
+		}()
+		for {
+			typ, payload, err := ReadFrame(st, MaxFrame)
+			if err != nil {
+				if ctx.Err() == nil {
+					cancel() // the master is gone: its scheduler runs the job elsewhere
+				}
+				return
+			}
+			switch typ {
+			case FrameStdin:
+				if stdin != nil {
+					select {
+					case stdin <- payload:
+					case <-ctx.Done():
+						return
+					}
+				}
+			case FrameStdinEnd:
+				if stdin != nil {
+					close(stdin)
+					stdin = nil
+				}
+			case FrameCancel:
+				cancel()
+				return
+			}
+		}
+	}()
+	var wmu sync.Mutex
+	send := func(typ byte, payload []byte) {
+		wmu.Lock()
+		defer wmu.Unlock()
+		WriteFrame(st, typ, payload)
+	}
+	streams := &sandbox.Streams{
+		Started: func() {
+			b, _ := json.Marshal(Started{Node: sl.cfg.Node})
+			send(FrameStarted, b)
+		},
+		Output: func(c sandbox.Chunk) {
+			typ := FrameStdout
+			switch c.Stream {
+			case sandbox.Stderr:
+				typ = FrameStderr
+			case sandbox.Compile:
+				typ = FrameCompile
+			}
+			send(typ, c.Data)
+		},
+	}
+	if stdin != nil {
+		streams.Stdin = stdin
+	}
+	res, err := sl.runner.Run(ctx, sub.Spec, streams)
+	wmu.Lock()
+	if err != nil {
+		writeError(st, err)
+	} else {
+		res.Node = sl.cfg.Node
+		writeJSON(st, FrameResult, resultToWire(&res))
+	}
+	wmu.Unlock()
+	st.Close()
+	st.SetReadDeadline(time.Now().Add(5 * time.Second)) // frees the reader if the master never closes
+}

@@ -1,0 +1,168 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"runbox/sandbox"
+	"runbox/sandbox/sandboxtest"
+	"runbox/scheduler"
+)
+
+// startSlave runs a Slave with a Fake runner against addr until the test ends (or stop).
+func startSlave(t *testing.T, addr, name string, capacity int) (stop func()) {
+	t.Helper()
+	sl, err := NewSlave(SlaveConfig{Master: addr, Node: name, Capacity: capacity, LoadInterval: 100 * time.Millisecond,
+		Load: func() scheduler.Load { return scheduler.Load{CPU: 12} }}, &sandboxtest.Fake{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sl.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("slave %s: %v", name, err)
+			}
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func waitNodes(t *testing.T, ts *testServer, n int) {
+	t.Helper()
+	waitUntil(t, func() bool { return len(ts.sched.Snapshot(0).Nodes) == n })
+}
+
+func TestSlaveRunsDelegatedJobs(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(s *scheduler.Config, _ *ServerConfig) { s.MaxPrograms = 0 })
+	startSlave(t, ts.addr, "slave-1", 2)
+	waitNodes(t, ts, 2)
+	c := dialT(t, ts.addr, nil)
+	var startedOn string
+	res, err := c.Run(context.Background(), prog("out from the slave\nerr e\nexit 3"), RunOptions{Handler: Handler{Started: func(n string) { startedOn = n }}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Node != "slave-1" || startedOn != "slave-1" || string(res.Stdout) != "from the slave\n" || string(res.Stderr) != "e\n" || res.ExitCode != 3 {
+		t.Errorf("result %+v started on %q", res, startedOn)
+	}
+	// Interactive input crosses master and slave.
+	in := make(chan []byte, 2)
+	in <- []byte("typed ")
+	in <- []byte("live")
+	close(in)
+	res, err = c.Run(context.Background(), prog("cat"), RunOptions{Stdin: in})
+	if err != nil || string(res.Stdout) != "typed live" {
+		t.Errorf("interactive via slave: %v %q", err, res.Stdout)
+	}
+	snap, _ := c.Status(context.Background())
+	var slave scheduler.NodeInfo
+	for _, n := range snap.Nodes {
+		if n.Name == "slave-1" {
+			slave = n
+		}
+	}
+	if slave.Role != "slave" || slave.Capacity != 2 || slave.Load.CPU != 12 || slave.Done != 2 {
+		t.Errorf("slave in status: %+v", slave)
+	}
+}
+
+func TestSlaveLossRerunsElsewhere(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(s *scheduler.Config, _ *ServerConfig) { s.MaxPrograms = 0 })
+	proxy := newProxy(t, ts.addr)
+	// The doomed slave reaches the master through a proxy we can cut.
+	startSlave(t, proxy.ln.Addr().String(), "doomed", 1)
+	waitNodes(t, ts, 2)
+	c := dialT(t, ts.addr, nil)
+	var nodes []string
+	var cut atomic.Bool
+	res, err := c.Run(context.Background(), prog("out start\nsleep 300ms\nout end"), RunOptions{Handler: Handler{
+		Started: func(n string) {
+			nodes = append(nodes, n)
+			if n == "doomed" && cut.CompareAndSwap(false, true) {
+				go func() {
+					time.Sleep(100 * time.Millisecond)
+					proxy.ln.Close() // it cannot come back
+					proxy.cut()
+					startSlave(t, ts.addr, "rescuer", 1)
+				}()
+			}
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Node != "rescuer" || res.Attempts != 2 || !strings.HasSuffix(string(res.Stdout), "start\nend\n") {
+		t.Errorf("result %+v (nodes %v)", res, nodes)
+	}
+}
+
+func TestSlaveDrainsOnStop(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(s *scheduler.Config, _ *ServerConfig) { s.MaxPrograms = 0 })
+	stop := startSlave(t, ts.addr, "leaving", 1)
+	waitNodes(t, ts, 2)
+	c := dialT(t, ts.addr, nil)
+	errc := make(chan error, 1)
+	var res sandbox.Result
+	go func() {
+		var err error
+		res, err = c.Run(context.Background(), prog("sleep 300ms\nout finished"), RunOptions{Handler: Handler{Started: func(string) { go stop() }}})
+		errc <- err
+	}()
+	if err := <-errc; err != nil || string(res.Stdout) != "finished\n" || res.Attempts != 1 {
+		t.Errorf("job on a draining slave: %v %+v", err, res)
+	}
+}
+
+func TestSlaveReconnectsAfterMasterRestart(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(s *scheduler.Config, _ *ServerConfig) { s.MaxPrograms = 0 })
+	proxy := newProxy(t, ts.addr)
+	startSlave(t, proxy.ln.Addr().String(), "faithful", 1)
+	waitNodes(t, ts, 2)
+	proxy.cut() // the master "goes away" for the slave
+	waitUntil(t, func() bool {
+		for _, e := range ts.sched.Snapshot(0).NodeEvents {
+			if e.Kind == "lost" {
+				return true
+			}
+		}
+		return false
+	})
+	waitNodes(t, ts, 2) // it came back by itself
+	c := dialT(t, ts.addr, nil)
+	if res, err := c.Run(context.Background(), prog("out back"), RunOptions{}); err != nil || res.Node != "faithful" {
+		t.Errorf("%v %+v", err, res)
+	}
+}
+
+func TestSlaveRefusedCredentials(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(_ *scheduler.Config, c *ServerConfig) {
+		c.Authenticate = func(h Hello) error {
+			if h.Token != "join" {
+				return ErrUnauthorized
+			}
+			return nil
+		}
+	})
+	sl, _ := NewSlave(SlaveConfig{Master: ts.addr, Node: "rogue", Capacity: 1}, &sandboxtest.Fake{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sl.Run(ctx); !errors.Is(err, ErrUnauthorized) {
+		t.Errorf("rogue slave: %v", err)
+	}
+}
