@@ -1,0 +1,27 @@
+#!/bin/sh
+# images/base/slim.sh ROOT: strips from the Debian tree at ROOT what a sandbox
+# never uses. Run by images/base/build.sh on the debootstrap tree, and inside
+# the Dockerfile (ROOT=/) when the base is built from debian:bookworm-slim.
+#
+# What goes, besides documentation and package caches:
+# - lto-dump and lto1 (~64 MB): link-time optimisation; `-flto` is not
+#   supported in the sandbox, plain compiles never run them;
+# - the sanitizer runtimes (asan, tsan, lsan, ubsan, hwasan; ~25 MB):
+#   `-fsanitize=...` is not supported either (ASan's shadow memory does not fit
+#   the sandbox's memory caps anyway).
+set -eu
+
+root=${1:?usage: slim.sh ROOT}
+[ -d "$root/usr" ] || { echo "slim.sh: $root is not a root filesystem" >&2; exit 1; }
+cd "$root"
+
+# Documentation, manuals, translations.
+rm -rf usr/share/doc/* usr/share/man/* usr/share/info/* usr/share/locale/* usr/share/lintian
+# Downloaded .deb files, apt's package lists, old debconf state, logs.
+rm -rf var/lib/apt/lists/* var/cache/apt/* var/cache/debconf/*-old var/log/*
+# Unused parts of the toolchain (see above).
+rm -f usr/bin/*lto-dump* usr/lib/gcc/*-linux-gnu/*/lto1 \
+	usr/lib/*-linux-gnu/lib*san.so.* \
+	usr/lib/gcc/*-linux-gnu/*/lib*san.a \
+	usr/lib/gcc/*-linux-gnu/*/lib*san.so \
+	usr/lib/gcc/*-linux-gnu/*/lib*san_preinit.o
