@@ -361,7 +361,9 @@ func TestSlaveSessionCannotSubmit(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, nil)
 	c := dialT(t, ts.addr, func(cfg *ClientConfig) { cfg.Role = RoleSlave })
-	if _, err := c.Run(context.Background(), prog("out x"), RunOptions{}); !errors.Is(err, ErrProtocol) {
+	// The master takes the stream for a slave's registration and refuses it: the error
+	// frame, or the session closing right after it, whichever the client sees first.
+	if _, err := c.Run(context.Background(), prog("out x"), RunOptions{}); !errors.Is(err, ErrProtocol) && !errors.Is(err, ErrConnect) {
 		t.Errorf("err %v", err)
 	}
 }
@@ -430,7 +432,7 @@ func TestNoLeaks(t *testing.T) {
 		snap := ts.sched.Snapshot(0)
 		return snap.Totals.Finished >= 3 && snap.Nodes[0].Running == 0
 	})
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // 1,000 sessions wind down; slow under -race on 2 cores
 	for runtime.NumGoroutine() > base+2 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
