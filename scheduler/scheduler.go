@@ -78,6 +78,7 @@ type Scheduler struct {
 	journal Journal
 	log     *slog.Logger
 	now     func() time.Time
+	epoch   string // this scheduler's incarnation: job event logs restart with it
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -124,7 +125,7 @@ func New(cfg Config, local sandbox.Runner, journal Journal) (*Scheduler, error) 
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Scheduler{cfg: cfg, journal: journal, log: log.With("component", "scheduler"),
-		now: time.Now, jobs: map[string]*Job{}, totals: Totals{ByStatus: map[string]int{}}}
+		now: time.Now, jobs: map[string]*Job{}, totals: Totals{ByStatus: map[string]int{}}, epoch: newID(time.Now())}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.local = &node{NodeSpec: NodeSpec{Name: cfg.Node, Capacity: cfg.MaxPrograms}, role: RoleMaster, runner: local,
 		running: map[*Job]bool{}, joined: s.now()}
@@ -152,6 +153,10 @@ func New(cfg Config, local sandbox.Runner, journal Journal) (*Scheduler, error) 
 	go s.monitor()
 	return s, nil
 }
+
+// Epoch identifies this scheduler's run: a job's event log is only valid within one
+// epoch (after a master restart, a pending job's log starts again from its first event).
+func (s *Scheduler) Epoch() string { return s.epoch }
 
 // capacityLocked is the number of programs the cluster runs at once, and how many run.
 func (s *Scheduler) capacityLocked() (capacity, running int) {

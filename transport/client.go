@@ -314,10 +314,11 @@ func readFrameCtx(ctx context.Context, st *yamux.Stream) (byte, []byte, error) {
 
 // watch follows one job across reconnects.
 type watch struct {
-	c    *Client
-	h    Handler
-	id   string
-	seen int // events received, to resume from
+	c     *Client
+	h     Handler
+	id    string
+	epoch string // the master run whose event log seen counts
+	seen  int    // events received, to resume from
 
 	stdout, stderr, compile bytes.Buffer
 }
@@ -360,7 +361,7 @@ func (w *watch) resume(ctx context.Context, lastErr error) (sandbox.Result, erro
 			}
 			continue
 		}
-		if err := writeJSON(st, FrameWait, Wait{ID: w.id, From: w.seen}); err != nil {
+		if err := writeJSON(st, FrameWait, Wait{ID: w.id, From: w.seen, Epoch: w.epoch}); err != nil {
 			st.Close()
 			lastErr = err
 			continue
@@ -431,7 +432,10 @@ func (w *watch) follow(ctx context.Context, st *yamux.Stream, stdin <-chan []byt
 			if w.id == "" && w.h.Accepted != nil {
 				w.h.Accepted(a.ID)
 			}
-			w.id, accepted = a.ID, true
+			if a.Epoch != w.epoch {
+				w.seen = 0 // a new master run replays the job's log from its start
+			}
+			w.id, w.epoch, accepted = a.ID, a.Epoch, true
 			continue
 		}
 		if !accepted && typ != FrameError {
@@ -450,6 +454,10 @@ func (w *watch) follow(ctx context.Context, st *yamux.Stream, stdin <-chan []byt
 		case FrameStarted:
 			var s Started
 			json.Unmarshal(payload, &s)
+			// A new attempt: what came before belonged to one that was abandoned.
+			w.stdout.Reset()
+			w.stderr.Reset()
+			w.compile.Reset()
 			if w.h.Started != nil {
 				w.h.Started(s.Node)
 			}

@@ -34,10 +34,12 @@ type Submit struct {
 	Interactive bool         `json:"interactive,omitempty"`
 }
 
-// Wait resumes watching a job: the server replays its events from index From.
+// Wait resumes watching a job: the server replays its events from index From when Epoch
+// is its own, else from the first (the master restarted and the job's log began again).
 type Wait struct {
-	ID   string `json:"id"`
-	From int    `json:"from"`
+	ID    string `json:"id"`
+	From  int    `json:"from"`
+	Epoch string `json:"epoch,omitempty"`
 }
 
 // Cancel cancels a job by id from another stream or connection.
@@ -45,9 +47,11 @@ type Cancel struct {
 	ID string `json:"id"`
 }
 
-// Accepted carries the job's id: from then on the job is journaled and will run.
+// Accepted carries the job's id: from then on the job is journaled and will run. Epoch
+// names the master's run, for resuming (see Wait).
 type Accepted struct {
-	ID string `json:"id"`
+	ID    string `json:"id"`
+	Epoch string `json:"epoch,omitempty"`
 }
 
 // Queued tells the job's 1-based position in the queue.
@@ -55,7 +59,8 @@ type Queued struct {
 	Position int `json:"position"`
 }
 
-// Started tells where the job runs.
+// Started tells where the job runs. A job whose node was lost starts again: output
+// received before a Started frame belongs to an abandoned attempt.
 type Started struct {
 	Node string `json:"node"`
 }

@@ -332,7 +332,11 @@ func (s *Server) serveStream(st *yamux.Stream, hello Hello, log *slog.Logger) {
 			writeError(st, err)
 			return
 		}
-		s.serveJob(st, job, w.From)
+		from := w.From
+		if w.Epoch != s.sched.Epoch() {
+			from = 0
+		}
+		s.serveJob(st, job, from)
 	case FrameCancel:
 		var c Cancel
 		if err := json.Unmarshal(payload, &c); err != nil {
@@ -356,7 +360,7 @@ func (s *Server) serveStream(st *yamux.Stream, hello Hello, log *slog.Logger) {
 // client goes away, or the server shuts down; the job itself runs on regardless (the
 // client may come back for it by id).
 func (s *Server) serveJob(st *yamux.Stream, job *scheduler.Job, from int) {
-	if err := writeJSON(st, FrameAccepted, Accepted{ID: job.ID}); err != nil {
+	if err := writeJSON(st, FrameAccepted, Accepted{ID: job.ID, Epoch: s.sched.Epoch()}); err != nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(s.ctx)

@@ -3,7 +3,6 @@ package transport
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -104,7 +103,7 @@ func TestSlaveLossRerunsElsewhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Node != "rescuer" || res.Attempts != 2 || !strings.HasSuffix(string(res.Stdout), "start\nend\n") {
+	if res.Node != "rescuer" || res.Attempts != 2 || string(res.Stdout) != "start\nend\n" {
 		t.Errorf("result %+v (nodes %v)", res, nodes)
 	}
 }

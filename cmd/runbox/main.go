@@ -31,6 +31,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"master", "run the master server (accepts clients, runs and delegates programs)", runMaster},
+		{"slave", "run a slave server (dials the master and runs what it delegates)", runSlave},
 		{"submit", "send programs to a server and print their results", runSubmit},
 		{"status", "show the cluster: nodes, load, running and queued jobs", runStatus},
 	}

@@ -18,16 +18,21 @@ import (
 	"runbox/sandbox"
 	"runbox/sandbox/docker"
 	"runbox/scheduler"
+	"runbox/scheduler/bolt"
+	"runbox/scheduler/psutil"
 	"runbox/transport"
 )
 
 // masterConfig is `runbox master`'s flags.
 type masterConfig struct {
-	Listen      string
-	HTTP        string
-	Node        string
-	MaxPrograms int
-	Queue       int
+	Listen       string
+	HTTP         string
+	Node         string
+	MaxPrograms  int
+	CPUThreshold float64
+	Queue        int
+	Data         string
+	Heartbeat    time.Duration
 	Pool        int
 	DockerHost  string
 	ImageTag    string
@@ -39,7 +44,10 @@ func (c *masterConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTP, "http", ":7780", "HTTP address for /healthz and /readyz (empty: off)")
 	fs.StringVar(&c.Node, "node", "master", "this node's name, shown in results and status")
 	fs.IntVar(&c.MaxPrograms, "max-programs", runtime.NumCPU(), "programs run at once on this machine's sandbox")
+	fs.Float64Var(&c.CPUThreshold, "cpu-threshold", 80, "CPU percentage past which new programs go to slaves even with free slots (0: off)")
 	fs.IntVar(&c.Queue, "queue", 100, "accepted programs that may wait for a slot; past it clients are told the server is busy")
+	fs.StringVar(&c.Data, "data", "", "directory of the job journal; with it no accepted program is lost when the master dies (empty: memory only)")
+	fs.DurationVar(&c.Heartbeat, "heartbeat-timeout", 3*time.Second, "a slave silent this long is lost and its programs run elsewhere")
 	fs.IntVar(&c.Pool, "pool", 2, "warm sandbox containers kept ready per language (0: none)")
 	fs.StringVar(&c.DockerHost, "docker-host", "", "Docker engine address (default: $DOCKER_HOST or the local socket)")
 	fs.StringVar(&c.ImageTag, "image-tag", "latest", "tag of the runtime images (runbox/runtime-LANG:TAG)")
@@ -106,13 +114,30 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 	scfg.Node = cfg.Node
 	scfg.MaxPrograms = cfg.MaxPrograms
 	scfg.Queue = cfg.Queue
+	scfg.CPUThreshold = cfg.CPUThreshold
+	if cfg.Heartbeat > 0 {
+		scfg.HeartbeatTimeout = cfg.Heartbeat
+	}
 	scfg.MaxLimits = max
 	scfg.Logger = log
-	sched, err := scheduler.New(scfg, runner, scheduler.NewMemJournal(10000))
+	var journal scheduler.Journal = scheduler.NewMemJournal(10000)
+	if cfg.Data != "" {
+		bj, err := bolt.Open(bolt.DefaultConfig(cfg.Data))
+		if err != nil {
+			return err
+		}
+		journal = bj
+	} else {
+		log.Warn("no --data directory: accepted programs are lost if the master dies", "component", "master")
+	}
+	defer journal.Close()
+	sched, err := scheduler.New(scfg, runner, journal)
 	if err != nil {
 		return err
 	}
 	defer sched.Close()
+	stopLoad := reportLoad(ctx, psutil.New().Sample, sched.ReportLoad)
+	defer stopLoad()
 
 	tcfg := transport.DefaultServerConfig()
 	tcfg.Node = cfg.Node
@@ -160,6 +185,27 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 		serveErr = nil
 	}
 	return serveErr
+}
+
+// reportLoad samples the load every second until ctx ends or the returned stop is
+// called; stop waits for the sampling goroutine.
+func reportLoad(ctx context.Context, sample func() scheduler.Load, report func(scheduler.Load)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				report(sample())
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 func healthHandler() http.Handler {

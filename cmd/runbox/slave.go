@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+
+	"runbox/sandbox"
+	"runbox/sandbox/docker"
+	"runbox/scheduler/psutil"
+	"runbox/transport"
+)
+
+// slaveConfig is `runbox slave`'s flags.
+type slaveConfig struct {
+	Master      string
+	Node        string
+	MaxPrograms int
+	Pool        int
+	Token       string
+	DockerHost  string
+	ImageTag    string
+	LogLevel    string
+}
+
+func runSlave(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) int {
+	fs := flag.NewFlagSet("runbox slave", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	host, _ := os.Hostname()
+	var cfg slaveConfig
+	fs.StringVar(&cfg.Master, "master", os.Getenv("RUNBOX_MASTER"), "master address HOST:PORT (default from $RUNBOX_MASTER)")
+	fs.StringVar(&cfg.Node, "node", host, "this slave's name in the cluster (unique)")
+	fs.IntVar(&cfg.MaxPrograms, "max-programs", runtime.NumCPU(), "programs run at once on this slave")
+	fs.IntVar(&cfg.Pool, "pool", 2, "warm sandbox containers kept ready per language (0: none)")
+	fs.StringVar(&cfg.Token, "token", os.Getenv("RUNBOX_TOKEN"), "join token of a secured cluster (default from $RUNBOX_TOKEN)")
+	fs.StringVar(&cfg.DockerHost, "docker-host", "", "Docker engine address (default: $DOCKER_HOST or the local socket)")
+	fs.StringVar(&cfg.ImageTag, "image-tag", "latest", "tag of the runtime images (runbox/runtime-LANG:TAG)")
+	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: runbox slave --master HOST:PORT [flags]\n\nRuns a slave: it dials the master (no inbound port needed), registers, reports its load\nevery second and runs the programs the master delegates to it in its own sandbox\ncontainers. It reconnects when the master goes away; on SIGTERM it finishes what it\nruns, then leaves.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if cfg.Master == "" || fs.NArg() > 0 || cfg.MaxPrograms < 1 {
+		fmt.Fprintln(stderr, "runbox slave: --master HOST:PORT and --max-programs of at least 1 are needed; see runbox slave -h")
+		return exitUsage
+	}
+	log, err := newLogger(stderr, cfg.LogLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "runbox slave:", err)
+		return exitUsage
+	}
+	if err := serveSlave(ctx, cfg, log, nil); err != nil {
+		log.Error("slave stopped", "err", err)
+		return exitCodeOf(err)
+	}
+	return 0
+}
+
+// serveSlave runs a slave until ctx ends; runner nil means the Docker sandbox.
+func serveSlave(ctx context.Context, cfg slaveConfig, log *slog.Logger, runner sandbox.Runner) error {
+	langs := map[string]string{}
+	if runner == nil {
+		dcfg := docker.DefaultConfig()
+		dcfg.Host = cfg.DockerHost
+		dcfg.Owner = "runbox-" + cfg.Node
+		dcfg.PoolSize = cfg.Pool
+		dcfg.ImageTag = cfg.ImageTag
+		dcfg.Logger = log
+		dr, err := docker.New(ctx, dcfg)
+		if err != nil {
+			return err
+		}
+		defer dr.Close()
+		runner, langs = dr, dr.Images()
+	}
+	ccfg := transport.DefaultClientConfig()
+	ccfg.Token = cfg.Token
+	sampler := psutil.New()
+	sl, err := transport.NewSlave(transport.SlaveConfig{
+		Master: cfg.Master, Node: cfg.Node, Capacity: cfg.MaxPrograms, Languages: langs,
+		Client: ccfg, Load: sampler.Sample, Logger: log,
+	}, runner)
+	if err != nil {
+		return err
+	}
+	log.Info("slave starting", "component", "slave", "node", cfg.Node, "master", cfg.Master, "max_programs", cfg.MaxPrograms)
+	return sl.Run(ctx)
+}
