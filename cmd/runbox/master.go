@@ -33,10 +33,10 @@ type masterConfig struct {
 	Queue        int
 	Data         string
 	Heartbeat    time.Duration
-	Pool        int
-	DockerHost  string
-	ImageTag    string
-	LogLevel    string
+	Pool         int
+	DockerHost   string
+	ImageTag     string
+	LogLevel     string
 }
 
 func (c *masterConfig) flags(fs *flag.FlagSet) {
