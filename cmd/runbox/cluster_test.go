@@ -1,0 +1,337 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"runbox/sandbox"
+	"runbox/transport"
+)
+
+// These tests run the real binary as separate processes (master and slaves) on the real
+// Docker daemon, and kill them the hard way.
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// runboxBin builds cmd/runbox once per test binary.
+func runboxBin(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs Docker and real processes")
+	}
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "runbox-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "runbox")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  *bytes.Buffer
+	done chan struct{}
+}
+
+// start runs the binary with args; the process is killed at the end of the test and its
+// log printed when the test failed.
+func start(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: exec.Command(runboxBin(t), args...), log: &bytes.Buffer{}, done: make(chan struct{})}
+	w := &syncWriter{w: p.log}
+	p.cmd.Stdout, p.cmd.Stderr = w, w
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.kill(syscall.SIGKILL)
+		if t.Failed() {
+			t.Logf("--- %s log ---\n%s", p.name, w.String())
+		}
+	})
+	return p
+}
+
+func (p *proc) kill(sig syscall.Signal) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(sig)
+	if sig == syscall.SIGKILL {
+		<-p.done
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(b)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
+}
+
+// waitReady waits until the master at addr has want nodes (itself included).
+func waitReady(t *testing.T, addr string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		c, err := transport.Dial(ctx, addr, transport.DefaultClientConfig())
+		if err == nil {
+			snap, err := c.Status(ctx)
+			c.Close()
+			if err == nil && len(snap.Nodes) >= want {
+				cancel()
+				return
+			}
+		}
+		cancel()
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("master %s not ready with %d nodes", addr, want)
+}
+
+// removeOwners removes the sandbox containers of nodes that were killed -9 (their own
+// reaper would remove them on their next start).
+func removeOwners(t *testing.T, nodes ...string) {
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=runbox.owner=runbox-"+n).Output()
+			if ids := strings.Fields(string(out)); len(ids) > 0 {
+				exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+			}
+		}
+	})
+}
+
+type outcome struct {
+	c, j int
+	id   string
+	res  sandbox.Result
+	err  error
+}
+
+// pyJob prints its client and job numbers after a short sleep.
+func pyJob(c, j int) string {
+	return fmt.Sprintf("import time\ntime.sleep(0.1)\nprint('%d-%d')\n", c, j)
+}
+
+func pyWant(o outcome) string { return fmt.Sprintf("%d-%d\n", o.c, o.j) }
+
+// load runs clients×jobs programs through separate connections and returns every outcome.
+func load(t *testing.T, addr string, clients, jobs int, onResult func(int)) []outcome {
+	t.Helper()
+	var (
+		mu   sync.Mutex
+		outs []outcome
+		wg   sync.WaitGroup
+		done int
+	)
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cfg := transport.DefaultClientConfig()
+			cfg.Reconnect = 3 * time.Minute
+			cl, err := transport.Dial(context.Background(), addr, cfg)
+			if err != nil {
+				t.Errorf("client %d: %v", c, err)
+				return
+			}
+			defer cl.Close()
+			for j := 0; j < jobs; j++ {
+				var o outcome
+				for {
+					o = outcome{c: c, j: j}
+					o.res, o.err = cl.Run(context.Background(), sandbox.Spec{Language: "python", Files: []sandbox.File{{Content: []byte(pyJob(c, j))}}},
+						transport.RunOptions{Handler: transport.Handler{Accepted: func(id string) { o.id = id }}})
+					// Refused before it was accepted (the master was down, or full): nothing
+					// was lost; submit it again, as a user would.
+					if o.err != nil && o.id == "" {
+						time.Sleep(200 * time.Millisecond)
+						continue
+					}
+					break
+				}
+				mu.Lock()
+				outs = append(outs, o)
+				done++
+				n := done
+				mu.Unlock()
+				if onResult != nil {
+					onResult(n)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return outs
+}
+
+func checkAll(t *testing.T, outs []outcome, total int, want func(o outcome) string) {
+	t.Helper()
+	if len(outs) != total {
+		t.Errorf("%d outcomes, want %d", len(outs), total)
+	}
+	seen := map[string]bool{}
+	for _, o := range outs {
+		if o.err != nil {
+			t.Errorf("job %s lost: %v", o.id, o.err)
+			continue
+		}
+		if seen[o.id] {
+			t.Errorf("job %s answered twice", o.id)
+		}
+		seen[o.id] = true
+		if w := want(o); string(o.res.Stdout) != w || o.res.Status != sandbox.StatusOK {
+			t.Errorf("job %s: %s %q, want %q", o.id, o.res.Status, o.res.Stdout, w)
+		}
+	}
+}
+
+func TestKillSlaveMidLoad(t *testing.T) {
+	addr, http := freePort(t), freePort(t)
+	sfx := fmt.Sprint(time.Now().UnixNano() % 100000)
+	a, b := "slave-a-"+sfx, "slave-b-"+sfx
+	removeOwners(t, "master-"+sfx, a, b)
+	start(t, "master", "master", "--listen", addr, "--http", http, "--node", "master-"+sfx, "--max-programs", "1", "--queue", "500", "--data", t.TempDir(), "--pool", "1")
+	slaveA := start(t, a, "slave", "--master", addr, "--node", a, "--max-programs", "2", "--pool", "1")
+	start(t, b, "slave", "--master", addr, "--node", b, "--max-programs", "2", "--pool", "1")
+	waitReady(t, addr, 3)
+
+	outs := load(t, addr, 20, 10, func(n int) {
+		if n == 40 {
+			slaveA.kill(syscall.SIGKILL)
+		}
+	})
+	checkAll(t, outs, 200, pyWant)
+	retried := 0
+	for _, o := range outs {
+		if o.res.Attempts > 1 {
+			retried++
+		}
+	}
+	t.Logf("200 jobs, %d ran again after the slave was killed", retried)
+}
+
+func TestKillMasterAndRestart(t *testing.T) {
+	addr, http := freePort(t), freePort(t)
+	data := t.TempDir()
+	node := fmt.Sprint("master-", time.Now().UnixNano()%100000)
+	removeOwners(t, node)
+	args := []string{"master", "--listen", addr, "--http", http, "--node", node, "--max-programs", "2", "--queue", "500", "--data", data, "--pool", "1"}
+	m := start(t, "master-1", args...)
+	waitReady(t, addr, 1)
+
+	var once sync.Once
+	restarted := make(chan struct{})
+	outs := load(t, addr, 10, 6, func(n int) {
+		if n == 15 {
+			once.Do(func() {
+				m.kill(syscall.SIGKILL)
+				go func() {
+					time.Sleep(500 * time.Millisecond)
+					start(t, "master-2", args...)
+					close(restarted)
+				}()
+			})
+		}
+	})
+	<-restarted
+	checkAll(t, outs, 60, pyWant)
+	again := 0
+	for _, o := range outs {
+		if o.res.Attempts >= 1 && o.res.Node == node {
+			again++
+		}
+	}
+	if again != 60 {
+		t.Errorf("%d of 60 results came from the master", again)
+	}
+}
+
+func TestHungSlaveIsDetected(t *testing.T) {
+	addr, http := freePort(t), freePort(t)
+	sfx := fmt.Sprint(time.Now().UnixNano() % 100000)
+	hungName, okName := "hung-"+sfx, "ok-"+sfx
+	removeOwners(t, "master-"+sfx, hungName, okName)
+	start(t, "master", "master", "--listen", addr, "--http", http, "--node", "master-"+sfx, "--max-programs", "0", "--heartbeat-timeout", "1s", "--pool", "0")
+	hung := start(t, hungName, "slave", "--master", addr, "--node", hungName, "--max-programs", "1", "--pool", "1")
+	waitReady(t, addr, 2)
+
+	cl, err := transport.Dial(context.Background(), addr, transport.DefaultClientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var stopped time.Time
+	var moved time.Duration
+	res, err := cl.Run(context.Background(), sandbox.Spec{Language: "python", Files: []sandbox.File{{Content: []byte("import time\ntime.sleep(1)\nprint('done')\n")}}},
+		transport.RunOptions{Handler: transport.Handler{Started: func(n string) {
+			if n == hungName {
+				hung.kill(syscall.SIGSTOP)
+				stopped = time.Now()
+				start(t, okName, "slave", "--master", addr, "--node", okName, "--max-programs", "1", "--pool", "1")
+			} else {
+				moved = time.Since(stopped)
+			}
+		}}})
+	hung.kill(syscall.SIGCONT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Node != okName || string(res.Stdout) != "done\n" || res.Attempts != 2 {
+		t.Errorf("result %+v", res)
+	}
+	t.Logf("job moved %v after the slave hung (heartbeat timeout 1s)", moved)
+	if moved > 20*time.Second {
+		t.Errorf("moving took %v", moved)
+	}
+}
