@@ -40,8 +40,22 @@ type Config struct {
 	// MaxAttempts caps how often a job is dispatched when its nodes keep dying; past it the
 	// job ends with ErrCrashedNode (a program that kills every node is stopped).
 	MaxAttempts int
+	// Observer, when set, hears of every finished job and node event (for metrics).
+	Observer Observer
 	// Logger receives the scheduler's logs; nil discards them.
 	Logger *slog.Logger
+}
+
+// Observer hears what the scheduler does. Its methods are called without the scheduler's
+// locks held, from the goroutine that made the change; they must not block.
+type Observer interface {
+	// JobFinished is called once per job that ended: res is nil when err says why it
+	// could not run. wait is the time from submission to its last dispatch.
+	JobFinished(info Info, res *sandbox.Result, err error, wait time.Duration)
+	// JobRejected is called when Submit answers ErrBusy.
+	JobRejected()
+	// NodeChanged is called when a node joins, drains or is lost.
+	NodeChanged(e NodeEvent)
 }
 
 // DefaultConfig returns the defaults of `runbox master`.
@@ -93,6 +107,8 @@ type Scheduler struct {
 	finished []*Job // retained finished jobs, oldest first
 	totals   Totals
 	events   []NodeEvent // recent node joins and losses, newest last
+	// pendingNotes are node events not yet told to the Observer (told once mu is released).
+	pendingNotes []NodeEvent
 	cands    []Candidate // scratch for placement
 }
 
@@ -192,6 +208,9 @@ func (s *Scheduler) Submit(spec sandbox.Spec, interactive bool) (*Job, error) {
 		s.totals.Rejected++
 		queued := len(s.queue)
 		s.mu.Unlock()
+		if s.cfg.Observer != nil {
+			s.cfg.Observer.JobRejected()
+		}
 		return nil, fmt.Errorf("%w: %d program(s) running and %d queued, the limit; try another server or retry later", ErrBusy, running, queued)
 	}
 	// Hold the place in the queue while the journal writes; dispatch skips the job until
@@ -426,6 +445,14 @@ func (s *Scheduler) finish(j *Job, res sandbox.Result, err error) {
 	j.appendLocked(e)
 	close(j.doneCh)
 	j.mu.Unlock()
+	if s.cfg.Observer != nil {
+		info := j.Info()
+		var wait time.Duration
+		if !info.Started.IsZero() {
+			wait = info.Started.Sub(info.Submitted)
+		}
+		s.cfg.Observer.JobFinished(info, e.Result, err, wait)
+	}
 }
 
 // Get returns a job by id: a live one, or a finished one rebuilt from the journal.
@@ -513,7 +540,7 @@ func (s *Scheduler) AddNode(spec NodeSpec, runner sandbox.Runner, onLost func(re
 	s.noteLocked(n.Name, "joined", fmt.Sprintf("capacity %d", spec.Capacity))
 	s.log.Info("node joined", "node", n.Name, "capacity", spec.Capacity)
 	s.dispatchLocked()
-	s.mu.Unlock()
+	s.unlockAndNotify()
 	for _, f := range lost {
 		f()
 	}
@@ -544,9 +571,23 @@ func (s *Scheduler) loseLocked(n *node, reason error) func() {
 }
 
 func (s *Scheduler) noteLocked(name, kind, reason string) {
-	s.events = append(s.events, NodeEvent{At: s.now(), Node: name, Kind: kind, Reason: reason})
+	e := NodeEvent{At: s.now(), Node: name, Kind: kind, Reason: reason}
+	if s.cfg.Observer != nil {
+		s.pendingNotes = append(s.pendingNotes, e)
+	}
+	s.events = append(s.events, e)
 	if len(s.events) > 100 {
 		s.events = slices.Delete(s.events, 0, len(s.events)-100)
+	}
+}
+
+// unlockAndNotify releases mu and tells the Observer the node events noted meanwhile.
+func (s *Scheduler) unlockAndNotify() {
+	notes := s.pendingNotes
+	s.pendingNotes = nil
+	s.mu.Unlock()
+	for _, e := range notes {
+		s.cfg.Observer.NodeChanged(e)
 	}
 }
 
@@ -576,7 +617,7 @@ func (h *NodeHandle) SetCapacity(capacity int) {
 // are left.
 func (h *NodeHandle) Drain() {
 	h.s.mu.Lock()
-	defer h.s.mu.Unlock()
+	defer h.s.unlockAndNotify()
 	if !h.n.draining {
 		h.n.draining = true
 		h.s.noteLocked(h.n.Name, "draining", "")
@@ -598,7 +639,7 @@ func (h *NodeHandle) Lost(reason error) {
 		return
 	}
 	f := h.s.loseLocked(h.n, reason)
-	h.s.mu.Unlock()
+	h.s.unlockAndNotify()
 	f()
 }
 
@@ -630,7 +671,7 @@ func (s *Scheduler) monitor() {
 				calls = append(calls, s.loseLocked(n, fmt.Errorf("no heartbeat for %v", now.Sub(n.lastBeat).Round(time.Millisecond))))
 			}
 		}
-		s.mu.Unlock()
+		s.unlockAndNotify()
 		for _, f := range calls {
 			f()
 		}

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -217,5 +218,43 @@ func TestCodesRoundTrip(t *testing.T) {
 	}
 	if err := ErrorOf("from_the_future", "m"); !errors.Is(err, ErrInternal) {
 		t.Errorf("unknown code: %v", err)
+	}
+}
+
+type recObserver struct {
+	mu       sync.Mutex
+	finished []Info
+	rejected int
+	nodes    []NodeEvent
+}
+
+func (o *recObserver) JobFinished(info Info, res *sandbox.Result, err error, wait time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.finished = append(o.finished, info)
+}
+func (o *recObserver) JobRejected() { o.mu.Lock(); o.rejected++; o.mu.Unlock() }
+func (o *recObserver) NodeChanged(e NodeEvent) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.nodes = append(o.nodes, e)
+}
+
+func TestObserver(t *testing.T) {
+	t.Parallel()
+	obs := &recObserver{}
+	s, _ := newSched(t, func(c *Config) { c.MaxPrograms = 1; c.Queue = 0; c.Observer = obs; c.HeartbeatTimeout = time.Hour }, nil)
+	j, _ := s.Submit(prog("sleep 100ms\nout x"), false)
+	s.Submit(prog("out y"), false) // busy
+	wait(t, j)
+	h, _ := s.AddNode(NodeSpec{Name: "s1", Capacity: 1}, &sandboxtest.Fake{}, nil)
+	h.Lost(errors.New("gone"))
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.finished) != 1 || obs.finished[0].Status != sandbox.StatusOK || obs.rejected != 1 {
+		t.Errorf("finished %+v rejected %d", obs.finished, obs.rejected)
+	}
+	if len(obs.nodes) != 2 || obs.nodes[0].Kind != "joined" || obs.nodes[1].Kind != "lost" {
+		t.Errorf("node events %+v", obs.nodes)
 	}
 }
