@@ -109,7 +109,7 @@ type Scheduler struct {
 	events   []NodeEvent // recent node joins and losses, newest last
 	// pendingNotes are node events not yet told to the Observer (told once mu is released).
 	pendingNotes []NodeEvent
-	cands    []Candidate // scratch for placement
+	cands        []Candidate // scratch for placement
 }
 
 // Totals counts what the scheduler did since it started.
