@@ -10,6 +10,7 @@ import (
 	"github.com/docker/go-units"
 
 	"runbox/sandbox"
+	"runbox/sandbox/boxinit"
 )
 
 // Config configures a Runner.
@@ -100,6 +101,7 @@ const (
 	scratchDir  = "/tmp"
 	initPath    = "/usr/local/bin/runbox-init"
 	shmSize     = 8 << 20
+	memlock     = 8 << 20
 )
 
 // boxLimits are the limits a container is created with; programs asking for the same ones
@@ -120,7 +122,8 @@ func boxLimitsOf(l sandbox.Limits) boxLimits {
 // containerConfig is the one place that decides how a sandbox container is built. Every
 // hardening field of design.md §4 is set here and pinned by TestContainerConfigHardening.
 func containerConfig(image string, lang sandbox.Language, lim boxLimits, owner, runtime string, idle time.Duration) (*container.Config, *container.HostConfig) {
-	pids := lim.Pids
+	// runbox-init's own threads count against the same cgroup; it takes its share at start.
+	pids := lim.Pids + boxinit.ReservedPids
 	noOOMKillDisable := false
 	cfg := &container.Config{
 		Image:           image,
@@ -167,6 +170,9 @@ func containerConfig(image string, lang sandbox.Language, lim boxLimits, owner, 
 				{Name: "nofile", Soft: lim.OpenFiles, Hard: lim.OpenFiles},
 				{Name: "fsize", Soft: lim.FileSize, Hard: lim.FileSize},
 				{Name: "core", Soft: 0, Hard: 0},
+				// runbox-init locks its own code in memory (boxinit.Harden); the program
+				// may lock as much of its own, all of it charged to the memory limit.
+				{Name: "memlock", Soft: memlock, Hard: memlock},
 			},
 		},
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 
 	"runbox/sandbox"
+	"runbox/sandbox/boxinit"
 )
 
 // TestContainerConfigHardening pins every hardening field of design.md §4. A change here
@@ -52,8 +53,8 @@ func TestContainerConfigHardening(t *testing.T) {
 	if res.NanoCPUs != 5e8 || res.Memory != 128<<20 || res.MemorySwap != 128<<20 {
 		t.Errorf("cpu %d memory %d swap %d", res.NanoCPUs, res.Memory, res.MemorySwap)
 	}
-	if res.PidsLimit == nil || *res.PidsLimit != 32 {
-		t.Errorf("PidsLimit = %v", res.PidsLimit)
+	if res.PidsLimit == nil || *res.PidsLimit != 32+boxinit.ReservedPids {
+		t.Errorf("PidsLimit = %v, want the program's 32 plus runbox-init's %d", res.PidsLimit, boxinit.ReservedPids)
 	}
 	if res.OomKillDisable == nil || *res.OomKillDisable {
 		t.Error("the OOM killer must stay enabled")
@@ -62,6 +63,7 @@ func TestContainerConfigHardening(t *testing.T) {
 		{Name: "nofile", Soft: 50, Hard: 50},
 		{Name: "fsize", Soft: 4 << 20, Hard: 4 << 20},
 		{Name: "core", Soft: 0, Hard: 0},
+		{Name: "memlock", Soft: 8 << 20, Hard: 8 << 20},
 	}
 	if !reflect.DeepEqual(res.Ulimits, want) {
 		t.Errorf("Ulimits = %v", res.Ulimits)
