@@ -14,10 +14,13 @@
 //	               'S' run phase started (empty), 'R' result (JSON Result)
 //
 // runbox-init trusts the Runner and not the program: it is not dumpable (so the program,
-// running as the same user, cannot open its file descriptors or trace it), it ignores every
-// signal the program could send it (as PID 1 it is immune to SIGKILL from inside the
-// container), it kills every other process of the container when the program's main process
-// ends, and it caps what it forwards.
+// running as the same user, cannot open its file descriptors or trace it), it catches and
+// drops every signal the program could send it (as PID 1 it is immune to SIGKILL from
+// inside the container), it holds its threads and its code in memory before the program
+// can take the pids and the memory, it kills every other process of the container when the
+// program's main process ends, and it caps what it forwards. It ends a phase at its wall
+// time, at the output cap, and at the first OOM kill or sustained thrashing in the
+// container's memory cgroup. See docs/sandbox.md for the whole threat model.
 package boxinit
 
 import (

@@ -250,7 +250,7 @@ func (s *server) serve(in io.Reader, req Request) Result {
 			case OutcomeOutputLimit:
 				res.Message = fmt.Sprintf("compiler output passed %d bytes", req.Output)
 			case OutcomeMemoryLimit:
-				res.Message = "the compiler ran out of memory"
+				res.Message = "the compiler ran out of memory (" + p.message + ")"
 			case OutcomeStartError:
 				res.Message = p.message
 			default:
@@ -279,8 +279,6 @@ func (s *server) serve(in io.Reader, req Request) Result {
 		res.Message = fmt.Sprintf("killed after the %v time limit", req.RunTime)
 	case OutcomeOutputLimit:
 		res.Message = fmt.Sprintf("output passed the %d byte limit; the first %d bytes are kept", req.Output, req.Output)
-	case OutcomeMemoryLimit:
-		res.Message = "killed by the out-of-memory killer at the memory limit"
 	}
 	return res
 }
@@ -351,7 +349,7 @@ func (s *server) runPhase(ph phase) phaseResult {
 	}
 
 	cg := cgroupOf(s.cfg.CgroupRoot)
-	oomBefore := cg.oomKills()
+	mem0 := cg.memSample()
 	cpuBefore, cpuOK := cg.cpuUsage()
 	var ruBefore syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ruBefore)
@@ -370,60 +368,59 @@ func (s *server) runPhase(ph phase) phaseResult {
 	if err != nil {
 		return phaseResult{outcome: OutcomeStartError, exitCode: -1, message: fmt.Sprintf("start %s: %v", ph.argv[0], err)}
 	}
+	// Make the program, not runbox-init, the OOM killer's first choice; what it forks
+	// inherits the score. (It could lower its own back to 0, and a program that makes
+	// runbox-init the victim ends the container: the Runner reports that as memory_limit.)
+	os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte("1000"), 0)
 	kill := func() { killAll(pid) }
 
 	var (
 		limitMu  sync.Mutex
 		limitHit Outcome
-		written  int64
+		limitMsg string
 	)
-	hit := func(o Outcome) {
+	hit := func(o Outcome, msg string) {
 		limitMu.Lock()
 		if limitHit == "" {
-			limitHit = o
+			limitHit, limitMsg = o, msg
 		}
 		limitMu.Unlock()
 		kill()
 	}
-	timer := time.AfterFunc(ph.timeout, func() { hit(OutcomeTimeLimit) })
+	timer := time.AfterFunc(ph.timeout, func() { hit(OutcomeTimeLimit, "") })
 	defer timer.Stop()
 
-	// Forward output as frames, counting against the cap; what passes the cap is cut.
-	forward := func(r *os.File, typ byte, wg *sync.WaitGroup) {
-		defer wg.Done()
-		buf := make([]byte, ChunkSize)
+	var helpers sync.WaitGroup
+	// Output: frames, cut at the cap.
+	pipes, types := []*os.File{outR}, []byte{ph.outType}
+	if errR != outR {
+		pipes, types = append(pipes, errR), append(types, ph.errType)
+	}
+	helpers.Add(1)
+	go func() {
+		defer helpers.Done()
+		s.forward(pipes, types, ph.cap, func() { hit(OutcomeOutputLimit, "") })
+	}()
+	// Memory: an OOM kill or thrashing at the limit ends the phase.
+	stopWatch := make(chan struct{})
+	helpers.Add(1)
+	go func() {
+		defer helpers.Done()
+		w := memWatch{base: mem0, prev: mem0}
+		tick := time.NewTicker(memTick)
+		defer tick.Stop()
 		for {
-			n, err := r.Read(buf)
-			if n > 0 {
-				limitMu.Lock()
-				room := ph.cap - written
-				over := int64(n) > room
-				if over {
-					n = int(max(room, 0))
-				}
-				written += int64(n)
-				limitMu.Unlock()
-				if n > 0 {
-					s.send(typ, buf[:n])
-				}
-				if over {
-					hit(OutcomeOutputLimit)
-					io.Copy(io.Discard, r)
-					return
-				}
+			select {
+			case <-stopWatch:
+				return
+			case <-tick.C:
 			}
-			if err != nil {
+			if why := w.observe(cg.memSample()); why != "" {
+				hit(OutcomeMemoryLimit, why)
 				return
 			}
 		}
-	}
-	var readers sync.WaitGroup
-	readers.Add(1)
-	go forward(outR, ph.outType, &readers)
-	if errR != outR {
-		readers.Add(1)
-		go forward(errR, ph.errType, &readers)
-	}
+	}()
 
 	// Reap every child until none is left; the main process's status and rusage are ours.
 	var (
@@ -453,7 +450,8 @@ func (s *server) runPhase(ph phase) phaseResult {
 		end = time.Now()
 	}
 	timer.Stop()
-	readers.Wait()
+	close(stopWatch)
+	helpers.Wait()
 
 	res := phaseResult{wall: end.Sub(start), maxRSS: ru.Maxrss * 1024}
 	if cpuAfter, ok := cg.cpuUsage(); ok && cpuOK {
@@ -473,15 +471,61 @@ func (s *server) runPhase(ph phase) phaseResult {
 		res.exitCode = -1
 	}
 	limitMu.Lock()
-	res.outcome = limitHit
+	res.outcome, res.message = limitHit, limitMsg
 	limitMu.Unlock()
 	if res.outcome == "" {
 		res.outcome = OutcomeExited
-		if cg.oomKills() > oomBefore {
-			res.outcome = OutcomeMemoryLimit
+		if cg.oomKills() > mem0.oomKills {
+			res.outcome, res.message = OutcomeMemoryLimit, msgOOMKill
 		}
 	}
 	return res
+}
+
+// forward turns the phase's output pipes into frames until every writer has closed them.
+// One loop polls all pipes and on each round reads them in order, stdout first: what the
+// program wrote to one stream before it flooded another is read no later than the flood,
+// and so is kept. Past the cap the rest is read and dropped, and over is called once.
+func (s *server) forward(pipes []*os.File, types []byte, cap int64, over func()) {
+	fds := make([]unix.PollFd, len(pipes))
+	for i, p := range pipes {
+		fds[i] = unix.PollFd{Fd: int32(p.Fd()), Events: unix.POLLIN}
+	}
+	defer runtime.KeepAlive(pipes)
+	buf := make([]byte, ChunkSize)
+	var written int64
+	capped := false
+	for open := len(fds); open > 0; {
+		if _, err := unix.Poll(fds, -1); err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return
+		}
+		for i := range fds {
+			if fds[i].Fd < 0 || fds[i].Revents == 0 {
+				continue
+			}
+			n, err := unix.Read(int(fds[i].Fd), buf)
+			if err == unix.EINTR || err == unix.EAGAIN {
+				continue
+			}
+			if err != nil || n <= 0 {
+				fds[i].Fd = -1 // end of this pipe; poll skips negative fds
+				open--
+				continue
+			}
+			keep := min(int64(n), max(cap-written, 0))
+			written += keep
+			if keep > 0 {
+				s.send(types[i], buf[:keep])
+			}
+			if int64(n) > keep && !capped {
+				capped = true
+				over()
+			}
+		}
+	}
 }
 
 // killAll kills every process of the sandbox but the caller. As PID 1 of the container's
@@ -535,6 +579,30 @@ func (c cgroup) oomKills() int64 {
 	return v
 }
 
+// memSample reads the cgroup's memory counters; what cannot be read is -1 (limit: 0).
+func (c cgroup) memSample() memSample {
+	s := memSample{oomKills: c.oomKills(), usage: -1, refaults: -1}
+	usage, limit, stat := "memory/memory.usage_in_bytes", "memory/memory.limit_in_bytes", "memory/memory.stat"
+	refaultKeys := []string{"total_workingset_refault_file", "workingset_refault_file", "total_workingset_refault"}
+	if c.v2 {
+		usage, limit, stat = "memory.current", "memory.max", "memory.stat"
+		refaultKeys = []string{"workingset_refault_file", "workingset_refault"}
+	}
+	if v, err := readInt(filepath.Join(c.root, usage)); err == nil {
+		s.usage = v
+	}
+	if v, err := readInt(filepath.Join(c.root, limit)); err == nil && v < 1<<60 { // v1 "unlimited" is near 2^63; v2 "max" does not parse
+		s.limit = v
+	}
+	for _, k := range refaultKeys {
+		if v, err := readKey(filepath.Join(c.root, stat), k); err == nil {
+			s.refaults = v
+			break
+		}
+	}
+	return s
+}
+
 // cpuUsage is the cgroup's total CPU time so far.
 func (c cgroup) cpuUsage() (time.Duration, bool) {
 	if c.v2 {
@@ -552,6 +620,15 @@ func (c cgroup) cpuUsage() (time.Duration, bool) {
 		}
 	}
 	return 0, false
+}
+
+// readInt reads a file holding one integer.
+func readInt(path string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 }
 
 // readKey reads "key value" lines and returns key's value.

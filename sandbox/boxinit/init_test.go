@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -186,6 +187,178 @@ func FuzzReadFrame(f *testing.F) {
 			WriteFrame(&again, typ, p)
 			if again.Len() != 5+len(p) {
 				t.Fatal("re-encoding changed size")
+			}
+		}
+	})
+}
+
+func TestServeKeepsWhatCameBeforeAFlood(t *testing.T) {
+	// stdout's line was written before stderr's flood began: it must be among the bytes
+	// kept, however the flood races for the cap.
+	for i := 0; i < 20; i++ {
+		tr := serve(t, Request{Run: sh("echo first; exec yes flood >&2"), RunTime: 10 * time.Second, Output: 64 << 10})
+		if tr.result.Outcome != OutcomeOutputLimit {
+			t.Fatalf("result = %+v", tr.result)
+		}
+		if tr.stdout.String() != "first\n" || tr.stdout.Len()+tr.stderr.Len() != 64<<10 {
+			t.Fatalf("round %d: kept stdout %q and %d bytes of stderr, want \"first\\n\" and the rest of the %d", i, tr.stdout.String(), tr.stderr.Len(), 64<<10)
+		}
+	}
+}
+
+// fakeCgroup is a v1 memory cgroup in a directory that a test updates.
+type fakeCgroup struct {
+	t   *testing.T
+	dir string
+}
+
+func newFakeCgroup(t *testing.T) fakeCgroup {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "memory"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := fakeCgroup{t, dir}
+	c.set(0, 10<<20, 64<<20, 0)
+	return c
+}
+
+func (c fakeCgroup) set(oomKills, usage, limit, refaults int64) {
+	write := func(name, content string) {
+		// Write and rename: the reader never sees a half-written file.
+		tmp := filepath.Join(c.dir, "memory", name+".tmp")
+		if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+			c.t.Error(err)
+		}
+		os.Rename(tmp, filepath.Join(c.dir, "memory", name))
+	}
+	write("memory.oom_control", fmt.Sprintf("oom_kill_disable 0\nunder_oom 0\noom_kill %d\n", oomKills))
+	write("memory.usage_in_bytes", fmt.Sprintf("%d\n", usage))
+	write("memory.limit_in_bytes", fmt.Sprintf("%d\n", limit))
+	write("memory.stat", fmt.Sprintf("cache 0\nrss %d\ntotal_workingset_refault_file %d\ntotal_pgmajfault 0\n", usage, refaults))
+}
+
+func serveIn(t *testing.T, cgroupRoot string, req Request) Result {
+	t.Helper()
+	var in, out bytes.Buffer
+	b, _ := json.Marshal(req)
+	WriteFrame(&in, FrameRequest, b)
+	WriteFrame(&in, FrameStdinEOF, nil)
+	cfg := DefaultConfig()
+	cfg.Dir = t.TempDir()
+	cfg.CgroupRoot = cgroupRoot
+	if err := Serve(&in, &out, cfg); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	var res Result
+	for {
+		typ, p, err := ReadFrame(&out, MaxFrame)
+		if err != nil {
+			t.Fatalf("no result frame: %v", err)
+		}
+		if typ == FrameResult {
+			if err := json.Unmarshal(p, &res); err != nil {
+				t.Fatal(err)
+			}
+			return res
+		}
+	}
+}
+
+func TestServeEndsAtTheFirstOOMKill(t *testing.T) {
+	// The OOM killer took some process of the sandbox; the main one sleeps on. The phase
+	// ends as memory_limit at once, not at the time limit.
+	cg := newFakeCgroup(t)
+	time.AfterFunc(300*time.Millisecond, func() { cg.set(1, 60<<20, 64<<20, 0) })
+	start := time.Now()
+	res := serveIn(t, cg.dir, Request{Run: sh("exec sleep 30"), RunTime: 20 * time.Second, Output: 100})
+	if res.Outcome != OutcomeMemoryLimit || res.Message != msgOOMKill || res.Signal != "SIGKILL" {
+		t.Errorf("result = %+v", res)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("took %v to notice the OOM kill", el)
+	}
+}
+
+func TestServeEndsThrashingAtTheLimit(t *testing.T) {
+	cg := newFakeCgroup(t)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		refaults := int64(0)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			refaults += 100 // faster than thrashRefaults per tick, at the limit
+			cg.set(0, 64<<20-4096, 64<<20, refaults)
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	res := serveIn(t, cg.dir, Request{Run: sh("exec sleep 30"), RunTime: 20 * time.Second, Output: 100})
+	if res.Outcome != OutcomeMemoryLimit || !strings.Contains(res.Message, "thrashing") {
+		t.Errorf("result = %+v", res)
+	}
+}
+
+func TestMemWatch(t *testing.T) {
+	at := func(refaults int64) memSample {
+		return memSample{usage: 64<<20 - 8192, limit: 64 << 20, refaults: refaults}
+	}
+	t.Run("OOMKill", func(t *testing.T) {
+		w := memWatch{base: memSample{oomKills: 2}, prev: memSample{oomKills: 2}}
+		if why := w.observe(memSample{oomKills: 2, refaults: -1}); why != "" {
+			t.Errorf("no new kill: %q", why)
+		}
+		if why := w.observe(memSample{oomKills: 3, refaults: -1}); why != msgOOMKill {
+			t.Errorf("a new kill: %q", why)
+		}
+	})
+	t.Run("Thrash", func(t *testing.T) {
+		w := memWatch{base: at(0), prev: at(0)}
+		r := int64(0)
+		for i := 1; i <= thrashTicks; i++ {
+			r += thrashRefaults
+			why := w.observe(at(r))
+			if (why != "") != (i == thrashTicks) {
+				t.Fatalf("tick %d: %q", i, why)
+			}
+		}
+	})
+	t.Run("CalmForgives", func(t *testing.T) {
+		w := memWatch{base: at(0), prev: at(0)}
+		r := int64(0)
+		for i := 0; i < 5*thrashTicks; i++ {
+			if i%(thrashTicks-1) == thrashTicks-2 { // a calm spell before the count is reached
+				for range calmTicks {
+					if why := w.observe(at(r)); why != "" {
+						t.Fatalf("calm tick: %q", why)
+					}
+				}
+			}
+			r += thrashRefaults
+			if why := w.observe(at(r)); why != "" {
+				t.Fatalf("tick %d: %q despite the calm spells", i, why)
+			}
+		}
+	})
+	t.Run("RefaultsBelowTheLimit", func(t *testing.T) {
+		w := memWatch{base: at(0), prev: at(0)}
+		r := int64(0)
+		for i := 0; i < 3*thrashTicks; i++ {
+			r += 10 * thrashRefaults
+			if why := w.observe(memSample{usage: 32 << 20, limit: 64 << 20, refaults: r}); why != "" {
+				t.Fatalf("far below the limit: %q", why)
+			}
+		}
+	})
+	t.Run("Unknown", func(t *testing.T) {
+		w := memWatch{base: memSample{refaults: -1}, prev: memSample{refaults: -1}}
+		for i := 0; i < 3*thrashTicks; i++ {
+			if why := w.observe(memSample{usage: 64 << 20, limit: 0, refaults: -1}); why != "" {
+				t.Fatalf("no counters: %q", why)
 			}
 		}
 	})

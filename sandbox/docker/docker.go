@@ -48,6 +48,7 @@ type dockerAPI interface {
 	ContainerAttach(ctx context.Context, id string, opts container.AttachOptions) (types.HijackedResponse, error)
 	ContainerStart(ctx context.Context, id string, opts container.StartOptions) error
 	ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error)
+	ContainerWait(ctx context.Context, id string, cond container.WaitCondition) (<-chan container.WaitResponse, <-chan error)
 	ContainerRemove(ctx context.Context, id string, opts container.RemoveOptions) error
 	ContainerList(ctx context.Context, opts container.ListOptions) ([]container.Summary, error)
 	Close() error
@@ -483,10 +484,8 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 			return res, nil
 		}
 		// runbox-init died: the only thing in the container able to kill it is the
-		// OOM killer (it ignores every signal a program can send).
-		ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if info, err := r.api.ContainerInspect(ictx, b.id); err == nil && info.State != nil && info.State.OOMKilled {
+		// OOM killer (it survives every signal a program can send).
+		if r.oomKilled(ctx, b.id) {
 			res.Status = sandbox.StatusMemoryLimit
 			res.Message = "killed by the out-of-memory killer at the memory limit"
 			return res, nil
@@ -494,6 +493,22 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		return res, fmt.Errorf("%w: sandbox ended without a result (%v): %s", sandbox.ErrUnavailable, protoErr, initErr.String())
 	}
 	return r.result(res, final)
+}
+
+// oomKilled reports whether the OOM killer struck in the container. The engine learns of
+// it from an event that may arrive after the attach stream ended, so it first waits (a
+// few seconds at most) for the container to stop.
+func (r *Runner) oomKilled(ctx context.Context, id string) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	waitC, errC := r.api.ContainerWait(ctx, id, container.WaitConditionNotRunning)
+	select {
+	case <-waitC:
+	case <-errC:
+	case <-ctx.Done():
+	}
+	info, err := r.api.ContainerInspect(ctx, id)
+	return err == nil && info.State != nil && info.State.OOMKilled
 }
 
 func (r *Runner) result(res sandbox.Result, f *boxinit.Result) (sandbox.Result, error) {
