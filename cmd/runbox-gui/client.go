@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"runbox/sandbox"
+	"runbox/scheduler"
+	"runbox/transport"
+)
+
+// Client is what the window needs from one server. *transport.Client implements it; the
+// tests hand in fakes.
+type Client interface {
+	// Run submits spec and blocks until its result, calling opts.Handler on the way (from
+	// the calling goroutine or the client's own). Cancelling ctx cancels the job on the
+	// server. The error wraps scheduler.ErrBusy, transport.ErrConnect,
+	// transport.ErrUnauthorized, sandbox.ErrInvalidRequest, ... or the context's error.
+	Run(ctx context.Context, spec sandbox.Spec, opts transport.RunOptions) (sandbox.Result, error)
+	// Status returns the server's view of the cluster.
+	Status(ctx context.Context) (scheduler.Snapshot, error)
+	// Close ends the connection; calls in flight fail.
+	Close() error
+}
+
+var _ Client = (*transport.Client)(nil)
+
+// Server is where the user sends programs: the connection fields at the top of the window.
+type Server struct {
+	// Addr is host:port.
+	Addr string
+	// Token is the bearer token of a secured cluster; empty for none.
+	Token string
+	// The TLS CA file goes here when the security issue brings TLS to the client:
+	// dialTransport turns it into transport.ClientConfig.TLS, and the window gets a
+	// "TLS CA" field next to Token (see serverRow in ui.go).
+}
+
+// Dialer connects to a server. Its error wraps transport.ErrConnect when the server cannot
+// be reached and transport.ErrUnauthorized when it refused the token.
+type Dialer func(ctx context.Context, s Server) (Client, error)
+
+// dialTransport is the Dialer of the real window.
+func dialTransport(ctx context.Context, s Server) (Client, error) {
+	cfg := transport.DefaultClientConfig()
+	cfg.Token = s.Token
+	cfg.Name = "runbox-gui"
+	c, err := transport.Dial(ctx, s.Addr, cfg)
+	if err != nil {
+		return nil, err // not a typed nil inside the interface
+	}
+	return c, nil
+}
+
+// errClosed is returned by a pool that was closed (the window is going away).
+var errClosed = errors.New("window closed")
+
+// pool keeps one Client per server, dialled on first use and reused by the jobs and the
+// cluster tab that follow. A failed dial is not kept: the next Run dials again. It is safe
+// for concurrent use; dialling one server never waits for another.
+type pool struct {
+	dial Dialer
+
+	mu     sync.Mutex
+	conns  map[Server]*poolEntry
+	closed bool
+}
+
+type poolEntry struct {
+	mu sync.Mutex // held while dialling
+	c  Client
+}
+
+func newPool(dial Dialer) *pool { return &pool{dial: dial, conns: map[Server]*poolEntry{}} }
+
+// get returns the Client of s, dialling it if needed.
+func (p *pool) get(ctx context.Context, s Server) (Client, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, errClosed
+	}
+	e := p.conns[s]
+	if e == nil {
+		e = &poolEntry{}
+		p.conns[s] = e
+	}
+	p.mu.Unlock()
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.c != nil {
+		return e.c, nil
+	}
+	c, err := p.dial(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		c.Close()
+		return nil, errClosed
+	}
+	e.c = c
+	return c, nil
+}
+
+// Close closes every Client; later gets fail.
+func (p *pool) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	entries := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	var errs []error
+	for s, e := range entries {
+		e.mu.Lock()
+		if e.c != nil {
+			if err := e.c.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close %s: %w", s.Addr, err))
+			}
+		}
+		e.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,84 @@
+// Command runbox-gui is the desktop client of runbox: pick a server, open or type a
+// program, press Run and watch it queue, run and end, with its output, while the window
+// stays live. A busy or unreachable server is a message, not a dead end: change the server
+// and press Run again. The Cluster tab shows the nodes and their load.
+//
+// Usage:
+//
+//	runbox-gui [-server HOST:PORT] [-token T] [-run] [FILE]
+//
+// It is its own Go module (cgo, OpenGL, X11) so that the rest of runbox builds without
+// them; docs/gui.md tells how to build and use it.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/app"
+	"fyne.io/fyne/v2/theme"
+)
+
+// appID names the app's preferences (~/.config/fyne/io.runbox.gui/).
+const appID = "io.runbox.gui"
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("runbox-gui", flag.ContinueOnError)
+	server := fs.String("server", os.Getenv("RUNBOX_SERVER"), "server HOST:PORT to show in the fields (default: the last one used, first 127.0.0.1:7700; $RUNBOX_SERVER)")
+	token := fs.String("token", os.Getenv("RUNBOX_TOKEN"), "bearer token of a secured cluster (default $RUNBOX_TOKEN); never stored")
+	autorun := fs.Bool("run", false, "send FILE at once, as if Run was pressed")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: runbox-gui [flags] [FILE]\n\nOpens the runbox client window, with FILE in the editor when given.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 1 {
+		fmt.Fprintln(os.Stderr, "runbox-gui: give at most one FILE")
+		return 2
+	}
+	var file string
+	var src []byte
+	if fs.NArg() == 1 {
+		file = fs.Arg(0)
+		var err error
+		if src, err = os.ReadFile(file); err != nil {
+			fmt.Fprintln(os.Stderr, "runbox-gui:", err)
+			return 1
+		}
+	}
+	if *autorun && file == "" {
+		fmt.Fprintln(os.Stderr, "runbox-gui: -run needs a FILE")
+		return 2
+	}
+
+	a := app.NewWithID(appID)
+	a.SetIcon(theme.MediaPlayIcon())
+	w := a.NewWindow("runbox")
+	cfg := DefaultConfig(a)
+	cfg.Server, cfg.Token = *server, *token
+	ui, err := New(w, cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "runbox-gui:", err)
+		return 2
+	}
+	if file != "" {
+		ui.setProgram(filepath.Base(file), src)
+		if *autorun {
+			ui.run()
+		}
+	}
+	w.Resize(fyne.NewSize(1240, 800))
+	w.SetMaster()
+	w.ShowAndRun()
+	ui.Close()
+	return 0
+}
