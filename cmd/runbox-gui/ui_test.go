@@ -1,0 +1,615 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/storage"
+	"fyne.io/fyne/v2/test"
+	"fyne.io/fyne/v2/theme"
+	"fyne.io/fyne/v2/widget"
+
+	"runbox/sandbox"
+	"runbox/scheduler"
+	"runbox/transport"
+)
+
+func TestDefaultsAreLocalMaster(t *testing.T) {
+	h := newHarness(t, newFakeServers().dial, nil)
+	if h.ui.host.Text != DefaultHost || h.ui.port.Text != DefaultPort {
+		t.Fatalf("server fields %q %q, want %s %s", h.ui.host.Text, h.ui.port.Text, DefaultHost, DefaultPort)
+	}
+	if h.ui.lang.Selected != "Python" {
+		t.Fatalf("language %q, want Python", h.ui.lang.Selected)
+	}
+	if h.ui.notice.text() != "" {
+		t.Fatalf("notice %q at start", h.ui.notice.text())
+	}
+}
+
+func TestRunShowsQueueTimerOutputAndResult(t *testing.T) {
+	fs := newFakeServers()
+	h := newHarness(t, fs.dial, nil)
+	u, d := h.ui, h.ui.detail
+
+	h.typeProgram("name = input()\nprint('hello', name)")
+	test.Type(u.stdin, "world")
+	test.Tap(u.runBtn)
+	r := fs.next(t)
+	if got := string(r.spec.Files[0].Content); got != "name = input()\nprint('hello', name)" {
+		t.Fatalf("sent source %q", got)
+	}
+	if r.spec.Language != "python" || string(r.spec.Stdin) != "world" || r.server.Addr != "127.0.0.1:7700" {
+		t.Fatalf("sent %s with stdin %q to %s", r.spec.Language, r.spec.Stdin, r.server.Addr)
+	}
+	if len(u.jobs) != 1 || u.selected != u.jobs[0] {
+		t.Fatalf("%d jobs, the new one not selected", len(u.jobs))
+	}
+	j := u.jobs[0]
+	if !strings.Contains(d.title.Text, "Connecting to 127.0.0.1:7700") || d.cancelBtn.Disabled() {
+		t.Fatalf("title %q, cancel disabled %v", d.title.Text, d.cancelBtn.Disabled())
+	}
+
+	r.accepted("job-1")
+	r.queued(2)
+	h.until("queue position", func() bool { return strings.Contains(d.title.Text, "Queued, position 2") })
+	h.tick(1500 * time.Millisecond)
+	if d.timer.Text != "⏱ 1.5 s" {
+		t.Fatalf("timer %q after 1.5 s", d.timer.Text)
+	}
+	if row := h.rowOf(1); row.timer.Text != "1.5 s" || !strings.Contains(row.state.Text, "Queued, position 2") {
+		t.Fatalf("row shows %q %q", row.state.Text, row.timer.Text)
+	}
+	h.tick(100 * time.Millisecond)
+	if d.timer.Text != "⏱ 1.6 s" {
+		t.Fatalf("timer %q did not tick to 1.6 s", d.timer.Text)
+	}
+
+	r.started("node-b")
+	r.output(sandbox.Stdout, "hello ")
+	r.output(sandbox.Stdout, "world\n")
+	h.until("running", func() bool { return strings.Contains(d.title.Text, "Running on node-b") && len(j.stdout) == 12 })
+	if !strings.Contains(d.facts.Text, "node node-b") || !strings.Contains(d.facts.Text, "job job-1") {
+		t.Fatalf("facts %q", d.facts.Text)
+	}
+	h.tick(time.Second) // new output shows on the tick
+	if got := d.stdout.Text(); !strings.Contains(got, "hello world") {
+		t.Fatalf("live stdout %q", got)
+	}
+	if d.timer.Text != "⏱ 2.6 s" {
+		t.Fatalf("timer %q", d.timer.Text)
+	}
+
+	r.end(sandbox.Result{Status: sandbox.StatusOK, Stdout: []byte("hello world\n"), Time: 35 * time.Millisecond,
+		CPUTime: 30 * time.Millisecond, Memory: 8 << 20, Node: "node-b", Attempts: 1}, nil)
+	h.until("the result", func() bool { return !j.active() })
+	if !strings.Contains(d.title.Text, "OK") || d.strip.FillColor != theme.Color(theme.ColorNameSuccess) {
+		t.Fatalf("banner %q in %v", d.title.Text, d.strip.FillColor)
+	}
+	for _, want := range []string{"exit code 0", "time 35 ms", "CPU 30 ms", "memory 8MiB", "node node-b"} {
+		if !strings.Contains(d.facts.Text, want) {
+			t.Errorf("facts %q lack %q", d.facts.Text, want)
+		}
+	}
+	if !d.cancelBtn.Disabled() || d.copyBtn.Disabled() || d.saveBtn.Disabled() {
+		t.Fatalf("buttons: cancel %v copy %v save %v", d.cancelBtn.Disabled(), d.copyBtn.Disabled(), d.saveBtn.Disabled())
+	}
+	if d.tabs.Selected() != d.tabOut || d.tabOut.Text != "Output (1)" {
+		t.Fatalf("tab %q selected", d.tabs.Selected().Text)
+	}
+	h.tick(5 * time.Second)
+	if d.timer.Text != "⏱ 2.6 s" || h.rowOf(1).timer.Text != "2.6 s" {
+		t.Fatalf("the timer went on after the end: %q", d.timer.Text)
+	}
+
+	test.Tap(d.copyBtn)
+	if got := h.app.Clipboard().Content(); got != "hello world\n" {
+		t.Fatalf("clipboard %q", got)
+	}
+	if h.app.Preferences().String(prefHost) != "127.0.0.1" || h.app.Preferences().String(prefPort) != "7700" {
+		t.Fatal("the server was not remembered")
+	}
+}
+
+func TestCompileErrorShownApartFromRuntimeErrors(t *testing.T) {
+	fs := newFakeServers()
+	h := newHarness(t, fs.dial, nil)
+	u, d := h.ui, h.ui.detail
+	u.lang.SetSelected("C")
+
+	h.typeProgram("int main() { return x; }")
+	test.Tap(u.runBtn)
+	r := fs.next(t)
+	if r.spec.Language != "c" {
+		t.Fatalf("language %q", r.spec.Language)
+	}
+	r.started("master")
+	r.output(sandbox.Compile, "main.c:1:21: error: 'x' undeclared\n")
+	r.end(sandbox.Result{Status: sandbox.StatusCompileError, ExitCode: 1, CompileOutput: []byte("main.c:1:21: error: 'x' undeclared\n"),
+		CompileTime: 80 * time.Millisecond, Node: "master"}, nil)
+	h.until("the result", func() bool { return !u.jobs[0].active() })
+	if !strings.Contains(d.title.Text, "Compile error") || d.strip.FillColor != theme.Color(theme.ColorNameError) {
+		t.Fatalf("banner %q", d.title.Text)
+	}
+	if d.tabs.Selected() != d.tabCompile || !strings.Contains(d.compile.Text(), "'x' undeclared") {
+		t.Fatalf("tab %q, compiler output %q", d.tabs.Selected().Text, d.compile.Text())
+	}
+	if strings.TrimSpace(d.stdout.Text()) != "" || strings.TrimSpace(d.stderr.Text()) != "" {
+		t.Fatalf("compiler output leaked into stdout %q / stderr %q", d.stdout.Text(), d.stderr.Text())
+	}
+	if !strings.Contains(d.message.Text, "Compiler tab") || strings.Contains(d.facts.Text, "memory") {
+		t.Fatalf("message %q facts %q", d.message.Text, d.facts.Text)
+	}
+
+	// A runtime error: its traceback is in the Errors tab, shown since nothing else printed.
+	h.typeProgram("1/0")
+	u.lang.SetSelected("Python")
+	test.Tap(u.runBtn)
+	r = fs.next(t)
+	r.started("master")
+	r.output(sandbox.Stderr, "ZeroDivisionError: division by zero\n")
+	r.end(sandbox.Result{Status: sandbox.StatusRuntimeError, ExitCode: 1, Stderr: []byte("ZeroDivisionError: division by zero\n"), Node: "master"}, nil)
+	h.until("the second result", func() bool { return len(u.jobs) == 2 && !u.jobs[1].active() })
+	if !strings.Contains(d.title.Text, "Runtime error (exit code 1)") || d.tabs.Selected() != d.tabErr {
+		t.Fatalf("banner %q, tab %q", d.title.Text, d.tabs.Selected().Text)
+	}
+	if !strings.Contains(d.stderr.Text(), "ZeroDivisionError") || strings.TrimSpace(d.compile.Text()) != "" {
+		t.Fatalf("stderr %q compiler %q", d.stderr.Text(), d.compile.Text())
+	}
+
+	// A limit is its own colour, with the server's explanation.
+	test.Tap(u.runBtn)
+	r = fs.next(t)
+	r.end(sandbox.Result{Status: sandbox.StatusTimeLimit, ExitCode: 137, Signal: "SIGKILL", Message: "killed after the 5s run time limit"}, nil)
+	h.until("the third result", func() bool { return len(u.jobs) == 3 && !u.jobs[2].active() })
+	if !strings.Contains(d.title.Text, "Time limit exceeded") || d.message.Text != "killed after the 5s run time limit" ||
+		d.strip.FillColor != theme.Color(theme.ColorNameWarning) || !strings.Contains(d.facts.Text, "signal SIGKILL") {
+		t.Fatalf("banner %q message %q facts %q", d.title.Text, d.message.Text, d.facts.Text)
+	}
+}
+
+func TestBusyThenAnotherServerWithoutRestarting(t *testing.T) {
+	fs := newFakeServers()
+	h := newHarness(t, fs.dial, nil)
+	u, d := h.ui, h.ui.detail
+
+	h.typeProgram("print('hi')")
+	test.Tap(u.runBtn)
+	r := fs.next(t)
+	// As it comes off the wire: the scheduler's sentinel, the server's words.
+	r.end(sandbox.Result{ExitCode: -1}, scheduler.ErrorOf("busy", "server busy: 1 program(s) running and 0 queued, the limit; try another server or retry later"))
+	h.until("the busy message", func() bool { return u.notice.text() != "" })
+	msg := u.notice.text()
+	for _, want := range []string{"Server busy", "127.0.0.1:7700 is busy", "1 program(s) running", "another server or port"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("notice %q lacks %q", msg, want)
+		}
+	}
+	if !strings.Contains(d.title.Text, "Server busy") || d.strip.FillColor != theme.Color(theme.ColorNameWarning) {
+		t.Fatalf("banner %q", d.title.Text)
+	}
+	if h.rowOf(1).state.Text != "Server busy" {
+		t.Fatalf("row %q", h.rowOf(1).state.Text)
+	}
+
+	// The user changes the port and sends again: the notice goes, a new job runs there.
+	h.setServer("127.0.0.1:7701")
+	if u.notice.text() != "" {
+		t.Fatalf("notice %q stayed after editing the server", u.notice.text())
+	}
+	test.Tap(u.runBtn)
+	r = fs.next(t)
+	if r.server.Addr != "127.0.0.1:7701" || string(r.spec.Files[0].Content) != "print('hi')" {
+		t.Fatalf("resent %q to %s", r.spec.Files[0].Content, r.server.Addr)
+	}
+	r.started("other")
+	r.output(sandbox.Stdout, "hi\n")
+	r.end(sandbox.Result{Status: sandbox.StatusOK, Stdout: []byte("hi\n"), Node: "other"}, nil)
+	h.until("the result from the second server", func() bool { return len(u.jobs) == 2 && !u.jobs[1].active() })
+	if !strings.Contains(d.title.Text, "#2") || !strings.Contains(d.title.Text, "OK") || !strings.Contains(d.stdout.Text(), "hi") {
+		t.Fatalf("banner %q stdout %q", d.title.Text, d.stdout.Text())
+	}
+	if u.jobs[0].phase != phaseFailed || u.notice.text() != "" {
+		t.Fatalf("first job %v, notice %q", u.jobs[0].phase, u.notice.text())
+	}
+	if h.app.Preferences().String(prefPort) != "7701" {
+		t.Fatal("the new port was not remembered")
+	}
+}
+
+func TestUnreachableServerThenFixed(t *testing.T) {
+	fs := newFakeServers()
+	fs.setDialErr("127.0.0.1:7700", fmt.Errorf("%w 127.0.0.1:7700: dial tcp 127.0.0.1:7700: connect: connection refused", transport.ErrConnect))
+	h := newHarness(t, fs.dial, nil)
+	u, d := h.ui, h.ui.detail
+
+	h.typeProgram("print(1)")
+	test.Tap(u.runBtn)
+	h.until("the failure", func() bool { return len(u.jobs) == 1 && !u.jobs[0].active() })
+	if msg := u.notice.text(); !strings.Contains(msg, "Cannot reach a runbox server at 127.0.0.1:7700") || !strings.Contains(msg, "connection refused") {
+		t.Fatalf("notice %q", msg)
+	}
+	if !strings.Contains(d.title.Text, "Cannot reach the server") || d.strip.FillColor != theme.Color(theme.ColorNameError) {
+		t.Fatalf("banner %q", d.title.Text)
+	}
+
+	// The server comes up: the same fields work, the failed dial was not kept.
+	fs.setDialErr("127.0.0.1:7700", nil)
+	test.Tap(u.runBtn)
+	r := fs.next(t)
+	r.end(sandbox.Result{Status: sandbox.StatusOK}, nil)
+	h.until("the result", func() bool { return len(u.jobs) == 2 && !u.jobs[1].active() })
+	if fs.dialCount() != 2 {
+		t.Fatalf("%d dials, want 2", fs.dialCount())
+	}
+
+	// A third job reuses the connection.
+	test.Tap(u.runBtn)
+	fs.next(t).end(sandbox.Result{Status: sandbox.StatusOK}, nil)
+	h.until("the third result", func() bool { return len(u.jobs) == 3 && !u.jobs[2].active() })
+	if fs.dialCount() != 2 {
+		t.Fatalf("%d dials, want the connection reused", fs.dialCount())
+	}
+}
+
+func TestOtherRefusalsAreExplained(t *testing.T) {
+	for _, tc := range []struct {
+		err          error
+		title, words string
+	}{
+		{fmt.Errorf("%w: bad token", transport.ErrUnauthorized), "Token refused", "Check the Token field"},
+		{scheduler.ErrorOf("invalid_request", "invalid request: run time limit 90s is above the server maximum 60s"), "Request refused", "above the server maximum"},
+		{scheduler.ErrorOf("crashed_node", "node crashed while running the job"), "Node crashed", "node crashed"},
+		{errors.New("something odd"), "Error", "something odd"},
+	} {
+		t.Run(tc.title, func(t *testing.T) {
+			fs := newFakeServers()
+			h := newHarness(t, fs.dial, nil)
+			h.typeProgram("print(1)")
+			test.Tap(h.ui.runBtn)
+			fs.next(t).end(sandbox.Result{ExitCode: -1}, tc.err)
+			h.until("the failure", func() bool { return !h.ui.jobs[0].active() })
+			if d := h.ui.detail; !strings.Contains(d.title.Text, tc.title) || !strings.Contains(d.message.Text, tc.words) {
+				t.Fatalf("banner %q message %q", d.title.Text, d.message.Text)
+			}
+		})
+	}
+}
+
+func TestCancelStopsTheJob(t *testing.T) {
+	fs := newFakeServers()
+	h := newHarness(t, fs.dial, nil)
+	u, d := h.ui, h.ui.detail
+
+	h.typeProgram("while True: pass")
+	test.Tap(u.runBtn)
+	r := fs.next(t)
+	r.accepted("job-9")
+	r.started("master")
+	h.until("running", func() bool { return u.jobs[0].phase == phaseRunning })
+	if d.cancelBtn.Disabled() {
+		t.Fatal("cancel is disabled while the job runs")
+	}
+	test.Tap(d.cancelBtn)
+	if !strings.Contains(d.title.Text, "cancelling") || !d.cancelBtn.Disabled() {
+		t.Fatalf("after Cancel: %q, button enabled %v", d.title.Text, !d.cancelBtn.Disabled())
+	}
+	<-r.ctx.Done() // the client's Run sees the cancel, as the server would
+	h.until("cancelled", func() bool { return u.jobs[0].phase == phaseCancelled })
+	if !strings.Contains(d.title.Text, "Cancelled") || d.strip.FillColor != theme.Color(theme.ColorNameDisabled) {
+		t.Fatalf("banner %q", d.title.Text)
+	}
+	if u.notice.text() != "" {
+		t.Fatalf("a cancel is not a problem to announce: %q", u.notice.text())
+	}
+}
+
+func TestSeveralJobsEachWithItsTimer(t *testing.T) {
+	fs := newFakeServers()
+	h := newHarness(t, fs.dial, nil)
+	u, d := h.ui, h.ui.detail
+
+	h.typeProgram("first")
+	test.Tap(u.runBtn)
+	r1 := fs.next(t)
+	r1.started("a")
+	h.tick(time.Second)
+	h.typeProgram("second")
+	test.Tap(u.runBtn)
+	r2 := fs.next(t)
+	r2.queued(1)
+	h.until("both shown", func() bool { return u.jobs[0].phase == phaseRunning && u.jobs[1].phase == phaseQueued })
+	h.tick(500 * time.Millisecond)
+	if a, b := h.rowOf(1).timer.Text, h.rowOf(2).timer.Text; a != "1.5 s" || b != "0.5 s" {
+		t.Fatalf("timers %q and %q, want 1.5 s and 0.5 s", a, b)
+	}
+	if rows := h.rows(); len(rows) != 2 || !strings.HasPrefix(rows[0].name.Text, "#2") {
+		t.Fatalf("the newest job is not on top")
+	}
+
+	r1.output(sandbox.Stdout, "one\n")
+	r1.end(sandbox.Result{Status: sandbox.StatusOK, Stdout: []byte("one\n")}, nil)
+	h.until("the first result", func() bool { return !u.jobs[0].active() })
+	h.tick(time.Second)
+	if a, b := h.rowOf(1).timer.Text, h.rowOf(2).timer.Text; a != "1.5 s" || b != "1.5 s" {
+		t.Fatalf("timers %q and %q, want the first stopped at 1.5 s and the second at 1.5 s", a, b)
+	}
+	// The second job is shown; selecting the first shows its output.
+	if !strings.Contains(d.title.Text, "#2") {
+		t.Fatalf("shown %q", d.title.Text)
+	}
+	u.list.Select(1)
+	if !strings.Contains(d.title.Text, "#1") || !strings.Contains(d.stdout.Text(), "one") {
+		t.Fatalf("selected the first: %q %q", d.title.Text, d.stdout.Text())
+	}
+	r2.end(sandbox.Result{Status: sandbox.StatusOK}, nil)
+	h.until("the second result", func() bool { return !u.jobs[1].active() })
+	if !strings.Contains(d.title.Text, "#1") {
+		t.Fatalf("a result took the view from the selected job: %q", d.title.Text)
+	}
+}
+
+func TestReconnectingIsShown(t *testing.T) {
+	fs := newFakeServers()
+	h := newHarness(t, fs.dial, nil)
+	h.typeProgram("x")
+	test.Tap(h.ui.runBtn)
+	r := fs.next(t)
+	r.started("a")
+	r.reconnecting()
+	h.until("reconnecting", func() bool { return strings.Contains(h.ui.detail.title.Text, "reconnecting") })
+	r.output(sandbox.Stdout, "back\n")
+	h.until("back", func() bool { return !strings.Contains(h.ui.detail.title.Text, "reconnecting") })
+}
+
+func TestNewAttemptStartsTheOutputAfresh(t *testing.T) {
+	fs := newFakeServers()
+	h := newHarness(t, fs.dial, nil)
+	d := h.ui.detail
+	h.typeProgram("x")
+	test.Tap(h.ui.runBtn)
+	r := fs.next(t)
+	r.started("slave-1")
+	r.output(sandbox.Stdout, "from the first attempt\n")
+	h.until("output", func() bool { return len(h.ui.jobs[0].stdout) > 0 })
+	h.tick(time.Second)
+	r.started("slave-2") // slave-1 died; the master placed the job again
+	r.output(sandbox.Stdout, "from the second\n")
+	h.until("the second attempt", func() bool { return strings.Contains(d.title.Text, "Running on slave-2 (attempt 2)") })
+	h.tick(time.Second)
+	if got := d.stdout.Text(); strings.Contains(got, "first") || !strings.Contains(got, "from the second") {
+		t.Fatalf("stdout %q", got)
+	}
+}
+
+func TestOpenFileGuessesLanguage(t *testing.T) {
+	fs := newFakeServers()
+	h := newHarness(t, fs.dial, nil)
+	u := h.ui
+	dir := t.TempDir()
+	write := func(name, src string) fyne.URI {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return storage.NewFileURI(p)
+	}
+
+	u.openURI(write("hello.c", "int main(void) { return 0; }\n")) // as a drop does
+	if u.editor.Text != "int main(void) { return 0; }\n" || u.lang.Selected != "C" || u.fileLabel.Text != "hello.c" {
+		t.Fatalf("editor %q, language %q, file %q", u.editor.Text, u.lang.Selected, u.fileLabel.Text)
+	}
+	if h.app.Preferences().String(prefOpenDir) != dir {
+		t.Fatalf("open dir %q not remembered", h.app.Preferences().String(prefOpenDir))
+	}
+	u.openURI(write("solve.cc", "int main() {}\n"))
+	if u.lang.Selected != "C++" {
+		t.Fatalf("language %q for .cc", u.lang.Selected)
+	}
+	// The guess can be overridden, and the edited text is what is sent.
+	u.lang.SetSelected("C")
+	test.Type(u.editor, "// edited\n")
+	test.Tap(u.runBtn)
+	r := fs.next(t)
+	if r.spec.Language != "c" || !strings.Contains(string(r.spec.Files[0].Content), "// edited") {
+		t.Fatalf("sent %s %q", r.spec.Language, r.spec.Files[0].Content)
+	}
+	r.end(sandbox.Result{Status: sandbox.StatusOK}, nil)
+	h.until("the result", func() bool { return !u.jobs[0].active() })
+	if !strings.HasPrefix(u.detail.title.Text, "#1 solve.cc") {
+		t.Fatalf("job named %q", u.detail.title.Text)
+	}
+
+	u.openURI(write("notes.txt", "print(1)\n"))
+	if !strings.Contains(u.notice.text(), "Cannot tell the language of notes.txt") || u.lang.Selected != "C" {
+		t.Fatalf("notice %q, language %q", u.notice.text(), u.lang.Selected)
+	}
+	big := strings.Repeat("x", sandbox.MaxSourceBytes+1)
+	u.openURI(write("big.py", big))
+	if !strings.Contains(u.notice.text(), "larger than") || u.editor.Text == big {
+		t.Fatalf("a too large file was loaded: notice %q", u.notice.text())
+	}
+	u.openURI(storage.NewFileURI(filepath.Join(dir, "missing.py")))
+	if !strings.Contains(u.notice.text(), "Cannot open missing.py") {
+		t.Fatalf("notice %q", u.notice.text())
+	}
+}
+
+func TestBadFieldsAreMessagesNotJobs(t *testing.T) {
+	fs := newFakeServers()
+	h := newHarness(t, fs.dial, nil)
+	u := h.ui
+
+	test.Tap(u.runBtn)
+	if !strings.Contains(u.notice.text(), "The program is empty") {
+		t.Fatalf("notice %q", u.notice.text())
+	}
+	h.typeProgram("print(1)")
+	for _, port := range []string{"", "http", "0", "70000"} {
+		u.port.SetText(port)
+		test.Tap(u.runBtn)
+		if !strings.Contains(u.notice.text(), "is not a number between 1 and 65535") {
+			t.Fatalf("port %q: notice %q", port, u.notice.text())
+		}
+	}
+	u.port.SetText("7700")
+	u.host.SetText("  ")
+	test.Tap(u.runBtn)
+	if !strings.Contains(u.notice.text(), "Server field") {
+		t.Fatalf("notice %q", u.notice.text())
+	}
+	if len(u.jobs) != 0 || fs.dialCount() != 0 {
+		t.Fatalf("%d jobs, %d dials from bad fields", len(u.jobs), fs.dialCount())
+	}
+}
+
+func TestServerIsRememberedAndTokenIsNot(t *testing.T) {
+	fs := newFakeServers()
+	h := newHarness(t, fs.dial, nil)
+	prefs := h.app.Preferences()
+	h.setServer("10.1.2.3:7800")
+	test.Type(h.ui.token, "s3cret")
+	h.typeProgram("print(1)")
+	test.Tap(h.ui.runBtn)
+	r := fs.next(t)
+	if r.server != (Server{Addr: "10.1.2.3:7800", Token: "s3cret"}) {
+		t.Fatalf("dialled %+v", r.server)
+	}
+	r.end(sandbox.Result{Status: sandbox.StatusOK}, nil)
+	h.until("the result", func() bool { return !h.ui.jobs[0].active() })
+
+	// A new window (the next start) shows the remembered server, and no token.
+	h2 := newHarness(t, fs.dial, func(c *Config) { c.Prefs = prefs })
+	if h2.ui.host.Text != "10.1.2.3" || h2.ui.port.Text != "7800" || h2.ui.token.Text != "" {
+		t.Fatalf("next start shows %q %q token %q", h2.ui.host.Text, h2.ui.port.Text, h2.ui.token.Text)
+	}
+	// -server wins over the remembered one; IPv6 works.
+	h3 := newHarness(t, fs.dial, func(c *Config) { c.Prefs = prefs; c.Server = "[::1]:7900" })
+	if h3.ui.host.Text != "::1" || h3.ui.port.Text != "7900" {
+		t.Fatalf("-server shows %q %q", h3.ui.host.Text, h3.ui.port.Text)
+	}
+	if srv, err := h3.ui.server(); err != nil || srv.Addr != "[::1]:7900" {
+		t.Fatalf("server %v %v", srv, err)
+	}
+}
+
+func TestCopyAndSaveTheShownTab(t *testing.T) {
+	fs := newFakeServers()
+	h := newHarness(t, fs.dial, nil)
+	u, d := h.ui, h.ui.detail
+	h.typeProgram("x")
+	test.Tap(u.runBtn)
+	r := fs.next(t)
+	r.output(sandbox.Stdout, "out\n")
+	r.output(sandbox.Stderr, "warn\n")
+	r.end(sandbox.Result{Status: sandbox.StatusOK, Stdout: []byte("out\n"), Stderr: []byte("warn\n")}, nil)
+	h.until("the result", func() bool { return !u.jobs[0].active() })
+
+	d.tabs.Select(d.tabErr)
+	test.Tap(d.copyBtn)
+	if got := h.app.Clipboard().Content(); got != "warn\n" {
+		t.Fatalf("copied %q from the Errors tab", got)
+	}
+	p := filepath.Join(t.TempDir(), "out.txt")
+	w, err := storage.Writer(storage.NewFileURI(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, what := d.shownOutput()
+	d.save(w, data)
+	if b, _ := os.ReadFile(p); string(b) != "warn\n" || what != "stderr" {
+		t.Fatalf("saved %q (%s)", b, what)
+	}
+}
+
+func TestHugeOutputShowsItsTail(t *testing.T) {
+	data := []byte(strings.Repeat("0123456789abcdef\n", 2*maxShown/17))
+	got := shownText(data)
+	if len(got) > maxShown+200 || !strings.HasPrefix(got, "… ") || !strings.Contains(got, "Save output") {
+		t.Fatalf("shown %d bytes starting %q", len(got), got[:40])
+	}
+	if !strings.HasSuffix(got, "0123456789abcdef\n") {
+		t.Fatal("the tail is cut")
+	}
+	if shownText([]byte("a\xffb")) != "a\uFFFDb" {
+		t.Fatal("invalid UTF-8 is not replaced")
+	}
+}
+
+func TestClusterTabShowsNodesLive(t *testing.T) {
+	fs := newFakeServers()
+	fs.setSnapshot(scheduler.Snapshot{
+		Nodes:   []scheduler.NodeInfo{{Name: "slave-1", Role: "slave", Capacity: 2, Running: 1}, {Name: "master", Role: "master", Capacity: 1, Running: 1}},
+		Running: []scheduler.Info{{ID: "j1", Language: "python", State: scheduler.StateRunning, Node: "master"}, {ID: "j2", Language: "c", State: scheduler.StateRunning, Node: "slave-1"}},
+		Queued:  []scheduler.Info{{ID: "j3", Language: "cpp", State: scheduler.StateQueued}},
+		Totals:  scheduler.Totals{Accepted: 7, Rejected: 2, Finished: 4},
+	}, nil)
+	h := newHarness(t, fs.dial, nil)
+	u, c := h.ui, h.ui.cluster
+
+	h.statusTick() // not shown: no request
+	if fs.dialCount() != 0 {
+		t.Fatal("the hidden cluster tab asked for the status")
+	}
+	u.tabs.Select(u.clusterTab)
+	h.until("the status", func() bool { return len(c.nodes) == 2 })
+	if c.nodes[0].Name != "master" || !strings.Contains(c.header.Text, "Cluster at 127.0.0.1:7700") {
+		t.Fatalf("nodes %v, header %q", c.nodes, c.header.Text)
+	}
+	for _, want := range []string{"2 node(s)", "2 / 3 slots busy", "2 running", "1 queued", "7 accepted", "2 refused busy"} {
+		if !strings.Contains(c.summary.Text, want) {
+			t.Errorf("summary %q lacks %q", c.summary.Text, want)
+		}
+	}
+	var bars []string
+	for _, o := range test.LaidOutObjects(c.nodeTbl) {
+		if b, ok := o.(*widget.ProgressBar); ok && b.Visible() {
+			bars = append(bars, b.TextFormatter())
+		}
+	}
+	if strings.Join(bars, ", ") != "1 / 1 programs, 1 / 2 programs" {
+		t.Fatalf("load bars %q", bars)
+	}
+
+	// Live: the next tick shows the new load.
+	fs.setSnapshot(scheduler.Snapshot{Nodes: []scheduler.NodeInfo{{Name: "master", Role: "master", Capacity: 1}}}, nil)
+	h.statusTick()
+	h.until("the new status", func() bool { return len(c.nodes) == 1 })
+	if !strings.Contains(c.summary.Text, "0 / 1 slots busy") {
+		t.Fatalf("summary %q", c.summary.Text)
+	}
+
+	// A server that cannot answer is a message in the tab.
+	fs.setSnapshot(scheduler.Snapshot{}, fmt.Errorf("%w: connection lost", transport.ErrConnect))
+	h.statusTick()
+	h.until("the problem", func() bool { return c.problem.Visible() })
+	if !strings.Contains(c.problem.Text, "Cannot reach") {
+		t.Fatalf("problem %q", c.problem.Text)
+	}
+}
+
+func TestFormatting(t *testing.T) {
+	t.Parallel()
+	for d, want := range map[time.Duration]string{0: "0.0 s", 99 * time.Millisecond: "0.0 s", 1234 * time.Millisecond: "1.2 s",
+		59990 * time.Millisecond: "59.9 s", 60 * time.Second: "1:00.0", 125100 * time.Millisecond: "2:05.1", -time.Second: "0.0 s"} {
+		if got := formatElapsed(d); got != want {
+			t.Errorf("formatElapsed(%v) = %q, want %q", d, got, want)
+		}
+	}
+	for d, want := range map[time.Duration]string{500 * time.Microsecond: "500 µs", 35 * time.Millisecond: "35 ms", 1240 * time.Millisecond: "1.24 s"} {
+		if got := formatDuration(d); got != want {
+			t.Errorf("formatDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+	for _, l := range sandbox.Languages() {
+		if languageByLabel(languageLabel(l.Name)) != l.Name {
+			t.Errorf("language %s does not survive its label", l.Name)
+		}
+	}
+}
