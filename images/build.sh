@@ -90,4 +90,30 @@ for lang in "${langs[@]}"; do
 	docker tag "$tag" "$repo:latest"
 done
 
-log "ready: $base $(for l in "${langs[@]}"; do printf 'runbox/runtime-%s ' "$l"; done)"
+# The server image: the static runbox binary on scratch (master and slaves). Skipped
+# when only some languages were asked for.
+server=""
+if [[ $# -eq 0 ]]; then
+	bin=bin/runbox
+	CGO_ENABLED=0 "${GO:-go}" build -trimpath -buildvcs=false -ldflags='-s -w -buildid=' -o "$bin" ./cmd/runbox
+	dockerfile=images/server/Dockerfile
+	version=$({ sha256sum <"$dockerfile"; sha256sum <"$bin"; } | sha256sum | cut -c1-12)
+	server=runbox/server:$version
+	if docker image inspect "$server" >/dev/null 2>&1; then
+		log "$server is up to date"
+	else
+		log "building $server"
+		tmp=$(mktemp -d)
+		cp "$dockerfile" "$tmp/Dockerfile"
+		install -m 0755 "$bin" "$tmp/runbox"
+		if ! DOCKER_BUILDKIT=0 docker build --build-arg "VERSION=$version" -t "$server" "$tmp" >"$tmp/build.log" 2>&1; then
+			cat "$tmp/build.log" >&2
+			die "docker build of $server failed"
+		fi
+		rm -rf "$tmp"
+		tmp=""
+	fi
+	docker tag "$server" runbox/server:latest
+fi
+
+log "ready: $base $(for l in "${langs[@]}"; do printf 'runbox/runtime-%s ' "$l"; done)$server"

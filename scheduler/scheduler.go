@@ -561,8 +561,13 @@ func (s *Scheduler) loseLocked(n *node, reason error) func() {
 	for _, j := range jobs { // newest first, so the oldest ends up at the head
 		s.requeueLocked(j, fmt.Sprintf("node %s lost: %v", n.Name, reason))
 	}
-	s.noteLocked(n.Name, "lost", reason.Error())
-	s.log.Warn("node lost", "node", n.Name, "reason", reason, "requeued", len(jobs))
+	if n.draining && len(jobs) == 0 {
+		s.noteLocked(n.Name, "left", reason.Error()) // a drained slave going away is no loss
+		s.log.Info("node left", "node", n.Name)
+	} else {
+		s.noteLocked(n.Name, "lost", reason.Error())
+		s.log.Warn("node lost", "node", n.Name, "reason", reason, "requeued", len(jobs))
+	}
 	s.dispatchLocked()
 	if n.onLost == nil {
 		return func() {}
@@ -579,6 +584,30 @@ func (s *Scheduler) noteLocked(name, kind, reason string) {
 	if len(s.events) > 100 {
 		s.events = slices.Delete(s.events, 0, len(s.events)-100)
 	}
+}
+
+// DrainNode stops placing jobs on the named slave; what it runs finishes. It reports
+// whether such a slave is registered.
+func (s *Scheduler) DrainNode(name string) bool {
+	s.mu.Lock()
+	defer s.unlockAndNotify()
+	for _, n := range s.nodes {
+		if n.Name == name && n.role == RoleSlave {
+			if !n.draining {
+				n.draining = true
+				s.noteLocked(n.Name, "draining", "")
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// noteExternal records a node event decided outside the scheduler (the autoscaler's).
+func (s *Scheduler) noteExternal(name, kind, reason string) {
+	s.mu.Lock()
+	s.noteLocked(name, kind, reason)
+	s.unlockAndNotify()
 }
 
 // unlockAndNotify releases mu and tells the Observer the node events noted meanwhile.

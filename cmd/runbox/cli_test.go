@@ -20,6 +20,15 @@ import (
 // which means the real Docker sandbox) and returns its cluster address.
 func startMaster(t *testing.T, runner sandbox.Runner, mod func(*masterConfig)) string {
 	t.Helper()
+	return startMasterLog(t, runner, nil, mod)
+}
+
+// startMasterLog is startMaster with a logger (nil: discard).
+func startMasterLog(t *testing.T, runner sandbox.Runner, log *slog.Logger, mod func(*masterConfig)) string {
+	t.Helper()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	cfg := masterConfig{Listen: "127.0.0.1:0", Node: "master", MaxPrograms: 2, Queue: 10, Pool: 1, ImageTag: "latest", LogLevel: "info"}
 	if mod != nil {
 		mod(&cfg)
@@ -28,7 +37,7 @@ func startMaster(t *testing.T, runner sandbox.Runner, mod func(*masterConfig)) s
 	addrc := make(chan string, 1)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- serveMaster(ctx, cfg, slog.New(slog.DiscardHandler), runner, func(a string) { addrc <- a })
+		errc <- serveMaster(ctx, cfg, log, runner, func(a string) { addrc <- a })
 	}()
 	select {
 	case a := <-addrc:

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"runbox/sandbox"
+	"runbox/transport"
+)
+
+func clusterContainers(t *testing.T, cluster string) []string {
+	out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=runbox.cluster="+cluster).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(out))
+}
+
+// TestAutoscaleDocker: load crosses the threshold, slave containers start and take jobs;
+// the load ends, the slaves are drained and removed after their idle time; no job fails.
+func TestAutoscaleDocker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs Docker")
+	}
+	node := fmt.Sprint("scale-", time.Now().UnixNano()%100000)
+	t.Cleanup(func() {
+		if ids := clusterContainers(t, node); len(ids) > 0 {
+			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+		}
+	})
+	var log *slog.Logger
+	if os.Getenv("RUNBOX_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	addr := startMasterLog(t, nil, log, func(c *masterConfig) {
+		c.Node = node
+		c.MaxPrograms = 1
+		c.Queue = 100
+		c.CPUThreshold = 0 // scale on the queue: CPU on this shared machine is noise
+		c.Autoscale = autoscaleConfig{Mode: "docker", Min: 0, Max: 2, Capacity: 2, CPUs: 1, Memory: "1GiB", Network: "host",
+			Image: "runbox/server:latest", IdleAfter: 5 * time.Second, DockerSock: "/var/run/docker.sock"}
+	})
+	c, err := transport.Dial(context.Background(), addr, transport.DefaultClientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	var (
+		mu         sync.Mutex
+		nodes      = map[string]int{}
+		queuedAt   time.Time
+		firstSlave time.Duration
+		wg         sync.WaitGroup
+		failures   []error
+	)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := c.Run(context.Background(), sandbox.Spec{Language: "python", Files: []sandbox.File{{Content: []byte("import time\ntime.sleep(2)\nprint('ok')\n")}}},
+				transport.RunOptions{Handler: transport.Handler{
+					Queued: func(int) {
+						mu.Lock()
+						if queuedAt.IsZero() {
+							queuedAt = time.Now()
+						}
+						mu.Unlock()
+					},
+					Started: func(n string) {
+						mu.Lock()
+						if n != node && firstSlave == 0 && !queuedAt.IsZero() {
+							firstSlave = time.Since(queuedAt)
+						}
+						mu.Unlock()
+					},
+				}})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil || res.Status != sandbox.StatusOK {
+				failures = append(failures, fmt.Errorf("%v %+v", err, res))
+				return
+			}
+			nodes[res.Node]++
+		}()
+	}
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Fatalf("jobs failed while scaling: %v", failures)
+	}
+	slaves := 0
+	for n := range nodes {
+		if n != node {
+			slaves++
+		}
+	}
+	if slaves == 0 {
+		t.Fatalf("no job ran on a started slave: %v", nodes)
+	}
+	t.Logf("jobs per node %v; first job on a new slave %v after the queue formed", nodes, firstSlave)
+
+	// The load is gone: after the idle time the slaves drain and their containers go.
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(clusterContainers(t, node)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("slave containers still there: %v", clusterContainers(t, node))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	snap, _ := c.Status(context.Background())
+	if len(snap.Nodes) != 1 {
+		t.Errorf("nodes after scale-in: %+v", snap.Nodes)
+	}
+}

@@ -1,0 +1,226 @@
+// Package docker is the autoscaler's Provisioner on a Docker Engine: each slave is a
+// container of the server image running `runbox slave`, labelled with its cluster and
+// node name, with CPU and memory limits, the Docker socket it needs for its own sandbox
+// containers, and the master's address. DOCKER_HOST pointing at another engine works.
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"runbox/scheduler"
+)
+
+// Labels on slave containers.
+const (
+	LabelCluster = "runbox.cluster"
+	LabelRole    = "runbox.role"
+	LabelNode    = "runbox.node"
+	// labelOwner is the sandbox runner's label (sandbox/docker): a slave's sandboxes.
+	labelOwner = "runbox.owner"
+)
+
+// Config configures a Provisioner.
+type Config struct {
+	// Host is the Docker engine address; empty takes DOCKER_HOST or the local socket.
+	Host string
+	// Cluster labels every slave container; List finds them by it after a master restart.
+	Cluster string
+	// Image is the server image ("runbox/server:latest").
+	Image string
+	// Network is the network slaves join: "host", or a bridge network where Master resolves.
+	Network string
+	// Master is the address slaves dial.
+	Master string
+	// Capacity is each slave's --max-programs; Pool its warm containers per language.
+	Capacity, Pool int
+	// CPUs and Memory limit each slave container (0: no limit).
+	CPUs   float64
+	Memory int64
+	// DockerSocket is the engine socket bind-mounted into slaves for their sandboxes.
+	DockerSocket string
+	// Args are extra arguments for `runbox slave` (token, TLS, image tag).
+	Args []string
+}
+
+// DefaultConfig returns a Config for the local engine.
+func DefaultConfig() Config {
+	return Config{Cluster: "runbox", Image: "runbox/server:latest", Network: "host", Capacity: 2, Pool: 1,
+		CPUs: 1, Memory: 1 << 30, DockerSocket: "/var/run/docker.sock"}
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	switch {
+	case c.Cluster == "" || c.Image == "" || c.Network == "" || c.DockerSocket == "":
+		return errors.New("docker provisioner: cluster, image, network and docker socket are needed")
+	case c.Master == "":
+		return errors.New("docker provisioner: the address slaves dial (--advertise) is needed")
+	case c.Capacity < 1:
+		return errors.New("docker provisioner: slave capacity must be at least 1")
+	}
+	return nil
+}
+
+type dockerAPI interface {
+	ContainerCreate(ctx context.Context, cfg *container.Config, host *container.HostConfig, net *network.NetworkingConfig, platform *ocispec.Platform, name string) (container.CreateResponse, error)
+	ContainerStart(ctx context.Context, id string, opts container.StartOptions) error
+	ContainerStop(ctx context.Context, id string, opts container.StopOptions) error
+	ContainerRemove(ctx context.Context, id string, opts container.RemoveOptions) error
+	ContainerList(ctx context.Context, opts container.ListOptions) ([]container.Summary, error)
+	Close() error
+}
+
+// Provisioner starts and stops slave containers.
+type Provisioner struct {
+	cfg Config
+	api dockerAPI
+}
+
+var _ scheduler.Provisioner = (*Provisioner)(nil)
+
+// New connects to the engine.
+func New(cfg Config) (*Provisioner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	opts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
+	if cfg.Host != "" {
+		opts = append(opts, client.WithHost(cfg.Host))
+	}
+	cli, err := client.NewClientWithOpts(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("docker provisioner: %w", err)
+	}
+	return &Provisioner{cfg: cfg, api: cli}, nil
+}
+
+// Close releases the engine connection.
+func (p *Provisioner) Close() error { return p.api.Close() }
+
+// containerName is the slave container's name for node name.
+func (p *Provisioner) containerName(name string) string { return "runbox-" + name }
+
+// slaveConfig is the one place that decides how a slave container is built.
+func slaveConfig(cfg Config, name string) (*container.Config, *container.HostConfig) {
+	args := append([]string{"slave", "--master", cfg.Master, "--node", name,
+		"--max-programs", strconv.Itoa(cfg.Capacity), "--pool", strconv.Itoa(cfg.Pool)}, cfg.Args...)
+	c := &container.Config{
+		Image: cfg.Image,
+		Cmd:   args,
+		Labels: map[string]string{
+			LabelCluster: cfg.Cluster,
+			LabelRole:    "slave",
+			LabelNode:    name,
+		},
+		StopTimeout: ptr(60), // a stopping slave finishes what it runs
+	}
+	h := &container.HostConfig{
+		NetworkMode: container.NetworkMode(cfg.Network),
+		Binds:       []string{cfg.DockerSocket + ":/var/run/docker.sock"},
+		Resources: container.Resources{
+			NanoCPUs: int64(cfg.CPUs * 1e9),
+			Memory:   cfg.Memory,
+		},
+		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "2"}},
+	}
+	return c, h
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Start implements scheduler.Provisioner.
+func (p *Provisioner) Start(ctx context.Context, name string) error {
+	cfg, host := slaveConfig(p.cfg, name)
+	created, err := p.api.ContainerCreate(ctx, cfg, host, nil, nil, p.containerName(name))
+	if errdefs.IsConflict(err) { // a leftover of the same name: replace it
+		p.remove(ctx, p.containerName(name))
+		created, err = p.api.ContainerCreate(ctx, cfg, host, nil, nil, p.containerName(name))
+	}
+	if err != nil {
+		return fmt.Errorf("create slave container: %w", err)
+	}
+	if err := p.api.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		p.remove(ctx, created.ID)
+		return fmt.Errorf("start slave container: %w", err)
+	}
+	return nil
+}
+
+// Stop implements scheduler.Provisioner: the slave gets SIGTERM (it finishes what it
+// runs and removes its sandboxes), then its container is removed, and any sandbox it left
+// behind with it.
+func (p *Provisioner) Stop(ctx context.Context, name string) error {
+	id := p.containerName(name)
+	timeout := 60
+	if err := p.api.ContainerStop(ctx, id, container.StopOptions{Timeout: &timeout}); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("stop slave container: %w", err)
+	}
+	if err := p.remove(ctx, id); err != nil {
+		return err
+	}
+	return p.removeSandboxes(ctx, name)
+}
+
+func (p *Provisioner) remove(ctx context.Context, id string) error {
+	err := p.api.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
+	if err == nil || errdefs.IsNotFound(err) || errdefs.IsConflict(err) {
+		return nil
+	}
+	return fmt.Errorf("remove slave container: %w", err)
+}
+
+func (p *Provisioner) removeSandboxes(ctx context.Context, name string) error {
+	list, err := p.api.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", labelOwner+"=runbox-"+name))})
+	if err != nil {
+		return fmt.Errorf("list sandboxes: %w", err)
+	}
+	for _, c := range list {
+		p.remove(ctx, c.ID)
+	}
+	return nil
+}
+
+// List implements scheduler.Provisioner: the running slaves of the cluster. Exited ones
+// (crashed, or killed with the machine) are removed on the way.
+func (p *Provisioner) List(ctx context.Context) ([]string, error) {
+	list, err := p.api.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
+		filters.Arg("label", LabelCluster+"="+p.cfg.Cluster), filters.Arg("label", LabelRole+"=slave"))})
+	if err != nil {
+		return nil, fmt.Errorf("list slave containers: %w", err)
+	}
+	var names []string
+	for _, c := range list {
+		name := c.Labels[LabelNode]
+		if c.State != "running" {
+			p.remove(ctx, c.ID)
+			p.removeSandboxes(ctx, name)
+			continue
+		}
+		names = append(names, name)
+	}
+	return names, nil
+}
+
+// RemoveAll stops and removes every slave of the cluster (cluster teardown).
+func (p *Provisioner) RemoveAll(ctx context.Context) error {
+	names, err := p.List(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range names {
+		errs = append(errs, p.Stop(ctx, n))
+	}
+	return errors.Join(errs...)
+}
+
