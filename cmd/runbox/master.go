@@ -33,6 +33,7 @@ type masterConfig struct {
 	Queue        int
 	Data         string
 	Heartbeat    time.Duration
+	Autoscale    autoscaleConfig
 	Pool         int
 	DockerHost   string
 	ImageTag     string
@@ -48,6 +49,7 @@ func (c *masterConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Queue, "queue", 100, "accepted programs that may wait for a slot; past it clients are told the server is busy")
 	fs.StringVar(&c.Data, "data", "", "directory of the job journal; with it no accepted program is lost when the master dies (empty: memory only)")
 	fs.DurationVar(&c.Heartbeat, "heartbeat-timeout", 3*time.Second, "a slave silent this long is lost and its programs run elsewhere")
+	c.Autoscale.flags(fs)
 	fs.IntVar(&c.Pool, "pool", 2, "warm sandbox containers kept ready per language (0: none)")
 	fs.StringVar(&c.DockerHost, "docker-host", "", "Docker engine address (default: $DOCKER_HOST or the local socket)")
 	fs.StringVar(&c.ImageTag, "image-tag", "latest", "tag of the runtime images (runbox/runtime-LANG:TAG)")
@@ -152,6 +154,12 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	stopScaler, err := startAutoscaler(ctx, cfg, ln.Addr().String(), sched, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer stopScaler()
 
 	var hsrv *http.Server
 	if cfg.HTTP != "" {

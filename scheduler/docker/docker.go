@@ -223,4 +223,3 @@ func (p *Provisioner) RemoveAll(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
-
