@@ -153,8 +153,10 @@ func reserveThreads(n int) {
 			}()
 		}
 		done.Wait()
-		for i := 0; i < 100 && threadCount() > n; i++ {
-			time.Sleep(time.Millisecond) // the thread ends just after its goroutine
+		// The thread ends just after its goroutine; on a busy machine that may take a
+		// while, and ending another one meanwhile would leave too few.
+		for i := 0; i < 1000 && threadCount() > n; i++ {
+			time.Sleep(time.Millisecond)
 		}
 	}
 }
