@@ -73,7 +73,8 @@ func Conformance(t *testing.T, r sandbox.Runner) {
 	t.Run("TimeLimitKeepsPartialOutput", func(t *testing.T) {
 		t.Parallel()
 		spec := Program("python", "print('started', flush=True)\nwhile True: pass\n")
-		spec.Limits.RunTime = 500 * time.Millisecond
+		// Long enough for the interpreter to start and print on a loaded machine.
+		spec.Limits.RunTime = 2 * time.Second
 		res := mustRun(t, r, spec, nil)
 		if res.Status != sandbox.StatusTimeLimit {
 			t.Fatalf("status %s, want time_limit (%+v)", res.Status, res)
