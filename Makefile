@@ -48,13 +48,11 @@ test-short: ## run the tests that need no Docker daemon (go test -short)
 bench: images ## run the sandbox benchmarks (vars BENCHTIME, default 20x; BENCHCOUNT, default 1)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./sandbox/docker/
 
-cluster: ## start a one-machine cluster (not yet: arrives with the cluster issue)
-	@echo 'make cluster: not implemented yet; the master, slaves and autoscaler arrive with the cluster issue' >&2
-	@exit 1
+cluster: images ## start a one-machine cluster: the master in a container, slaves spawned under load
+	deploy/cluster.sh up
 
-cluster-down: ## stop the cluster started by make cluster (not yet: arrives with the cluster issue)
-	@echo 'make cluster-down: not implemented yet; it arrives with the cluster issue' >&2
-	@exit 1
+cluster-down: ## stop and remove the cluster, slaves and sandboxes included (PURGE=1: its journal too)
+	deploy/cluster.sh down
 
 fmt: ## gofmt every Go file
 	$(GO) fmt ./...

@@ -1,0 +1,2 @@
+import platform
+print("Hello from runbox!", "Python", platform.python_version())
