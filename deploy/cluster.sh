@@ -6,8 +6,8 @@
 #       starts slave containers (runbox-runbox-slave-N) on the same network through the
 #       Docker API, and stops them when they idle. Ports 7700 (cluster protocol) and 7780
 #       (dashboard, /metrics) are published on this machine.
-# down: stops the slaves (they finish what they run), then the master, and removes them,
-#       their sandbox containers and the network. The journal volume stays (PURGE=1 removes
+# down: stops the master (so that nothing starts new slaves), then the slaves, and removes
+#       them, their sandbox containers and the network. The journal volume stays (PURGE=1 removes
 #       it too).
 #
 # Settings (environment): RUNBOX_PORT (7700), RUNBOX_HTTP_PORT (7780), RUNBOX_MAX_PROGRAMS
@@ -81,22 +81,23 @@ MSG
 }
 
 down() {
-	slaves=$(docker ps -aq --filter "label=runbox.cluster=$cluster" --filter label=runbox.role=slave)
-	if [[ -n "$slaves" ]]; then
-		log "stopping slaves (they finish what they run)"
-		# shellcheck disable=SC2086
-		docker stop -t 60 $slaves >/dev/null || true
-		# shellcheck disable=SC2086
-		docker rm -f $slaves >/dev/null || true
-	fi
+	# The master first: once it is gone nothing starts new slaves.
 	if docker container inspect "$master" >/dev/null 2>&1; then
 		log "stopping the master"
 		docker stop -t 30 "$master" >/dev/null || true
 		docker rm -f "$master" >/dev/null || true
 	fi
+	slaves=$(docker ps -aq --filter "label=runbox.cluster=$cluster" --filter label=runbox.role=slave)
+	if [[ -n "$slaves" ]]; then
+		log "stopping slaves"
+		# shellcheck disable=SC2086
+		docker stop -t 30 $slaves >/dev/null || true
+		# shellcheck disable=SC2086
+		docker rm -f $slaves >/dev/null || true
+	fi
 	# Sandboxes of the master and of the slaves (owners runbox-master, runbox-runbox-slave-N),
 	# in case one of them was killed before it could remove its own.
-	left=$(docker ps -aq --filter label=runbox.sandbox=1 --format '{{.ID}} {{.Label "runbox.owner"}}' |
+	left=$(docker ps -a --filter label=runbox.sandbox=1 --format '{{.ID}} {{.Label "runbox.owner"}}' |
 		awk '$2 == "runbox-master" || $2 ~ /^runbox-runbox-slave-/ { print $1 }')
 	if [[ -n "$left" ]]; then
 		# shellcheck disable=SC2086
