@@ -61,12 +61,13 @@ func newDetailView(u *UI) *detailView {
 	d.copyBtn = widget.NewButtonWithIcon("Copy output", theme.ContentCopyIcon(), d.copyShown)
 	d.saveBtn = widget.NewButtonWithIcon("Save output…", theme.DocumentSaveIcon(), d.showSave)
 
-	d.tabOut = container.NewTabItem("Output", d.stdout)
-	d.tabErr = container.NewTabItem("Errors", d.stderr)
-	d.tabCompile = container.NewTabItem("Compiler", d.compile)
+	d.tabOut = container.NewTabItem("Output", framed(d.stdout))
+	d.tabErr = container.NewTabItem("Errors", framed(d.stderr))
+	d.tabCompile = container.NewTabItem("Compiler", framed(d.compile))
 	d.tabs = container.NewAppTabs(d.tabOut, d.tabErr, d.tabCompile)
 
-	banner := container.NewStack(d.bannerBG, container.NewBorder(nil, nil, d.strip, d.timer, d.title))
+	timer := container.NewHBox(widget.NewIcon(theme.HistoryIcon()), d.timer)
+	banner := container.NewStack(d.bannerBG, container.NewBorder(nil, nil, d.strip, timer, d.title))
 	buttons := container.NewHBox(d.cancelBtn, d.copyBtn, d.saveBtn)
 	d.body = container.NewBorder(container.NewVBox(banner, d.facts, d.message, buttons), nil, nil, nil, d.tabs)
 	emptyText := widget.NewLabel("No program sent yet.\n\nType a program or open a file, check the server at the top,\nthen press Run (Ctrl+Enter). Each Run is a new job in the list above.")
@@ -85,6 +86,13 @@ func newOutputGrid() *widget.TextGrid {
 	// needs it before the grid is first drawn (a tab not shown yet).
 	g.MinSize()
 	return g
+}
+
+// framed puts an output view on the input background, with a margin, like a terminal.
+func framed(o fyne.CanvasObject) fyne.CanvasObject {
+	bg := canvas.NewRectangle(theme.Color(theme.ColorNameInputBackground))
+	bg.CornerRadius = theme.InputRadiusSize()
+	return container.NewStack(bg, container.NewPadded(o))
 }
 
 // show draws j; fresh says it was just selected (redraw the output and pick its tab).
@@ -126,7 +134,7 @@ func (d *detailView) show(j *job, fresh bool) {
 
 // tick updates the timer and shows new output.
 func (d *detailView) tick(j *job, now time.Time) {
-	d.timer.SetText("⏱ " + formatElapsed(j.elapsed(now)))
+	d.timer.SetText(formatElapsed(j.elapsed(now)))
 	if j.outputChanged || d.shownOut < 0 {
 		d.flush(j)
 	}
@@ -304,25 +312,31 @@ func (r *jobRow) show(j *job, now time.Time) {
 	r.timer.SetText(formatElapsed(j.elapsed(now)))
 }
 
-// tightVBox stacks objects without padding between them.
+// tightVBox stacks labels closer than a VBox: each overlaps the one above by the
+// labels' inner padding, so two lines read as one entry.
 type tightVBox struct{}
 
-func (tightVBox) MinSize(objs []fyne.CanvasObject) fyne.Size {
+func (tightVBox) overlap() float32 { return theme.InnerPadding() }
+
+func (t tightVBox) MinSize(objs []fyne.CanvasObject) fyne.Size {
 	var s fyne.Size
-	for _, o := range objs {
+	for i, o := range objs {
 		m := o.MinSize()
 		s.Width = max(s.Width, m.Width)
 		s.Height += m.Height
+		if i > 0 {
+			s.Height -= t.overlap()
+		}
 	}
 	return s
 }
 
-func (tightVBox) Layout(objs []fyne.CanvasObject, size fyne.Size) {
+func (t tightVBox) Layout(objs []fyne.CanvasObject, size fyne.Size) {
 	y := float32(0)
 	for _, o := range objs {
 		h := o.MinSize().Height
 		o.Resize(fyne.NewSize(size.Width, h))
 		o.Move(fyne.NewPos(0, y))
-		y += h
+		y += h - t.overlap()
 	}
 }

@@ -224,7 +224,9 @@ func explain(err error, addr string) string {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, scheduler.ErrBusy):
+		// "server busy: 1 program(s) running and 0 queued, the limit; try another ..."
 		detail := strings.TrimPrefix(msg, scheduler.ErrBusy.Error()+": ")
+		detail, _, _ = strings.Cut(detail, "; ")
 		return fmt.Sprintf("The server %s is busy and refused the program (%s).\n"+
 			"Enter another server or port at the top and press Run again.", addr, detail)
 	case errors.Is(err, transport.ErrConnect):

@@ -12,6 +12,7 @@
 package main
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
 	"os"
@@ -19,6 +20,7 @@ import (
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/app"
+	"fyne.io/fyne/v2/storage"
 	"fyne.io/fyne/v2/theme"
 )
 
@@ -71,7 +73,10 @@ func run(args []string) int {
 		return 2
 	}
 	if file != "" {
-		ui.setProgram(filepath.Base(file), src)
+		if abs, err := filepath.Abs(file); err == nil {
+			file = abs
+		}
+		ui.load(storage.NewFileURI(file), bytes.NewReader(src))
 		if *autorun {
 			ui.run()
 		}

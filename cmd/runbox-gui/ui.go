@@ -263,12 +263,20 @@ func (u *UI) every(d time.Duration, fn func()) {
 	u.wg.Add(1)
 	go func() {
 		defer u.wg.Done()
+		var pending atomic.Bool // a tick is queued and has not run yet
 		for {
 			select {
 			case <-u.ctx.Done():
 				return
 			case <-ch:
-				u.do(fn)
+				// Skip ticks while one waits: a slow window must not fall behind
+				// with a queue of stale ticks in front of the jobs' events.
+				if !pending.Swap(true) {
+					u.do(func() {
+						pending.Store(false)
+						fn()
+					})
+				}
 			}
 		}
 	}()
@@ -299,7 +307,7 @@ func (u *UI) programPane() fyne.CanvasObject {
 	jobsHeader := widget.NewLabelWithStyle("Jobs", fyne.TextAlignLeading, fyne.TextStyle{Bold: true})
 	jobs := container.NewBorder(jobsHeader, nil, nil, nil, u.list)
 	right := container.NewVSplit(jobs, u.detail.content)
-	right.Offset = 0.3
+	right.Offset = 0.36
 	split := container.NewHSplit(left, right)
 	split.Offset = 0.5
 	return split
@@ -379,62 +387,86 @@ func (u *UI) run() {
 	go func() {
 		defer u.wg.Done()
 		defer cancel()
-		res, err := u.runJob(ctx, j, spec)
-		now := u.cfg.Now()
-		u.do(func() { u.finished(j, res, err, now) })
+		u.runJob(ctx, j, spec)
 	}()
 }
 
-// runJob runs on the job's goroutine: it must not touch j, only hand events to the UI.
-func (u *UI) runJob(ctx context.Context, j *job, spec sandbox.Spec) (sandbox.Result, error) {
+// runJob runs on the job's goroutine. It does not touch j: it posts each event to the
+// job's mailbox, which applies them on the UI goroutine, in order.
+func (u *UI) runJob(ctx context.Context, j *job, spec sandbox.Spec) {
+	m := &mailbox{u: u, j: j}
+	var res sandbox.Result
 	c, err := u.pool.get(ctx, j.server)
-	if err != nil {
-		return sandbox.Result{ExitCode: -1}, err
+	if err == nil {
+		res, err = c.Run(ctx, spec, transport.RunOptions{Handler: transport.Handler{
+			Accepted: func(id string) {
+				m.post(func() {
+					j.id = id
+					if j.phase == phaseConnecting {
+						j.phase = phaseQueued
+					}
+				})
+			},
+			Queued:  func(pos int) { m.post(func() { j.phase, j.position = phaseQueued, pos }) },
+			Started: func(node string) { m.post(func() { j.start(node) }) },
+			Output: func(c sandbox.Chunk) {
+				c.Data = bytes.Clone(c.Data)
+				m.post(func() { j.appendOutput(c) })
+			},
+			Reconnecting: func(error) { m.post(func() { j.reconnecting = true }) },
+		}})
 	}
-	update := func(f func()) {
-		u.do(func() {
-			if j.active() {
-				j.reconnecting = false
-				f()
-				u.changed(j)
-			}
-		})
+	now := u.cfg.Now()
+	m.post(func() { u.finished(j, res, err, now) })
+}
+
+// mailbox carries one job's events to the UI goroutine, in order, with at most one Do
+// pending: when the window draws slowly (software OpenGL on a loaded machine), events
+// that pile up meanwhile are applied together by that one Do, instead of queueing one
+// Do each and falling ever further behind.
+type mailbox struct {
+	u *UI
+	j *job
+
+	mu        sync.Mutex
+	events    []func()
+	scheduled bool
+}
+
+// post queues an event; it is called from the job's goroutine.
+func (m *mailbox) post(event func()) {
+	m.mu.Lock()
+	m.events = append(m.events, event)
+	if m.scheduled {
+		m.mu.Unlock()
+		return
 	}
-	h := transport.Handler{
-		Accepted: func(id string) {
-			update(func() {
-				j.id = id
-				if j.phase == phaseConnecting {
-					j.phase = phaseQueued
-				}
-			})
-		},
-		Queued: func(pos int) { update(func() { j.phase, j.position = phaseQueued, pos }) },
-		Started: func(node string) {
-			update(func() { j.start(node) })
-		},
-		Output: func(c sandbox.Chunk) {
-			c.Data = bytes.Clone(c.Data)
-			u.do(func() {
-				// Shown on the next tick: a program printing line by line would
-				// otherwise redraw the output thousands of times a second.
-				j.appendOutput(c)
-				if j.reconnecting {
-					j.reconnecting = false
-					u.changed(j)
-				}
-			})
-		},
-		Reconnecting: func(error) {
-			u.do(func() {
-				if j.active() {
-					j.reconnecting = true
-					u.changed(j)
-				}
-			})
-		},
+	m.scheduled = true
+	m.mu.Unlock()
+	m.u.do(m.deliver)
+}
+
+// deliver applies the queued events on the UI goroutine, then redraws the job once.
+func (m *mailbox) deliver() {
+	m.mu.Lock()
+	events := m.events
+	m.events, m.scheduled = nil, false
+	m.mu.Unlock()
+	j := m.j
+	for _, e := range events {
+		if !j.active() {
+			break // the end was the last event
+		}
+		if j.reconnecting {
+			j.reconnecting = false // any event means the connection is back
+		}
+		e()
 	}
-	return c.Run(ctx, spec, transport.RunOptions{Handler: h})
+	if j.active() {
+		// Output shows on the next tick: a program printing line by line would
+		// otherwise redraw it thousands of times a second.
+		m.u.changed(j)
+	}
 }
 
 // finished shows how a job ended.

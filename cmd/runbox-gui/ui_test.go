@@ -60,14 +60,14 @@ func TestRunShowsQueueTimerOutputAndResult(t *testing.T) {
 	r.queued(2)
 	h.until("queue position", func() bool { return strings.Contains(d.title.Text, "Queued, position 2") })
 	h.tick(1500 * time.Millisecond)
-	if d.timer.Text != "⏱ 1.5 s" {
+	if d.timer.Text != "1.5 s" {
 		t.Fatalf("timer %q after 1.5 s", d.timer.Text)
 	}
 	if row := h.rowOf(1); row.timer.Text != "1.5 s" || !strings.Contains(row.state.Text, "Queued, position 2") {
 		t.Fatalf("row shows %q %q", row.state.Text, row.timer.Text)
 	}
 	h.tick(100 * time.Millisecond)
-	if d.timer.Text != "⏱ 1.6 s" {
+	if d.timer.Text != "1.6 s" {
 		t.Fatalf("timer %q did not tick to 1.6 s", d.timer.Text)
 	}
 
@@ -82,7 +82,7 @@ func TestRunShowsQueueTimerOutputAndResult(t *testing.T) {
 	if got := d.stdout.Text(); !strings.Contains(got, "hello world") {
 		t.Fatalf("live stdout %q", got)
 	}
-	if d.timer.Text != "⏱ 2.6 s" {
+	if d.timer.Text != "2.6 s" {
 		t.Fatalf("timer %q", d.timer.Text)
 	}
 
@@ -104,7 +104,7 @@ func TestRunShowsQueueTimerOutputAndResult(t *testing.T) {
 		t.Fatalf("tab %q selected", d.tabs.Selected().Text)
 	}
 	h.tick(5 * time.Second)
-	if d.timer.Text != "⏱ 2.6 s" || h.rowOf(1).timer.Text != "2.6 s" {
+	if d.timer.Text != "2.6 s" || h.rowOf(1).timer.Text != "2.6 s" {
 		t.Fatalf("the timer went on after the end: %q", d.timer.Text)
 	}
 
@@ -611,5 +611,40 @@ func TestFormatting(t *testing.T) {
 		if languageByLabel(languageLabel(l.Name)) != l.Name {
 			t.Errorf("language %s does not survive its label", l.Name)
 		}
+	}
+}
+
+func TestEventsPileUpBehindOneDo(t *testing.T) {
+	h := newHarness(t, newFakeServers().dial, nil)
+	h.typeProgram("x")
+	j := &job{seq: 1, name: "x", server: Server{Addr: "a:1"}, submitted: h.clock.Now(), cancel: func() {}}
+	h.ui.jobs = append(h.ui.jobs, j)
+	m := &mailbox{u: h.ui, j: j}
+	// A window too slow to keep up: 1000 events arrive before it runs any.
+	m.post(func() { j.start("n") })
+	for i := range 1000 {
+		m.post(func() { j.appendOutput(sandbox.Chunk{Stream: sandbox.Stdout, Data: []byte(fmt.Sprintf("%d\n", i))}) })
+	}
+	m.post(func() { h.ui.finished(j, sandbox.Result{Status: sandbox.StatusOK}, nil, h.clock.Now()) })
+	h.q.mu.Lock()
+	queued := len(h.q.fns)
+	h.q.mu.Unlock()
+	if queued != 1 {
+		t.Fatalf("%d Do calls queued for one job's events, want 1", queued)
+	}
+	h.q.drain()
+	if !strings.HasPrefix(string(j.stdout), "0\n1\n2\n") || !strings.HasSuffix(string(j.stdout), "998\n999\n") || j.phase != phaseDone {
+		t.Fatalf("events out of order or lost: %d bytes, phase %v", len(j.stdout), j.phase)
+	}
+
+	// Ticks do not pile up either.
+	h.timer <- h.clock.Now()
+	h.timer <- h.clock.Now()
+	h.timer <- h.clock.Now()
+	h.q.mu.Lock()
+	queued = len(h.q.fns)
+	h.q.mu.Unlock()
+	if queued != 1 {
+		t.Fatalf("%d ticks queued, want 1", queued)
 	}
 }
