@@ -384,32 +384,9 @@ func (w *watch) follow(ctx context.Context, st *yamux.Stream, stdin <-chan []byt
 	defer wg.Wait()
 	defer close(done)
 	wg.Add(1)
-	go func() { // cancellation, and live stdin
+	go func() {
 		defer wg.Done()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				WriteFrame(st, FrameCancel, nil)
-				st.SetReadDeadline(time.Now().Add(2 * time.Second)) // the result of the cancel, or give up
-				<-done
-				return
-			case data, ok := <-stdin:
-				if !ok {
-					WriteFrame(st, FrameStdinEnd, nil)
-					stdin = nil
-					continue
-				}
-				for len(data) > 0 {
-					n := min(len(data), ChunkSize)
-					if WriteFrame(st, FrameStdin, data[:n]) != nil {
-						return
-					}
-					data = data[n:]
-				}
-			}
-		}
+		sendInput(ctx, st, stdin, done, 2*time.Second)
 	}()
 
 	accepted := w.id != ""
@@ -510,4 +487,33 @@ func (r clientRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sandb
 		}
 	}
 	return r.c.Run(ctx, spec, opts)
+}
+
+// sendInput forwards live stdin to a job stream (end of input when the channel closes)
+// until done closes. When ctx ends first it asks the far side to cancel and gives the
+// answer grace to arrive before reads on the stream fail.
+func sendInput(ctx context.Context, st *yamux.Stream, stdin <-chan []byte, done <-chan struct{}, grace time.Duration) {
+	for {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			WriteFrame(st, FrameCancel, nil)
+			st.SetReadDeadline(time.Now().Add(grace))
+			return
+		case data, ok := <-stdin:
+			if !ok {
+				WriteFrame(st, FrameStdinEnd, nil)
+				stdin = nil
+				continue
+			}
+			for len(data) > 0 {
+				n := min(len(data), ChunkSize)
+				if WriteFrame(st, FrameStdin, data[:n]) != nil {
+					return
+				}
+				data = data[n:]
+			}
+		}
+	}
 }

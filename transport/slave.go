@@ -148,32 +148,9 @@ func (r *remoteRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sand
 	defer wg.Wait()
 	defer close(done)
 	wg.Add(1)
-	go func() { // live stdin and cancellation
+	go func() {
 		defer wg.Done()
-		stdin := streams.Stdin
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				WriteFrame(st, FrameCancel, nil)
-				st.SetReadDeadline(time.Now().Add(5 * time.Second))
-				return
-			case data, ok := <-stdin:
-				if !ok {
-					WriteFrame(st, FrameStdinEnd, nil)
-					stdin = nil
-					continue
-				}
-				for len(data) > 0 {
-					n := min(len(data), ChunkSize)
-					if WriteFrame(st, FrameStdin, data[:n]) != nil {
-						return
-					}
-					data = data[n:]
-				}
-			}
-		}
+		sendInput(ctx, st, streams.Stdin, done, 5*time.Second)
 	}()
 
 	var stdout, stderr, compile []byte
