@@ -91,9 +91,9 @@ func DefaultConfig(app fyne.App) Config {
 func (c Config) Validate() error {
 	switch {
 	case c.Dial == nil || c.Prefs == nil || c.Clipboard == nil || c.Do == nil || c.Now == nil || c.Ticker == nil:
-		return errors.New("runbox-gui: config needs Dial, Prefs, Clipboard, Do, Now and Ticker")
+		return errors.New("config needs Dial, Prefs, Clipboard, Do, Now and Ticker")
 	case c.TimerEvery <= 0 || c.StatusEvery <= 0 || c.StatusTimeout <= 0:
-		return errors.New("runbox-gui: config needs positive TimerEvery, StatusEvery and StatusTimeout")
+		return errors.New("config needs positive TimerEvery, StatusEvery and StatusTimeout")
 	}
 	if c.Server != "" {
 		if _, _, err := splitServer(c.Server); err != nil {
@@ -135,11 +135,10 @@ type UI struct {
 	selected *job
 	detail   *detailView
 
-	cluster     *clusterView
-	tabs        *container.AppTabs
-	programTab  *container.TabItem
-	clusterTab  *container.TabItem
-	dropEnabled bool
+	cluster    *clusterView
+	tabs       *container.AppTabs
+	programTab *container.TabItem
+	clusterTab *container.TabItem
 }
 
 // New builds the window's content on win and starts its timers. Close stops them.
