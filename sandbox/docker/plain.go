@@ -1,0 +1,101 @@
+package docker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+
+	"runbox/sandbox"
+)
+
+// containerWaiter is the SDK method Plain calls beyond dockerAPI.
+type containerWaiter interface {
+	ContainerWait(ctx context.Context, id string, cond container.WaitCondition) (<-chan container.WaitResponse, <-chan error)
+}
+
+var _ sandbox.Runner = (*Plain)(nil)
+
+// Plain runs each program by the plain container cycle, what `docker run --rm -i` does:
+// create a container (the Runner's image and hardened config), attach, start, send the
+// program to runbox-init, read its output and result, wait for the container to exit and
+// remove it, all before Run returns. No warm pool, no background removal. It is the
+// baseline that `runbox bench --baseline` compares the cluster with.
+type Plain struct {
+	r *Runner
+}
+
+// NewPlain connects to the engine like New, with no warm pool (cfg.PoolSize is ignored).
+func NewPlain(ctx context.Context, cfg Config) (*Plain, error) {
+	cfg.PoolSize = 0
+	r, err := New(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Plain{r: r}, nil
+}
+
+// Close cancels the Runs in flight and removes what they left; later Runs return
+// sandbox.ErrClosed.
+func (p *Plain) Close() error { return p.r.Close() }
+
+// Run implements sandbox.Runner.
+func (p *Plain) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (sandbox.Result, error) {
+	r := p.r
+	fail := sandbox.Result{ExitCode: -1}
+	if err := spec.Validate(); err != nil {
+		return fail, err
+	}
+	if err := spec.Limits.Check(r.cfg.Max); err != nil {
+		return fail, err
+	}
+	lang, _ := sandbox.Lookup(spec.Language)
+	rt, ok := r.langs[lang.Name]
+	if !ok {
+		return fail, fmt.Errorf("%w: %q is not served here", sandbox.ErrUnknownLanguage, lang.Name)
+	}
+	if rt.err != nil {
+		return fail, rt.err
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return fail, sandbox.ErrClosed
+	}
+	r.runs.Add(1)
+	r.mu.Unlock()
+	defer r.runs.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(r.ctx, cancel)
+	defer stop()
+	lim := spec.Limits.WithDefaults(r.cfg.Defaults)
+
+	b, err := r.startBox(ctx, rt, boxLimitsOf(lim)) // create, attach, start
+	if err != nil {
+		if ctx.Err() != nil {
+			return fail, ctx.Err()
+		}
+		return fail, err
+	}
+	res, err := r.runIn(ctx, b, rt, spec, lim, streams)
+
+	// Wait for the container to stop (runbox-init exits after its result; a sandbox that
+	// did not answer is not waited for long), then remove it.
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer ccancel()
+	if w, ok := r.api.(containerWaiter); ok && err == nil {
+		wctx, wcancel := context.WithTimeout(cctx, 5*time.Second)
+		waitc, errc := w.ContainerWait(wctx, b.id, container.WaitConditionNotRunning)
+		select {
+		case <-waitc:
+		case <-errc:
+		}
+		wcancel()
+	}
+	if rerr := r.removeNow(cctx, b.id); rerr != nil && err == nil {
+		r.log.Warn("remove container", "id", b.id[:12], "err", rerr)
+	}
+	return res, err
+}
