@@ -34,6 +34,7 @@ func commands() []command {
 		{"slave", "run a slave server (dials the master and runs what it delegates)", runSlave},
 		{"submit", "send programs to a server and print their results", runSubmit},
 		{"status", "show the cluster: nodes, load, running and queued jobs", runStatus},
+		{"bench", "drive load at a server: N clients x M jobs, throughput and latency", runBench},
 	}
 }
 

@@ -1,0 +1,545 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"runbox/sandbox"
+	"runbox/sandbox/docker"
+	"runbox/scheduler"
+	"runbox/transport"
+)
+
+const benchHelp = `Usage: runbox bench [flags]
+
+Drives load at a server: --clients concurrent clients, each on its own connection, each
+submit --jobs programs one after another (a hello-world in --lang, or --program FILE) and
+wait for every result. A progress line on stderr shows jobs done, the rate, busy
+rejections and errors; then a summary: wall time, throughput (jobs that ran per second),
+latency from submit to result (p50, p95, p99, max), counts by status and by error code
+(busy counted apart: explicit rejections, not failures) and the nodes that ran the jobs.
+Ctrl-C stops the run and prints the summary of what was done.
+
+--baseline then runs the same programs, as many, with the same concurrency, through a
+plain container cycle on this machine's Docker engine (create, attach, start, wait,
+remove: what 'docker run --rm' does, no warm pool, no server) and prints the ratios of
+the p50 latencies and of the throughputs. --direct runs the jobs on an in-process
+sandbox (the Docker runner 'runbox master' uses, with its warm pool) instead of a
+server: the sandbox's own latency, without the protocol.
+
+Exit codes:
+  0    every job ran (whatever its program's status) or was refused busy
+  1    some jobs could not run for another reason (the summary counts them by code)
+  64   usage error (bad flags, unreadable --program)
+  69   cannot reach the server, or (--baseline, --direct) the Docker engine
+  77   unauthorized, rate_limited or quota
+  130  interrupted: the partial summary was printed
+
+Flags:
+`
+
+// benchConfig is `runbox bench`'s flags.
+type benchConfig struct {
+	clientFlags
+	Clients    int
+	Jobs       int
+	Lang       string
+	Program    string
+	Baseline   bool
+	Direct     bool
+	JSON       bool
+	Pool       int
+	DockerHost string
+	ImageTag   string
+	Progress   time.Duration
+}
+
+// helloWorld returns the benchmark program in lang; it prints helloOutput.
+func helloWorld(lang string) string {
+	switch lang {
+	case "c":
+		return "#include <stdio.h>\nint main(void) { puts(\"hello, world\"); return 0; }\n"
+	case "cpp":
+		return "#include <iostream>\nint main() { std::cout << \"hello, world\\n\"; }\n"
+	}
+	return "print('hello, world')\n"
+}
+
+const helloOutput = "hello, world\n"
+
+func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("runbox bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg benchConfig
+	cfg.register(fs)
+	fs.IntVar(&cfg.Clients, "clients", 10, "concurrent clients, each with its own connection")
+	fs.IntVar(&cfg.Jobs, "jobs", 10, "jobs each client submits, one after another")
+	fs.StringVar(&cfg.Lang, "lang", "python", "language of the program: "+sandbox.LanguageNames())
+	fs.StringVar(&cfg.Program, "program", "", "program file to submit instead of the hello-world (its extension sets the language unless --lang is given)")
+	fs.BoolVar(&cfg.Baseline, "baseline", false, "also run the same jobs by a plain container cycle on the local Docker engine and print the ratios")
+	fs.BoolVar(&cfg.Direct, "direct", false, "run the jobs on an in-process Docker sandbox with a warm pool instead of a server")
+	fs.BoolVar(&cfg.JSON, "json", false, "print the summary as one JSON object")
+	fs.IntVar(&cfg.Pool, "pool", 2, "with --direct: warm containers kept ready per language, as 'runbox master --pool'")
+	fs.StringVar(&cfg.DockerHost, "docker-host", "", "with --baseline or --direct: Docker engine address (default: $DOCKER_HOST or the local socket)")
+	fs.StringVar(&cfg.ImageTag, "image-tag", "latest", "with --baseline or --direct: tag of the runtime images")
+	fs.DurationVar(&cfg.Progress, "progress-interval", 2*time.Second, "how often a progress line is printed when stderr is not a terminal (a terminal's line is redrawn in place)")
+	fs.Usage = func() { fmt.Fprint(stderr, benchHelp); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "runbox bench: "+format+"\n", a...)
+		return exitUsage
+	}
+	langSet := false
+	fs.Visit(func(f *flag.Flag) { langSet = langSet || f.Name == "lang" })
+	switch {
+	case fs.NArg() > 0:
+		return fail("unexpected arguments %q (the program comes from --lang or --program)", fs.Args())
+	case cfg.Clients < 1:
+		return fail("--clients %d: want at least 1", cfg.Clients)
+	case cfg.Jobs < 1:
+		return fail("--jobs %d: want at least 1", cfg.Jobs)
+	case cfg.Progress <= 0:
+		return fail("--progress-interval %v: want a positive duration", cfg.Progress)
+	case cfg.Pool < 0:
+		return fail("--pool %d: want 0 or more", cfg.Pool)
+	}
+	lang, ok := sandbox.Lookup(cfg.Lang)
+	if !ok {
+		return fail("unknown --lang %q (known: %s)", cfg.Lang, sandbox.LanguageNames())
+	}
+	var src []byte
+	if cfg.Program != "" {
+		b, err := os.ReadFile(cfg.Program)
+		if err != nil {
+			return fail("--program: %v", err)
+		}
+		src = b
+		if !langSet {
+			l, ok := sandbox.Detect(cfg.Program)
+			if !ok {
+				return fail("cannot tell the language of %s from its extension; use --lang (%s)", cfg.Program, sandbox.LanguageNames())
+			}
+			lang = l
+		}
+	} else {
+		src = []byte(helloWorld(lang.Name))
+	}
+	b := &bench{cfg: cfg, stderr: stderr, tty: isTerminal(stderr),
+		spec: sandbox.Spec{Language: lang.Name, Files: []sandbox.File{{Content: src}}}}
+	if cfg.Program == "" {
+		b.want = helloOutput
+		b.what = lang.Name + " hello-world"
+	} else {
+		b.what = lang.Name + " " + cfg.Program
+	}
+	return b.run(ctx, stdout)
+}
+
+// bench is one `runbox bench` run.
+type bench struct {
+	cfg    benchConfig
+	spec   sandbox.Spec
+	what   string // the program, for the summary
+	want   string // the expected stdout; empty: not checked
+	stderr io.Writer
+	tty    bool
+}
+
+// benchReport is what --json prints: the run's summary, and with --baseline the
+// baseline's and the ratios.
+type benchReport struct {
+	benchSummary
+	Baseline *benchSummary `json:"baseline,omitempty"`
+	Ratio    *benchRatio   `json:"ratio,omitempty"`
+}
+
+// benchRatio compares the run with the baseline: p50 is run/baseline (below 1: the run
+// answers faster), throughput is run/baseline (above 1: the run does more per second).
+type benchRatio struct {
+	P50        float64 `json:"p50"`
+	Throughput float64 `json:"throughput"`
+}
+
+// benchSummary is the outcome of one load run.
+type benchSummary struct {
+	Target        string         `json:"target"`
+	Program       string         `json:"program"`
+	Language      string         `json:"language"`
+	Clients       int            `json:"clients"`
+	JobsPerClient int            `json:"jobs_per_client"`
+	Planned       int            `json:"planned"`
+	Answered      int            `json:"answered"`     // ran + busy + failed
+	Ran           int            `json:"ran"`          // got a result, whatever its status
+	Busy          int            `json:"busy"`         // refused busy: explicit rejections
+	Failed        int            `json:"failed"`       // could not run for another reason (see errors)
+	Interrupted   int            `json:"interrupted"`  // cut short by Ctrl-C
+	WrongOutput   int            `json:"wrong_output"` // ran, but printed something else than the hello-world's line
+	WallMS        float64        `json:"wall_ms"`
+	Throughput    float64        `json:"throughput"` // jobs that ran per second of wall time
+	LatencyMS     latencyMS      `json:"latency_ms"` // submit to result, of the jobs that ran
+	Statuses      map[string]int `json:"statuses"`
+	Errors        map[string]int `json:"errors"` // by error code, busy excluded
+	Nodes         map[string]int `json:"nodes"`
+	Stopped       bool           `json:"stopped"` // the run was interrupted
+}
+
+type latencyMS struct {
+	P50  float64 `json:"p50"`
+	P95  float64 `json:"p95"`
+	P99  float64 `json:"p99"`
+	Max  float64 `json:"max"`
+	Mean float64 `json:"mean"`
+}
+
+func (b *bench) run(ctx context.Context, stdout io.Writer) int {
+	var plain *docker.Plain
+	if b.cfg.Baseline { // before the load, so that a missing engine fails at once
+		p, err := docker.NewPlain(ctx, b.dockerConfig())
+		if err != nil {
+			fmt.Fprintf(b.stderr, "runbox bench: --baseline needs the local Docker engine: %v\n", err)
+			return exitUnavailable
+		}
+		defer p.Close()
+		plain = p
+	}
+
+	var runners []sandbox.Runner
+	var target string
+	if b.cfg.Direct {
+		dcfg := b.dockerConfig()
+		dcfg.PoolSize = b.cfg.Pool
+		r, err := docker.New(ctx, dcfg)
+		if err != nil {
+			fmt.Fprintf(b.stderr, "runbox bench: --direct needs the local Docker engine: %v\n", err)
+			return exitUnavailable
+		}
+		defer r.Close()
+		if b.cfg.Pool > 0 {
+			select { // the master's pool is full when a bench starts: let this one fill too
+			case <-time.After(3 * time.Second):
+			case <-ctx.Done():
+			}
+		}
+		for range b.cfg.Clients {
+			runners = append(runners, r)
+		}
+		target = fmt.Sprintf("in-process sandbox (Docker, warm pool %d)", b.cfg.Pool)
+	} else {
+		clients, err := b.dial(ctx)
+		if err != nil {
+			fmt.Fprintf(b.stderr, "runbox bench: %v\n", explain(err))
+			return exitCodeOf(err)
+		}
+		defer func() {
+			for _, c := range clients {
+				c.Close()
+			}
+		}()
+		for _, c := range clients {
+			runners = append(runners, c.Runner())
+		}
+		target = "server " + b.cfg.Server
+	}
+
+	rep := benchReport{benchSummary: b.load(ctx, "runbox bench", target, runners)}
+	if plain != nil && !rep.Stopped {
+		runners = runners[:0]
+		for range b.cfg.Clients {
+			runners = append(runners, plain)
+		}
+		base := b.load(ctx, "baseline", "plain container cycle (create, attach, start, wait, remove)", runners)
+		rep.Baseline = &base
+		if base.LatencyMS.P50 > 0 && base.Throughput > 0 {
+			rep.Ratio = &benchRatio{P50: rep.LatencyMS.P50 / base.LatencyMS.P50, Throughput: rep.Throughput / base.Throughput}
+		}
+	}
+
+	if b.cfg.JSON {
+		enc := json.NewEncoder(stdout)
+		enc.Encode(rep)
+	} else {
+		printBench(stdout, rep)
+	}
+	switch {
+	case rep.Stopped || (rep.Baseline != nil && rep.Baseline.Stopped):
+		return 130
+	case rep.Failed > 0 || (rep.Baseline != nil && rep.Baseline.Failed > 0):
+		return 1
+	}
+	return 0
+}
+
+func (b *bench) dockerConfig() docker.Config {
+	cfg := docker.DefaultConfig()
+	cfg.Host = b.cfg.DockerHost
+	cfg.ImageTag = b.cfg.ImageTag
+	cfg.Owner = fmt.Sprintf("runbox-bench-%d", os.Getpid()) // its own: the reaper leaves the master's alone
+	cfg.Languages = []string{b.spec.Language}
+	return cfg
+}
+
+// dial connects the clients, a few at a time; the first failure closes them all.
+func (b *bench) dial(ctx context.Context) ([]*transport.Client, error) {
+	clients := make([]*transport.Client, b.cfg.Clients)
+	errs := make([]error, b.cfg.Clients)
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			cfg := b.cfg.config()
+			cfg.Name = fmt.Sprintf("runbox-bench-%d", i+1)
+			cfg.Reconnect = 10 * time.Second
+			clients[i], errs[i] = transport.Dial(ctx, b.cfg.Server, cfg)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, c := range clients {
+			if c != nil {
+				c.Close()
+			}
+		}
+		for _, e := range errs { // one clear line: the first failure
+			if e != nil {
+				return nil, e
+			}
+		}
+	}
+	return clients, nil
+}
+
+// tally collects the outcomes of a load run.
+type tally struct {
+	mu          sync.Mutex
+	lat         []time.Duration
+	statuses    map[string]int
+	errors      map[string]int
+	nodes       map[string]int
+	busy        int
+	failed      int
+	interrupted int
+	wrong       int
+}
+
+func (t *tally) add(res sandbox.Result, err error, d time.Duration, want string, stopped bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case err == nil:
+		t.lat = append(t.lat, d)
+		t.statuses[string(res.Status)]++
+		node := res.Node
+		if node == "" {
+			node = "local"
+		}
+		t.nodes[node]++
+		if want != "" && string(res.Stdout) != want {
+			t.wrong++
+		}
+	case stopped && (errors.Is(err, context.Canceled) || errors.Is(err, scheduler.ErrCancelled)):
+		t.interrupted++
+	case errors.Is(err, scheduler.ErrBusy):
+		t.busy++
+	default:
+		t.failed++
+		t.errors[transport.Code(err)]++
+	}
+}
+
+func (t *tally) counts() (done, busy, failed int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.lat) + t.busy + t.failed, t.busy, t.failed
+}
+
+// load runs Clients workers, worker i on runners[i], each running Jobs programs in turn.
+func (b *bench) load(ctx context.Context, label, target string, runners []sandbox.Runner) benchSummary {
+	t := &tally{statuses: map[string]int{}, errors: map[string]int{}, nodes: map[string]int{}}
+	total := b.cfg.Clients * b.cfg.Jobs
+	start := time.Now()
+	stopProgress := b.progress(label, total, start, t)
+	var wg sync.WaitGroup
+	for _, r := range runners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range b.cfg.Jobs {
+				if ctx.Err() != nil {
+					return
+				}
+				t0 := time.Now()
+				res, err := r.Run(ctx, b.spec, nil)
+				t.add(res, err, time.Since(t0), b.want, ctx.Err() != nil)
+			}
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	stopProgress()
+
+	s := benchSummary{Target: target, Program: b.what, Language: b.spec.Language, Clients: b.cfg.Clients,
+		JobsPerClient: b.cfg.Jobs, Planned: total, Ran: len(t.lat), Busy: t.busy, Failed: t.failed,
+		Interrupted: t.interrupted, WrongOutput: t.wrong, WallMS: ms(wall), Statuses: t.statuses,
+		Errors: t.errors, Nodes: t.nodes, Stopped: ctx.Err() != nil}
+	s.Answered = s.Ran + s.Busy + s.Failed
+	if wall > 0 {
+		s.Throughput = float64(s.Ran) / wall.Seconds()
+	}
+	s.LatencyMS = latencies(t.lat)
+	return s
+}
+
+// progress prints the progress line until the returned function is called: redrawn in
+// place on a terminal, a plain line every Progress otherwise.
+func (b *bench) progress(label string, total int, start time.Time, t *tally) (stop func()) {
+	line := func() string {
+		done, busy, failed := t.counts()
+		el := time.Since(start)
+		rate := 0.0
+		if el > 0 {
+			rate = float64(done) / el.Seconds()
+		}
+		return fmt.Sprintf("%s: %d/%d jobs (%.0f%%)  %.1f jobs/s  busy %d  errors %d  %v",
+			label, done, total, 100*float64(done)/float64(total), rate, busy, failed, el.Round(100*time.Millisecond))
+	}
+	every := b.cfg.Progress
+	if b.tty {
+		every = 100 * time.Millisecond
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				if b.tty {
+					fmt.Fprintf(b.stderr, "\r%s\x1b[K\n", line())
+				}
+				return
+			case <-tick.C:
+				if b.tty {
+					fmt.Fprintf(b.stderr, "\r%s\x1b[K", line())
+				} else {
+					fmt.Fprintln(b.stderr, line())
+				}
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())) / 1000 }
+
+// latencies returns the percentiles (nearest rank) of ds.
+func latencies(ds []time.Duration) latencyMS {
+	if len(ds) == 0 {
+		return latencyMS{}
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	rank := func(p float64) time.Duration { return s[max(int(math.Ceil(p*float64(len(s))))-1, 0)] }
+	var sum time.Duration
+	for _, d := range s {
+		sum += d
+	}
+	return latencyMS{P50: ms(rank(0.50)), P95: ms(rank(0.95)), P99: ms(rank(0.99)), Max: ms(s[len(s)-1]), Mean: ms(sum / time.Duration(len(s)))}
+}
+
+func printBench(w io.Writer, rep benchReport) {
+	printSummary(w, "runbox bench", rep.benchSummary)
+	if rep.Baseline != nil {
+		fmt.Fprintln(w)
+		printSummary(w, "baseline", *rep.Baseline)
+	}
+	if rep.Ratio != nil {
+		fmt.Fprintf(w, "\nratio runbox/baseline: p50 %.2fx, throughput %.2fx\n", rep.Ratio.P50, rep.Ratio.Throughput)
+	}
+}
+
+func printSummary(w io.Writer, label string, s benchSummary) {
+	stopped := ""
+	if s.Stopped {
+		stopped = " (interrupted: partial results)"
+	}
+	fmt.Fprintf(w, "%s: %d clients x %d jobs, %s, %s%s\n", label, s.Clients, s.JobsPerClient, s.Program, s.Target, stopped)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	jobs := fmt.Sprintf("%d planned, %d answered: %d ran, %d busy (explicit rejections), %d failed", s.Planned, s.Answered, s.Ran, s.Busy, s.Failed)
+	if s.Interrupted > 0 {
+		jobs += fmt.Sprintf(", %d interrupted", s.Interrupted)
+	}
+	fmt.Fprintf(tw, "  jobs\t%s\n", jobs)
+	fmt.Fprintf(tw, "  wall time\t%v\n", time.Duration(s.WallMS*float64(time.Millisecond)).Round(time.Millisecond))
+	fmt.Fprintf(tw, "  throughput\t%.1f jobs/s\n", s.Throughput)
+	l := s.LatencyMS
+	fmt.Fprintf(tw, "  latency\tp50 %s  p95 %s  p99 %s  max %s  mean %s\n", fmtMS(l.P50), fmtMS(l.P95), fmtMS(l.P99), fmtMS(l.Max), fmtMS(l.Mean))
+	fmt.Fprintf(tw, "  statuses\t%s\n", counts(s.Statuses))
+	errs := counts(s.Errors)
+	if s.Busy > 0 {
+		errs = fmt.Sprintf("busy %d (not failures), others: %s", s.Busy, errs)
+	}
+	fmt.Fprintf(tw, "  errors\t%s\n", errs)
+	if s.WrongOutput > 0 {
+		fmt.Fprintf(tw, "  wrong output\t%d jobs printed something else than %q\n", s.WrongOutput, helloOutput)
+	}
+	fmt.Fprintf(tw, "  nodes\t%s\n", counts(s.Nodes))
+	tw.Flush()
+}
+
+func fmtMS(v float64) string {
+	if v >= 1000 {
+		return fmt.Sprintf("%.2fs", v/1000)
+	}
+	return fmt.Sprintf("%.1fms", v)
+}
+
+// counts formats a count map as "a 3, b 1", largest first.
+func counts(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if m[a] != m[b] {
+			return m[b] - m[a]
+		}
+		return strings.Compare(a, b)
+	})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, m[k])
+	}
+	return strings.Join(parts, ", ")
+}
