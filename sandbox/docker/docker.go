@@ -67,7 +67,7 @@ type Runner struct {
 	cancel  context.CancelFunc
 	fillers sync.WaitGroup // pool fillers
 	runs    sync.WaitGroup // Runs in flight (added under mu while not closed)
-	bg      sync.WaitGroup // container removals
+	bg      sync.WaitGroup // container creations no caller waits for, and removals
 
 	mu     sync.Mutex
 	closed bool
@@ -220,6 +220,10 @@ func (r *Runner) Close() error {
 	return errors.Join(err, r.api.Close())
 }
 
+// apiTimeout bounds a create or a remove that no caller waits for. An engine under heavy
+// load can take tens of seconds for either.
+const apiTimeout = 2 * time.Minute
+
 // box is a started container with its attached stdin/stdout.
 type box struct {
 	id      string
@@ -232,11 +236,11 @@ func (r *Runner) startBox(ctx context.Context, rt *runtime, lim boxLimits) (*box
 	idle := 2*r.cfg.PoolMaxAge + time.Minute
 	cfg, host := containerConfig(rt.image, rt.lang, lim, r.cfg.Owner, r.cfg.Runtime, idle)
 	name := fmt.Sprintf("runbox-%s-%s-%s", r.cfg.Owner, rt.lang.Name, randomHex(6))
-	created, err := r.api.ContainerCreate(ctx, cfg, host, nil, nil, name)
+	id, err := r.create(ctx, cfg, host, name)
 	if err != nil {
-		return nil, fmt.Errorf("%w: create container: %v", sandbox.ErrUnavailable, err)
+		return nil, err
 	}
-	b := &box{id: created.ID}
+	b := &box{id: id}
 	b.conn, err = r.api.ContainerAttach(ctx, b.id, container.AttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
 	if err != nil {
 		r.remove(b)
@@ -250,6 +254,43 @@ func (r *Runner) startBox(ctx context.Context, rt *runtime, lim boxLimits) (*box
 	return b, nil
 }
 
+// create creates a container and returns its id. The request is not cancelled with ctx:
+// an engine that got it may create the container anyway, and the Runner would never learn
+// its id (a leak that even Close's reap can miss, being earlier). When ctx ends first,
+// create returns at once and a background goroutine, which Close waits for, removes the
+// container once the engine answers.
+func (r *Runner) create(ctx context.Context, cfg *container.Config, host *container.HostConfig, name string) (string, error) {
+	type answer struct {
+		id  string
+		err error
+	}
+	done := make(chan answer, 1)
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), apiTimeout)
+		defer cancel()
+		created, err := r.api.ContainerCreate(cctx, cfg, host, nil, nil, name)
+		done <- answer{created.ID, err}
+	}()
+	select {
+	case a := <-done:
+		if a.err != nil {
+			return "", fmt.Errorf("%w: create container: %v", sandbox.ErrUnavailable, a.err)
+		}
+		return a.id, nil
+	case <-ctx.Done():
+		r.bg.Add(1)
+		go func() {
+			defer r.bg.Done()
+			if a := <-done; a.err == nil {
+				r.remove(&box{id: a.id})
+			}
+		}()
+		return "", ctx.Err()
+	}
+}
+
 // remove closes the box's stream and removes its container in the background; Close
 // waits for it. The removal outlives the Run's context on purpose.
 func (r *Runner) remove(b *box) {
@@ -259,7 +300,7 @@ func (r *Runner) remove(b *box) {
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 		defer cancel()
 		if err := r.removeNow(ctx, b.id); err != nil {
 			r.log.Warn("remove container", "id", b.id[:12], "err", err)

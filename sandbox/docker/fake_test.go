@@ -1,0 +1,146 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// fakeEngine is a dockerAPI that keeps containers in a map. createGate, when set, holds
+// every ContainerCreate until it is closed, whatever the request's context says: an
+// engine that goes on creating after the client gave up.
+type fakeEngine struct {
+	createGate chan struct{}
+	created    chan string // receives each created id, when set
+
+	mu         sync.Mutex
+	containers map[string]bool
+	n          int
+}
+
+var _ dockerAPI = (*fakeEngine)(nil)
+
+func newFakeEngine() *fakeEngine { return &fakeEngine{containers: map[string]bool{}} }
+
+func (f *fakeEngine) Ping(context.Context) (types.Ping, error) { return types.Ping{}, nil }
+
+func (f *fakeEngine) ImageInspect(context.Context, string, ...client.ImageInspectOption) (image.InspectResponse, error) {
+	return image.InspectResponse{}, nil
+}
+
+func (f *fakeEngine) ContainerCreate(ctx context.Context, cfg *container.Config, host *container.HostConfig, net *network.NetworkingConfig, platform *ocispec.Platform, name string) (container.CreateResponse, error) {
+	if f.createGate != nil {
+		<-f.createGate
+	}
+	f.mu.Lock()
+	f.n++
+	id := name + "-id"
+	f.containers[id] = true
+	f.mu.Unlock()
+	if f.created != nil {
+		f.created <- id
+	}
+	return container.CreateResponse{ID: id}, nil
+}
+
+func (f *fakeEngine) ContainerAttach(context.Context, string, container.AttachOptions) (types.HijackedResponse, error) {
+	return types.HijackedResponse{}, errors.New("fake: no attach")
+}
+
+func (f *fakeEngine) ContainerStart(context.Context, string, container.StartOptions) error {
+	return errors.New("fake: no start")
+}
+
+func (f *fakeEngine) ContainerInspect(context.Context, string) (container.InspectResponse, error) {
+	return container.InspectResponse{}, errors.New("fake: no inspect")
+}
+
+func (f *fakeEngine) ContainerWait(context.Context, string, container.WaitCondition) (<-chan container.WaitResponse, <-chan error) {
+	errC := make(chan error, 1)
+	errC <- errors.New("fake: no wait")
+	return nil, errC
+}
+
+func (f *fakeEngine) ContainerRemove(_ context.Context, id string, _ container.RemoveOptions) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.containers[id] {
+		return errdefs.ErrNotFound
+	}
+	delete(f.containers, id)
+	return nil
+}
+
+func (f *fakeEngine) ContainerList(context.Context, container.ListOptions) ([]container.Summary, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []container.Summary
+	for id := range f.containers {
+		out = append(out, container.Summary{ID: id})
+	}
+	return out, nil
+}
+
+func (f *fakeEngine) Close() error { return nil }
+
+func (f *fakeEngine) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.containers)
+}
+
+// A create that the engine completes after the caller gave up must not leave a container
+// behind, even when it completes after Close's reap would have run.
+func TestCreateAfterCancelIsRemoved(t *testing.T) {
+	t.Parallel()
+	f := newFakeEngine()
+	f.createGate = make(chan struct{})
+	f.created = make(chan string, 1)
+	cfg := DefaultConfig()
+	cfg.PoolSize = 0
+	r, err := newRunner(context.Background(), f, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errC := make(chan error, 1)
+	go func() {
+		_, err := r.startBox(ctx, r.langs["python"], boxLimitsOf(cfg.Defaults))
+		errC <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-errC:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("startBox: %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("startBox did not return when its context ended")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close() }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a create was still in flight")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(f.createGate) // the engine answers at last
+	<-f.created
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if n := f.count(); n != 0 {
+		t.Errorf("%d containers left", n)
+	}
+}
