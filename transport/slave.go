@@ -380,10 +380,12 @@ func (sl *Slave) session(ctx context.Context) (connected bool, err error) {
 	case err = <-accepted:
 	case err = <-beatErr:
 	case <-ctx.Done():
-		// Drain: take nothing new, finish what runs, then leave.
+		// Drain: take nothing new, finish what runs, then leave. A job the master placed
+		// before it read the drain frame may still be on its way: wait a load interval
+		// for its stream before deciding nothing runs.
 		writeJSON(ctl, FrameCapacity, Capacity{Capacity: 0, Draining: true})
 		sl.log.Info("draining", "running", sl.Running())
-		for sl.Running() > 0 {
+		for grace := time.Now().Add(sl.cfg.LoadInterval); sl.Running() > 0 || time.Now().Before(grace); {
 			time.Sleep(50 * time.Millisecond)
 		}
 		err = ctx.Err()
