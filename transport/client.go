@@ -125,10 +125,10 @@ func dial(ctx context.Context, addr string, cfg ClientConfig) (*yamux.Session, W
 		return nil, Welcome{}, fmt.Errorf("%w %s: %v", ErrConnect, addr, err)
 	}
 	if cfg.TLS != nil {
-		tc := tls.Client(conn, cfg.TLS)
+		tc := tls.Client(conn, withServerName(cfg.TLS, addr))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			conn.Close()
-			return nil, Welcome{}, fmt.Errorf("%w %s: tls: %v", ErrConnect, addr, err)
+			return nil, Welcome{}, dialTLSError(addr, err)
 		}
 		conn = tc
 	}
@@ -159,6 +159,9 @@ func clientHandshake(conn net.Conn, cfg ClientConfig) (Welcome, error) {
 	}
 	typ, payload, err := ReadFrame(conn, 64<<10)
 	if err != nil {
+		if e := handshakeReadError(conn, typ, err); e != nil {
+			return Welcome{}, e
+		}
 		return Welcome{}, fmt.Errorf("%w: handshake: %v (is it a runbox server?)", ErrConnect, err)
 	}
 	switch typ {

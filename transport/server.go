@@ -24,7 +24,8 @@ import (
 type ServerConfig struct {
 	// Node is the server's node name, sent in the welcome.
 	Node string
-	// TLS, when set, wraps every accepted connection (the security issue's seam).
+	// TLS, when set, wraps every accepted connection (ServerTLS builds it); a plaintext
+	// client is then refused with a message saying TLS is required.
 	TLS *tls.Config
 	// HandshakeTimeout bounds the preamble and hello of a new connection.
 	HandshakeTimeout time.Duration
@@ -34,6 +35,9 @@ type ServerConfig struct {
 	KeepAlive time.Duration
 	// Authenticate, when set, accepts or refuses a hello (wrap ErrUnauthorized to refuse).
 	Authenticate func(Hello) error
+	// Tokens, when set, makes clients authenticate with a bearer token and applies the
+	// token's limits; slaves then join with a slave certificate or a join token (auth.go).
+	Tokens *TokenStore
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -56,6 +60,7 @@ type Server struct {
 	cfg   ServerConfig
 	sched *scheduler.Scheduler
 	log   *slog.Logger
+	audit *slog.Logger // one line per job and per refused connection
 
 	ctx    context.Context // cancelled by Shutdown: every stream ends
 	cancel context.CancelFunc
@@ -76,7 +81,7 @@ func NewServer(cfg ServerConfig, sched *scheduler.Scheduler) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, sched: sched, log: log.With("component", "transport"),
+	s := &Server{cfg: cfg, sched: sched, log: log.With("component", "transport"), audit: log.With("component", "audit"),
 		listeners: map[net.Listener]bool{}, conns: map[net.Conn]bool{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
@@ -186,11 +191,13 @@ func yamuxConfig(keepAlive time.Duration) *yamux.Config {
 // serveConn runs the handshake and then serves the connection's streams.
 func (s *Server) serveConn(conn net.Conn) {
 	log := s.log.With("remote", conn.RemoteAddr().String())
-	if s.cfg.TLS != nil {
-		conn = tls.Server(conn, s.cfg.TLS)
-	}
 	conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	hello, err := s.handshake(conn)
+	conn, state, err := s.secure(conn)
+	if err != nil {
+		log.Debug("handshake refused", "err", err)
+		return
+	}
+	hello, id, err := s.handshake(conn, state)
 	if err != nil {
 		log.Debug("handshake refused", "err", err)
 		return
@@ -201,7 +208,7 @@ func (s *Server) serveConn(conn net.Conn) {
 		return
 	}
 	defer sess.Close()
-	log = log.With("role", hello.Role, "peer", hello.Name)
+	log = log.With("role", hello.Role, "peer", hello.Name, "who", id.Who())
 	log.Debug("session open")
 	stop := context.AfterFunc(s.ctx, func() { sess.Close() })
 	defer stop()
@@ -219,43 +226,44 @@ func (s *Server) serveConn(conn net.Conn) {
 		go func() {
 			defer s.wg.Done()
 			defer st.Close()
-			s.serveStream(st, hello, log)
+			s.serveStream(st, hello, id, log)
 		}()
 	}
 }
 
-// handshake reads the preamble and hello and answers with a welcome or an error frame.
-func (s *Server) handshake(conn net.Conn) (Hello, error) {
+// handshake reads the preamble and hello, authenticates the hello (state is the TLS
+// state, nil in plaintext) and answers with a welcome or an error frame.
+func (s *Server) handshake(conn net.Conn, state *tls.ConnectionState) (Hello, Identity, error) {
 	var pre [len(Preamble)]byte
 	if _, err := io.ReadFull(conn, pre[:]); err != nil {
-		return Hello{}, err
+		return Hello{}, Identity{}, err
 	}
 	if !bytes.Equal(pre[:6], Preamble[:6]) {
-		return Hello{}, fmt.Errorf("%w: bad preamble %q", ErrProtocol, pre[:])
+		return Hello{}, Identity{}, fmt.Errorf("%w: bad preamble %q", ErrProtocol, pre[:])
 	}
 	if pre[6] != Version {
 		err := fmt.Errorf("%w: client speaks protocol %d, this server %d; upgrade the older side", ErrVersion, pre[6], Version)
 		writeError(conn, err)
-		return Hello{}, err
+		return Hello{}, Identity{}, err
 	}
 	typ, payload, err := ReadFrame(conn, 64<<10)
 	if err != nil {
-		return Hello{}, err
+		return Hello{}, Identity{}, err
 	}
 	var hello Hello
 	if typ != FrameHello || json.Unmarshal(payload, &hello) != nil || (hello.Role != RoleClient && hello.Role != RoleSlave) {
 		err := fmt.Errorf("%w: expected a hello frame with role client or slave", ErrProtocol)
 		writeError(conn, err)
-		return Hello{}, err
+		return Hello{}, Identity{}, err
 	}
-	if s.cfg.Authenticate != nil {
-		if err := s.cfg.Authenticate(hello); err != nil {
-			writeError(conn, err)
-			return Hello{}, err
-		}
+	id, err := s.authenticate(hello, state, conn.RemoteAddr().String())
+	if err != nil {
+		writeError(conn, err)
+		s.audit.Warn("connection refused", "remote", id.Remote, "role", hello.Role, "peer", hello.Name, "reason", err.Error())
+		return Hello{}, Identity{}, err
 	}
 	b, _ := json.Marshal(Welcome{Version: Version, Node: s.cfg.Node})
-	return hello, WriteFrame(conn, FrameWelcome, b)
+	return hello, id, WriteFrame(conn, FrameWelcome, b)
 }
 
 // payloadTimeout bounds reading a request frame's payload once its header arrived.
@@ -291,7 +299,7 @@ func writeJSON(w io.Writer, typ byte, v any) error {
 }
 
 // serveStream dispatches on a stream's first frame.
-func (s *Server) serveStream(st *yamux.Stream, hello Hello, log *slog.Logger) {
+func (s *Server) serveStream(st *yamux.Stream, hello Hello, id Identity, log *slog.Logger) {
 	// A silent stream is dropped after FirstFrameTimeout; once the frame has begun, a
 	// slow sender gets longer for a large payload.
 	st.SetReadDeadline(time.Now().Add(s.cfg.FirstFrameTimeout))
@@ -314,17 +322,32 @@ func (s *Server) serveStream(st *yamux.Stream, hello Hello, log *slog.Logger) {
 			writeError(st, fmt.Errorf("%w: bad submit frame: %v", sandbox.ErrInvalidRequest, err))
 			return
 		}
-		job, err := s.sched.Submit(sub.Spec, sub.Interactive)
+		release, err := s.admit(id, &sub.Spec)
 		if err != nil {
+			s.auditRefused(id, sub.Spec, err)
 			writeError(st, err)
 			return
 		}
+		job, err := s.sched.Submit(sub.Spec, sub.Interactive)
+		if err != nil {
+			release(false)
+			s.auditRefused(id, sub.Spec, err)
+			writeError(st, err)
+			return
+		}
+		s.ownJob(id, job.ID)
+		s.wg.Add(1)
+		go s.auditJob(job, id, release)
 		log.Debug("job accepted", "job", job.ID, "language", sub.Spec.Language)
 		s.serveJob(st, job, 0)
 	case FrameWait:
 		var w Wait
 		if err := json.Unmarshal(payload, &w); err != nil {
 			writeError(st, fmt.Errorf("%w: bad wait frame: %v", sandbox.ErrInvalidRequest, err))
+			return
+		}
+		if err := s.mayAccess(id, w.ID); err != nil {
+			writeError(st, err)
 			return
 		}
 		job, err := s.sched.Get(w.ID)
@@ -341,6 +364,10 @@ func (s *Server) serveStream(st *yamux.Stream, hello Hello, log *slog.Logger) {
 		var c Cancel
 		if err := json.Unmarshal(payload, &c); err != nil {
 			writeError(st, fmt.Errorf("%w: bad cancel frame: %v", sandbox.ErrInvalidRequest, err))
+			return
+		}
+		if err := s.mayAccess(id, c.ID); err != nil {
+			writeError(st, err)
 			return
 		}
 		if err := s.sched.Cancel(c.ID); err != nil {

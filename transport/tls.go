@@ -1,0 +1,457 @@
+package transport
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// A runbox cluster's TLS is a private CA (`runbox certs init`) that signs one certificate
+// per node or client (`runbox certs issue`). A certificate carries its holder's role twice:
+// as a URI SAN runbox://role/ROLE and as its subject's organizational unit; the name is the
+// subject's common name. The master presents a master certificate, slaves a slave
+// certificate; clients may present a client certificate. Every connection is TLS 1.3.
+
+// RoleMaster is the role of the master's certificate (clients and slaves check it).
+const RoleMaster = "master"
+
+// Files of a TLS directory. `runbox certs init` writes CAFile and CAKeyFile; `runbox
+// certs issue` writes a directory per holder with CAFile, CertFile and KeyFile, which is
+// what `--tls-dir` reads.
+const (
+	CAFile    = "ca.crt"
+	CAKeyFile = "ca.key"
+	CertFile  = "tls.crt"
+	KeyFile   = "tls.key"
+)
+
+// roleURI is the URI SAN that names a certificate's role.
+func roleURI(role string) *url.URL { return &url.URL{Scheme: "runbox", Host: "role", Path: "/" + role} }
+
+// CertRole returns the role a certificate carries ("" when none): its runbox://role/ URI
+// SAN, or else its organizational unit.
+func CertRole(c *x509.Certificate) string {
+	for _, u := range c.URIs {
+		if u.Scheme == "runbox" && u.Host == "role" {
+			return strings.TrimPrefix(u.Path, "/")
+		}
+	}
+	for _, ou := range c.Subject.OrganizationalUnit {
+		if ou == RoleMaster || ou == RoleSlave || ou == RoleClient {
+			return ou
+		}
+	}
+	return ""
+}
+
+// PeerCert returns the role and name of the verified certificate a TLS peer presented, or
+// empty strings when it presented none (or the connection is not TLS).
+func PeerCert(state *tls.ConnectionState) (role, name string) {
+	if state == nil || len(state.VerifiedChains) == 0 || len(state.PeerCertificates) == 0 {
+		return "", ""
+	}
+	c := state.PeerCertificates[0]
+	return CertRole(c), c.Subject.CommonName
+}
+
+// CA is a certificate authority: its certificate and key.
+type CA struct {
+	Cert    *x509.Certificate
+	Key     *ecdsa.PrivateKey
+	CertPEM []byte
+}
+
+// NewCA makes a self-signed CA valid for validity, with an ECDSA P-256 key.
+func NewCA(name string, validity time.Duration) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: name, Organization: []string{"runbox"}},
+		NotBefore:             now.Add(-5 * time.Minute),
+		NotAfter:              now.Add(validity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("create ca certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, Key: key, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
+}
+
+func serial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	return n
+}
+
+// WriteCA writes the CA's certificate (0644) and key (0600) into dir, which it creates
+// (0700). It refuses to overwrite an existing CA.
+func (ca *CA) Write(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	keyPEM, err := keyToPEM(ca.Key)
+	if err != nil {
+		return err
+	}
+	if err := writeNew(filepath.Join(dir, CAKeyFile), keyPEM, 0o600); err != nil {
+		return err
+	}
+	return writeNew(filepath.Join(dir, CAFile), ca.CertPEM, 0o644)
+}
+
+// LoadCA reads a CA written by Write.
+func LoadCA(dir string) (*CA, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, CAFile))
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, CAKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("load ca from %s: %w", dir, err)
+	}
+	key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("load ca from %s: the key is not ECDSA", dir)
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	if !cert.IsCA {
+		return nil, fmt.Errorf("load ca from %s: %s is not a CA certificate", dir, CAFile)
+	}
+	return &CA{Cert: cert, Key: key, CertPEM: certPEM}, nil
+}
+
+// CertRequest describes a certificate to issue.
+type CertRequest struct {
+	// Role is RoleMaster, RoleSlave or RoleClient.
+	Role string
+	// Name is the holder's name (the subject's common name): a node or a person.
+	Name string
+	// Hosts are the DNS names and IP addresses a master is reached at (its SANs).
+	Hosts []string
+	// NotBefore and NotAfter bound its validity.
+	NotBefore, NotAfter time.Time
+}
+
+// Issue signs a certificate for req with a new ECDSA P-256 key; both come back PEM encoded.
+// A master certificate serves TLS (and may also act as a client); slave and client
+// certificates only authenticate clients.
+func (ca *CA) Issue(req CertRequest) (certPEM, keyPEM []byte, err error) {
+	if req.Role != RoleMaster && req.Role != RoleSlave && req.Role != RoleClient {
+		return nil, nil, fmt.Errorf("role %q: want master, slave or client", req.Role)
+	}
+	if req.Name == "" {
+		return nil, nil, errors.New("a certificate needs a name")
+	}
+	if !req.NotAfter.After(req.NotBefore) {
+		return nil, nil, errors.New("a certificate's NotAfter must come after its NotBefore")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: req.Name, Organization: []string{"runbox"}, OrganizationalUnit: []string{req.Role}},
+		NotBefore:    req.NotBefore,
+		NotAfter:     req.NotAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{roleURI(req.Role)},
+	}
+	if req.Role == RoleMaster {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+		for _, h := range req.Hosts {
+			if ip := net.ParseIP(h); ip != nil {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			} else if h != "" {
+				tmpl.DNSNames = append(tmpl.DNSNames, h)
+			}
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sign certificate: %w", err)
+	}
+	keyPEM, err = keyToPEM(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM, nil
+}
+
+// WriteCertDir writes a holder's TLS directory: the CA certificate, its certificate and
+// its key (0600). The directory is created 0700; existing files are not overwritten.
+func WriteCertDir(dir string, caPEM, certPEM, keyPEM []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := writeNew(filepath.Join(dir, KeyFile), keyPEM, 0o600); err != nil {
+		return err
+	}
+	if err := writeNew(filepath.Join(dir, CertFile), certPEM, 0o644); err != nil {
+		return err
+	}
+	// The CA certificate may already be there (a directory shared with the CA): keep it.
+	if err := writeNew(filepath.Join(dir, CAFile), caPEM, 0o644); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return nil
+}
+
+func keyToPEM(key *ecdsa.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// writeNew creates path with perm and data; it fails with fs.ErrExist when path exists.
+func writeNew(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func loadPool(caFile string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("tls: no certificate in %s", caFile)
+	}
+	return pool, nil
+}
+
+// loadKeyPair loads a certificate and its key, refusing a key file others can read.
+func loadKeyPair(certFile, keyFile, wantRole string) (tls.Certificate, error) {
+	if fi, err := os.Stat(keyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return tls.Certificate{}, fmt.Errorf("tls: %s is readable by others (mode %v); chmod 600 it", keyFile, fi.Mode().Perm())
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("tls: %w", err)
+	}
+	if role := CertRole(pair.Leaf); wantRole != "" && role != wantRole {
+		return tls.Certificate{}, fmt.Errorf("tls: %s is a %q certificate, this needs a %q one (runbox certs issue --role %s)", certFile, role, wantRole, wantRole)
+	}
+	return pair, nil
+}
+
+// ServerTLS returns the master's TLS configuration from its directory (CAFile, CertFile,
+// KeyFile, the certificate of role master): TLS 1.3 only, and client certificates verified
+// against the CA when a peer presents one (a slave must; see Server's authentication).
+func ServerTLS(dir string) (*tls.Config, error) {
+	pool, err := loadPool(filepath.Join(dir, CAFile))
+	if err != nil {
+		return nil, err
+	}
+	pair, err := loadKeyPair(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile), RoleMaster)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{pair},
+		ClientCAs:    pool,
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+	}, nil
+}
+
+// ClientTLS returns a client's or a slave's TLS configuration: the server must present a
+// master certificate signed by the CA in caFile (and valid for the dialled host). certFile
+// and keyFile, when not empty, are the certificate this side presents.
+func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	pool, err := loadPool(caFile)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		RootCAs:    pool,
+		// Runs after the chain and host name are verified: a slave's or a client's
+		// certificate from the same CA cannot pose as the master.
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if role := CertRole(cs.PeerCertificates[0]); role != RoleMaster {
+				return fmt.Errorf("%w: the server presented a %q certificate", errNotMaster, role)
+			}
+			return nil
+		},
+	}
+	if certFile != "" || keyFile != "" {
+		if certFile == "" || keyFile == "" {
+			return nil, errors.New("tls: a client certificate needs both its certificate and its key file")
+		}
+		pair, err := loadKeyPair(certFile, keyFile, "")
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}
+
+// ClientTLSDir is ClientTLS from a directory written by `runbox certs issue`: CAFile, and
+// CertFile and KeyFile when present (a slave without a certificate joins with a token).
+func ClientTLSDir(dir string) (*tls.Config, error) {
+	cert, key := filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile)
+	if _, err := os.Stat(cert); errors.Is(err, fs.ErrNotExist) {
+		cert, key = "", ""
+	}
+	return ClientTLS(filepath.Join(dir, CAFile), cert, key)
+}
+
+// withServerName returns cfg with ServerName set to addr's host when it has none, so the
+// master's certificate is checked against the address dialled.
+func withServerName(cfg *tls.Config, addr string) *tls.Config {
+	if cfg.ServerName != "" {
+		return cfg
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	cfg = cfg.Clone()
+	cfg.ServerName = host
+	return cfg
+}
+
+// tlsRecordHandshake is the first byte of a TLS connection (a handshake record).
+const tlsRecordHandshake = 0x16
+
+// prefixConn is a connection whose first bytes were already read.
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// errTLSRequired is the refusal a plaintext client gets from a TLS server.
+var errTLSRequired = fmt.Errorf("%w: this server requires TLS: connect with --tls-ca FILE (the cluster's CA certificate; see docs/security.md)", ErrUnauthorized)
+
+// secure looks at a new connection's first byte and returns the connection to speak the
+// protocol on, with its TLS state (nil in plaintext). A TLS server answers a plaintext
+// client (one that opens with the preamble) with a plaintext error frame saying TLS is
+// required; a plaintext server answers a TLS client with an error frame its TLS stack
+// reports as "not a TLS handshake". The connection's deadline is already set.
+func (s *Server) secure(conn net.Conn) (net.Conn, *tls.ConnectionState, error) {
+	var first [1]byte
+	if _, err := io.ReadFull(conn, first[:]); err != nil {
+		return nil, nil, err
+	}
+	pc := &prefixConn{Conn: conn, r: io.MultiReader(bytes.NewReader(first[:]), conn)}
+	switch {
+	case s.cfg.TLS == nil && first[0] == tlsRecordHandshake:
+		// Read the client's hello record before answering, so closing does not reset the
+		// connection under the answer.
+		var hdr [5]byte
+		if _, err := io.ReadFull(pc, hdr[:]); err == nil {
+			io.CopyN(io.Discard, pc, int64(binary.BigEndian.Uint16(hdr[3:5])))
+		}
+		err := fmt.Errorf("%w: a TLS client on a plaintext port: this server does not use TLS (it runs without --tls-dir)", ErrProtocol)
+		writeError(conn, err)
+		s.audit.Warn("connection refused", "remote", conn.RemoteAddr().String(), "reason", "tls client on a plaintext port")
+		return nil, nil, err
+	case s.cfg.TLS == nil:
+		return pc, nil, nil
+	case first[0] == Preamble[0]:
+		// A plaintext client: read its preamble and hello (not used) before answering.
+		var rest [len(Preamble) - 1]byte
+		if _, err := io.ReadFull(conn, rest[:]); err == nil {
+			ReadFrame(conn, 64<<10)
+		}
+		writeError(conn, errTLSRequired)
+		s.audit.Warn("connection refused", "remote", conn.RemoteAddr().String(), "reason", "plaintext client on a TLS port")
+		return nil, nil, errTLSRequired
+	}
+	tc := tls.Server(pc, s.cfg.TLS)
+	if err := tc.Handshake(); err != nil {
+		s.audit.Warn("connection refused", "remote", conn.RemoteAddr().String(), "reason", "tls handshake: "+err.Error())
+		return nil, nil, err
+	}
+	state := tc.ConnectionState()
+	return tc, &state, nil
+}
+
+// errNotMaster: the server's certificate is valid but not a master's.
+var errNotMaster = errors.New("not a master certificate")
+
+// dialTLSError explains a failed TLS handshake with a server.
+func dialTLSError(addr string, err error) error {
+	var verr *tls.CertificateVerificationError
+	var rerr tls.RecordHeaderError
+	switch {
+	case errors.As(err, &verr):
+		return fmt.Errorf("%w: %s: the server's certificate was refused: %v (is --tls-ca the cluster's CA, and the address one the master's certificate names?)", ErrUnauthorized, addr, verr.Err)
+	case errors.Is(err, errNotMaster):
+		return fmt.Errorf("%w: %s: %v", ErrUnauthorized, addr, err)
+	case errors.As(err, &rerr), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w %s: the server does not speak TLS (a master started without --tls-dir?); connect without --tls-ca: %v", ErrConnect, addr, err)
+	case isRemoteAlert(err):
+		return fmt.Errorf("%w: %s: the server refused this TLS connection: %v", ErrUnauthorized, addr, err)
+	}
+	return fmt.Errorf("%w %s: tls: %v", ErrConnect, addr, err)
+}
+
+// isRemoteAlert reports whether err is a TLS alert the peer sent (a refused certificate
+// arrives so in TLS 1.3: after the client's side of the handshake is done).
+func isRemoteAlert(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error"
+}
+
+// handshakeReadError explains a failure to read the server's answer to the hello.
+func handshakeReadError(conn net.Conn, typ byte, err error) error {
+	if _, ok := conn.(*tls.Conn); ok && isRemoteAlert(err) {
+		return fmt.Errorf("%w: the server refused this client's certificate: %v (was it issued by the cluster's CA, and is it still valid?)", ErrUnauthorized, err)
+	}
+	if _, ok := conn.(*tls.Conn); !ok && slices.Contains([]byte{0x15, tlsRecordHandshake}, typ) {
+		return fmt.Errorf("%w: the server speaks TLS: connect with --tls-ca FILE (the cluster's CA certificate)", ErrConnect)
+	}
+	return nil
+}
