@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"runbox/monitor"
 	"runbox/sandbox"
 	"runbox/sandbox/docker"
 	"runbox/scheduler"
@@ -122,6 +123,13 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 	}
 	scfg.MaxLimits = max
 	scfg.Logger = log
+	mcfg := monitor.DefaultConfig()
+	mcfg.Title, mcfg.Logger = cfg.Node, log
+	mon, err := monitor.New(mcfg, nil) // the scheduler is attached once it exists
+	if err != nil {
+		return err
+	}
+	scfg.Observer = mon
 	var journal scheduler.Journal = scheduler.NewMemJournal(10000)
 	if cfg.Data != "" {
 		bj, err := bolt.Open(bolt.DefaultConfig(cfg.Data))
@@ -168,7 +176,13 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 			ln.Close()
 			return fmt.Errorf("listen http %s: %w", cfg.HTTP, err)
 		}
-		hsrv = &http.Server{Handler: healthHandler(), ReadHeaderTimeout: 5 * time.Second}
+		mon.Attach(sched)
+		mctx, stopMon := context.WithCancel(ctx)
+		monDone := make(chan struct{})
+		go func() { defer close(monDone); mon.Run(mctx) }()
+		defer func() { stopMon(); <-monDone }()
+		hsrv = &http.Server{Handler: mon, ReadHeaderTimeout: 5 * time.Second}
+		hsrv.RegisterOnShutdown(stopMon) // the dashboards' event streams end with the server
 		go func() { errc <- hsrv.Serve(hln) }()
 	}
 	log.Info("master ready", "component", "master", "listen", ln.Addr().String(), "http", cfg.HTTP,
@@ -214,14 +228,6 @@ func reportLoad(ctx context.Context, sample func() scheduler.Load, report func(s
 		}
 	}()
 	return func() { cancel(); <-done }
-}
-
-func healthHandler() http.Handler {
-	mux := http.NewServeMux()
-	ok := func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") }
-	mux.HandleFunc("GET /healthz", ok)
-	mux.HandleFunc("GET /readyz", ok)
-	return mux
 }
 
 func keys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }
