@@ -303,7 +303,11 @@ func (b *bench) dial(ctx context.Context) ([]*transport.Client, error) {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			cfg := b.cfg.config()
+			cfg, err := b.cfg.config()
+			if err != nil {
+				errs[i] = err
+				return
+			}
 			cfg.Name = fmt.Sprintf("runbox-bench-%d", i+1)
 			cfg.Reconnect = 10 * time.Second
 			clients[i], errs[i] = transport.Dial(ctx, b.cfg.Server, cfg)

@@ -35,6 +35,7 @@ func commands() []command {
 		{"submit", "send programs to a server and print their results", runSubmit},
 		{"status", "show the cluster: nodes, load, running and queued jobs", runStatus},
 		{"bench", "drive load at a server: N clients x M jobs, throughput and latency", runBench},
+		{"certs", "make a secured cluster's CA, certificates and tokens", runCerts},
 	}
 }
 

@@ -39,6 +39,8 @@ type masterConfig struct {
 	DockerHost   string
 	ImageTag     string
 	LogLevel     string
+	TLSDir       string // security: see certs.go
+	Tokens       string
 }
 
 func (c *masterConfig) flags(fs *flag.FlagSet) {
@@ -55,6 +57,8 @@ func (c *masterConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DockerHost, "docker-host", "", "Docker engine address (default: $DOCKER_HOST or the local socket)")
 	fs.StringVar(&c.ImageTag, "image-tag", "latest", "tag of the runtime images (runbox/runtime-LANG:TAG)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.TLSDir, "tls-dir", "", "TLS directory from `runbox certs issue --role master`: TLS 1.3 for every connection, slaves need a slave certificate or join token (empty: plaintext)")
+	fs.StringVar(&c.Tokens, "tokens", "", "tokens file: clients need a bearer token, with its limits (see `runbox certs -h`; empty: no tokens)")
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
@@ -152,6 +156,9 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 	tcfg := transport.DefaultServerConfig()
 	tcfg.Node = cfg.Node
 	tcfg.Logger = log
+	if err := secureMaster(&tcfg, cfg.TLSDir, cfg.Tokens, log); err != nil {
+		return err
+	}
 	srv, err := transport.NewServer(tcfg, sched)
 	if err != nil {
 		return err

@@ -25,6 +25,8 @@ type slaveConfig struct {
 	DockerHost  string
 	ImageTag    string
 	LogLevel    string
+	TLSDir      string // security: see certs.go
+	TLSCA       string
 }
 
 func runSlave(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) int {
@@ -40,6 +42,8 @@ func runSlave(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	fs.StringVar(&cfg.DockerHost, "docker-host", "", "Docker engine address (default: $DOCKER_HOST or the local socket)")
 	fs.StringVar(&cfg.ImageTag, "image-tag", "latest", "tag of the runtime images (runbox/runtime-LANG:TAG)")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&cfg.TLSDir, "tls-dir", os.Getenv("RUNBOX_TLS_DIR"), "TLS directory from `runbox certs issue --role slave`: TLS to the master with this slave's certificate (default from $RUNBOX_TLS_DIR)")
+	fs.StringVar(&cfg.TLSCA, "tls-ca", os.Getenv("RUNBOX_TLS_CA"), "CA certificate of a TLS cluster, for a slave joining with a --token instead of a certificate (default from $RUNBOX_TLS_CA)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: runbox slave --master HOST:PORT [flags]\n\nRuns a slave: it dials the master (no inbound port needed), registers, reports its load\nevery second and runs the programs the master delegates to it in its own sandbox\ncontainers. It reconnects when the master goes away; on SIGTERM it finishes what it\nruns, then leaves.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -82,6 +86,11 @@ func serveSlave(ctx context.Context, cfg slaveConfig, log *slog.Logger, runner s
 	}
 	ccfg := transport.DefaultClientConfig()
 	ccfg.Token = cfg.Token
+	tlsCfg, err := slaveTLS(cfg.TLSDir, cfg.TLSCA)
+	if err != nil {
+		return err
+	}
+	ccfg.TLS = tlsCfg
 	sampler := psutil.New()
 	sl, err := transport.NewSlave(transport.SlaveConfig{
 		Master: cfg.Master, Node: cfg.Node, Capacity: cfg.MaxPrograms, Languages: langs,

@@ -26,7 +26,12 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	client, err := transport.Dial(ctx, cf.Server, cf.config())
+	ccfg, err := cf.config()
+	if err != nil {
+		fmt.Fprintf(stderr, "runbox status: %v\n", err)
+		return exitUsage
+	}
+	client, err := transport.Dial(ctx, cf.Server, ccfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "runbox status: %v\n", explain(err))
 		return exitCodeOf(err)

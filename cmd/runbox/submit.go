@@ -24,8 +24,9 @@ const defaultServer = "127.0.0.1:7700"
 
 // clientFlags are the connection flags shared by submit, status and bench.
 type clientFlags struct {
-	Server string
-	Token  string
+	Server                 string
+	Token                  string
+	TLSCA, TLSCert, TLSKey string
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
@@ -35,13 +36,19 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	}
 	fs.StringVar(&c.Server, "server", def, "server address HOST:PORT (default from $RUNBOX_SERVER)")
 	fs.StringVar(&c.Token, "token", os.Getenv("RUNBOX_TOKEN"), "bearer token for a secured cluster (default from $RUNBOX_TOKEN)")
+	fs.StringVar(&c.TLSCA, "tls-ca", os.Getenv("RUNBOX_TLS_CA"), "CA certificate of a TLS cluster: speak TLS and verify the master (default from $RUNBOX_TLS_CA)")
+	fs.StringVar(&c.TLSCert, "tls-cert", os.Getenv("RUNBOX_TLS_CERT"), "client certificate to present, with --tls-key (optional; default from $RUNBOX_TLS_CERT)")
+	fs.StringVar(&c.TLSKey, "tls-key", os.Getenv("RUNBOX_TLS_KEY"), "key of --tls-cert (default from $RUNBOX_TLS_KEY)")
 }
 
-func (c *clientFlags) config() transport.ClientConfig {
+// config returns the connection settings; the error is a bad TLS flag or file.
+func (c *clientFlags) config() (transport.ClientConfig, error) {
 	cfg := transport.DefaultClientConfig()
 	cfg.Token = c.Token
 	cfg.Name = "runbox-cli"
-	return cfg
+	t, err := clientTLS(c.TLSCA, c.TLSCert, c.TLSKey)
+	cfg.TLS = t
+	return cfg, err
 }
 
 // submitConfig is `runbox submit`'s flags.
@@ -146,7 +153,11 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		specs[i] = sandbox.Spec{Language: lang, Files: []sandbox.File{{Content: src}}, Stdin: stdinData, Limits: limits}
 	}
 
-	client, err := transport.Dial(ctx, cfg.Server, cfg.config())
+	ccfg, err := cfg.config()
+	if err != nil {
+		return fail("%v", err)
+	}
+	client, err := transport.Dial(ctx, cfg.Server, ccfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "runbox submit: %v\n", explain(err))
 		return exitCodeOf(err)
@@ -344,7 +355,7 @@ func explain(err error) string {
 	switch {
 	case errors.Is(err, scheduler.ErrBusy):
 		return fmt.Sprintf("server busy: %v", strings.TrimPrefix(err.Error(), "server busy: "))
-	case errors.Is(err, transport.ErrConnect):
+	case errors.Is(err, transport.ErrConnect) && !strings.Contains(err.Error(), "TLS"):
 		return fmt.Sprintf("%v (is a runbox master running there? start one with `make cluster` or `runbox master`)", err)
 	case errors.Is(err, context.Canceled):
 		return "interrupted"
