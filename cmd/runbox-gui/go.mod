@@ -5,6 +5,11 @@ go 1.26.8
 require runbox v0.0.0
 
 require (
+	github.com/docker/go-units v0.5.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
+)
+
+require (
 	fyne.io/fyne/v2 v2.7.1
 	fyne.io/systray v1.11.1-0.20250603113521-ca66a66d8b58 // indirect
 	github.com/BurntSushi/toml v1.5.0 // indirect
