@@ -203,6 +203,10 @@ func failureTitle(err error) string {
 		return "Cannot reach the server"
 	case errors.Is(err, transport.ErrUnauthorized):
 		return "Token refused"
+	case errors.Is(err, transport.ErrRateLimited):
+		return "Too many programs"
+	case errors.Is(err, transport.ErrQuota):
+		return "Quota used up"
 	case errors.Is(err, sandbox.ErrUnknownLanguage):
 		return "Unknown language"
 	case errors.Is(err, sandbox.ErrTooLarge):
@@ -234,6 +238,8 @@ func explain(err error, addr string) string {
 			"Check the server and port at the top (is `runbox master` running there?) and press Run again.", addr, msg)
 	case errors.Is(err, transport.ErrUnauthorized):
 		return fmt.Sprintf("The server %s refused the token: %s\nCheck the Token field and press Run again.", addr, msg)
+	case errors.Is(err, transport.ErrRateLimited), errors.Is(err, transport.ErrQuota):
+		return fmt.Sprintf("The server %s limits what this token may send: %s\nWait a little and press Run again.", addr, msg)
 	case errors.Is(err, sandbox.ErrUnavailable), errors.Is(err, scheduler.ErrShuttingDown):
 		return fmt.Sprintf("The server %s cannot run programs now: %s\nTry another server or try again later.", addr, msg)
 	}

@@ -266,6 +266,7 @@ func TestOtherRefusalsAreExplained(t *testing.T) {
 		{fmt.Errorf("%w: bad token", transport.ErrUnauthorized), "Token refused", "Check the Token field"},
 		{scheduler.ErrorOf("invalid_request", "invalid request: run time limit 90s is above the server maximum 60s"), "Request refused", "above the server maximum"},
 		{scheduler.ErrorOf("crashed_node", "node crashed while running the job"), "Node crashed", "node crashed"},
+		{fmt.Errorf("%w: 10 programs a minute", transport.ErrRateLimited), "Too many programs", "Wait a little"},
 		{errors.New("something odd"), "Error", "something odd"},
 	} {
 		t.Run(tc.title, func(t *testing.T) {
