@@ -13,6 +13,7 @@ import (
 
 	"runbox/scheduler"
 	dockerprov "runbox/scheduler/docker"
+	swarmprov "runbox/scheduler/swarm"
 )
 
 // autoscaleConfig is the master's autoscaling flags.
@@ -93,13 +94,24 @@ func startAutoscaler(ctx context.Context, cfg masterConfig, bound string, sched 
 	pcfg.Args = []string{"--image-tag", tag}
 	var prov scheduler.Provisioner
 	if a.Mode == "swarm" {
-		return nil, fmt.Errorf("--autoscale swarm is not wired in this build yet; use --autoscale docker")
+		// One Swarm service per slave, on any node of the swarm; --slave-network is "host"
+		// or an overlay network the master is on, --advertise what slaves dial there.
+		scfg := swarmprov.DefaultConfig()
+		scfg.Host, scfg.Cluster, scfg.Image, scfg.Network = pcfg.Host, pcfg.Cluster, pcfg.Image, pcfg.Network
+		scfg.Master, scfg.Capacity, scfg.Pool = pcfg.Master, pcfg.Capacity, pcfg.Pool
+		scfg.CPUs, scfg.Memory, scfg.DockerSocket, scfg.Args = pcfg.CPUs, pcfg.Memory, pcfg.DockerSocket, pcfg.Args
+		sp, err := swarmprov.New(ctx, scfg)
+		if err != nil {
+			return nil, err
+		}
+		prov = sp
+	} else {
+		dp, err := dockerprov.New(pcfg)
+		if err != nil {
+			return nil, err
+		}
+		prov = dp
 	}
-	dp, err := dockerprov.New(pcfg)
-	if err != nil {
-		return nil, err
-	}
-	prov = dp
 	policy := scheduler.DefaultScalePolicy()
 	policy.MinSlaves, policy.MaxSlaves, policy.SlaveCapacity = a.Min, a.Max, a.Capacity
 	policy.IdleAfter = a.IdleAfter

@@ -32,10 +32,13 @@ type slaveConfig struct {
 func runSlave(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) int {
 	fs := flag.NewFlagSet("runbox slave", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	host, _ := os.Hostname()
+	node := os.Getenv("RUNBOX_NODE") // set per task by a Swarm service: {{.Service.Name}}-{{.Task.Slot}}
+	if node == "" {
+		node, _ = os.Hostname()
+	}
 	var cfg slaveConfig
 	fs.StringVar(&cfg.Master, "master", os.Getenv("RUNBOX_MASTER"), "master address HOST:PORT (default from $RUNBOX_MASTER)")
-	fs.StringVar(&cfg.Node, "node", host, "this slave's name in the cluster (unique)")
+	fs.StringVar(&cfg.Node, "node", node, "this slave's name in the cluster, unique (default from $RUNBOX_NODE, else the hostname)")
 	fs.IntVar(&cfg.MaxPrograms, "max-programs", runtime.NumCPU(), "programs run at once on this slave")
 	fs.IntVar(&cfg.Pool, "pool", 2, "warm sandbox containers kept ready per language (0: none)")
 	fs.StringVar(&cfg.Token, "token", os.Getenv("RUNBOX_TOKEN"), "join token of a secured cluster (default from $RUNBOX_TOKEN)")
