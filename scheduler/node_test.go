@@ -350,3 +350,29 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 	b.ReportMetric(p(0.5), "p50-µs")
 	b.ReportMetric(p(0.99), "p99-µs")
 }
+
+// TestBrokenNodeIsNotRetried: a slave whose connection broke fails every dispatch at once;
+// the first failure takes it out, so the job runs elsewhere instead of burning its
+// attempts on the dead node.
+func TestBrokenNodeIsNotRetried(t *testing.T) {
+	t.Parallel()
+	local := newGate("master")
+	s, _ := New(func() Config { c := DefaultConfig(); c.MaxPrograms = 1; c.HeartbeatTimeout = time.Hour; return c }(), local, NewMemJournal(100))
+	defer s.Close()
+	lost := make(chan error, 1)
+	s.AddNode(NodeSpec{Name: "broken", Capacity: 4}, lostRunner{}, func(err error) { lost <- err })
+	first, _ := s.Submit(prog("first"), false) // takes the master's slot
+	<-local.started
+	second, _ := s.Submit(prog("second"), false) // goes to "broken", which fails at once
+	if err := <-lost; err == nil {
+		t.Fatal("the broken node was not declared lost")
+	}
+	local.release <- nil
+	<-local.started // second, on the master now
+	local.release <- nil
+	wait(t, first)
+	evs := wait(t, second)
+	if r := evs[len(evs)-1].Result; r == nil || r.Node != "master" || r.Attempts != 2 {
+		t.Errorf("second job: %+v", evs[len(evs)-1])
+	}
+}

@@ -359,9 +359,16 @@ func (s *Scheduler) complete(j *Job, n *node, lease int, res sandbox.Result, err
 		s.mu.Unlock()
 		return // shutting down: the journal still has the job as pending
 	case errors.Is(err, ErrNodeLost):
+		// The node's connection broke: take it out now, before the job (or any other) is
+		// placed on it again and fails at once, burning its attempts.
+		lost := func() {}
+		if !n.gone && n != s.local {
+			lost = s.loseLocked(n, err)
+		}
 		s.requeueLocked(j, fmt.Sprintf("node %s lost: %v", n.Name, err))
 		s.dispatchLocked()
-		s.mu.Unlock()
+		s.unlockAndNotify()
+		lost()
 		return
 	}
 	s.mu.Unlock()
