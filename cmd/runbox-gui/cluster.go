@@ -12,6 +12,7 @@ import (
 	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
+	"runbox/sandbox"
 	"runbox/scheduler"
 )
 
@@ -47,9 +48,9 @@ func newClusterView(u *UI) *clusterView {
 		func() fyne.CanvasObject {
 			name := widget.NewLabel("")
 			name.TextStyle.Bold = true
-			role := widget.NewLabel("")
-			bar := widget.NewProgressBar()
-			return container.NewGridWithColumns(3, name, role, bar)
+			name.Truncation = fyne.TextTruncateEllipsis
+			return container.NewGridWithColumns(5, name, widget.NewLabel(""),
+				widget.NewProgressBar(), widget.NewProgressBar(), widget.NewProgressBar())
 		},
 		func(id widget.ListItemID, o fyne.CanvasObject) {
 			if id >= len(c.nodes) {
@@ -57,12 +58,20 @@ func newClusterView(u *UI) *clusterView {
 			}
 			n := c.nodes[id]
 			cells := o.(*fyne.Container).Objects
-			cells[0].(*widget.Label).SetText(n.Name)
+			name := n.Name
+			if n.State != "" && n.State != scheduler.NodeReady {
+				name += " (" + n.State + ")"
+			}
+			cells[0].(*widget.Label).SetText(name)
 			cells[1].(*widget.Label).SetText(n.Role)
-			bar := cells[2].(*widget.ProgressBar)
-			bar.Max = float64(max(n.Capacity, 1))
-			bar.TextFormatter = func() string { return fmt.Sprintf("%d / %d programs", n.Running, n.Capacity) }
-			bar.SetValue(float64(n.Running))
+			setBar(cells[2].(*widget.ProgressBar), float64(n.Running), float64(max(n.Capacity, 1)),
+				fmt.Sprintf("%d / %d programs", n.Running, n.Capacity))
+			setBar(cells[3].(*widget.ProgressBar), n.Load.CPU, 100, fmt.Sprintf("%.0f %%", n.Load.CPU))
+			mem := "unknown"
+			if n.Load.MemTotal > 0 {
+				mem = sandbox.FormatSize(int64(n.Load.MemUsed)) + " / " + sandbox.FormatSize(int64(n.Load.MemTotal))
+			}
+			setBar(cells[4].(*widget.ProgressBar), float64(n.Load.MemUsed), float64(max(n.Load.MemTotal, 1)), mem)
 		})
 	c.jobTbl = widget.NewList(
 		func() int { return len(c.jobs) },
@@ -93,7 +102,7 @@ func newClusterView(u *UI) *clusterView {
 	bold := func(s string) *widget.Label {
 		return widget.NewLabelWithStyle(s, fyne.TextAlignLeading, fyne.TextStyle{Bold: true})
 	}
-	nodeHead := container.NewGridWithColumns(3, bold("Node"), bold("Role"), bold("Load (programs running / slots)"))
+	nodeHead := container.NewGridWithColumns(5, bold("Node"), bold("Role"), bold("Programs running / slots"), bold("CPU"), bold("Memory"))
 	jobHead := container.NewGridWithColumns(4, bold("Job"), bold("Language"), bold("State"), bold("Node"))
 	top := container.NewVBox(container.NewBorder(nil, nil, nil, refresh, c.header), c.problem, c.summary)
 	lists := container.NewVSplit(
@@ -101,6 +110,13 @@ func newClusterView(u *UI) *clusterView {
 		container.NewBorder(container.NewVBox(widget.NewSeparator(), jobHead), nil, nil, nil, c.jobTbl))
 	c.content = container.NewBorder(top, nil, nil, nil, lists)
 	return c
+}
+
+// setBar shows value out of max with text on the bar.
+func setBar(b *widget.ProgressBar, value, max float64, text string) {
+	b.Max = max
+	b.TextFormatter = func() string { return text }
+	b.SetValue(min(value, max))
 }
 
 // refresh asks the server in the fields for its status, unless a request is on its way.

@@ -546,7 +546,10 @@ func TestHugeOutputShowsItsTail(t *testing.T) {
 func TestClusterTabShowsNodesLive(t *testing.T) {
 	fs := newFakeServers()
 	fs.setSnapshot(scheduler.Snapshot{
-		Nodes:   []scheduler.NodeInfo{{Name: "slave-1", Role: "slave", Capacity: 2, Running: 1}, {Name: "master", Role: "master", Capacity: 1, Running: 1}},
+		Nodes: []scheduler.NodeInfo{
+			{Name: "slave-1", Role: "slave", State: scheduler.NodeDraining, Capacity: 2, Running: 1, Load: scheduler.Load{CPU: 37.4, MemUsed: 512 << 20, MemTotal: 2 << 30}},
+			{Name: "master", Role: "master", State: scheduler.NodeReady, Capacity: 1, Running: 1},
+		},
 		Running: []scheduler.Info{{ID: "j1", Language: "python", State: scheduler.StateRunning, Node: "master"}, {ID: "j2", Language: "c", State: scheduler.StateRunning, Node: "slave-1"}},
 		Queued:  []scheduler.Info{{ID: "j3", Language: "cpp", State: scheduler.StateQueued}},
 		Totals:  scheduler.Totals{Accepted: 7, Rejected: 2, Finished: 4},
@@ -568,14 +571,18 @@ func TestClusterTabShowsNodesLive(t *testing.T) {
 			t.Errorf("summary %q lacks %q", c.summary.Text, want)
 		}
 	}
-	var bars []string
+	var cells []string
 	for _, o := range test.LaidOutObjects(c.nodeTbl) {
-		if b, ok := o.(*widget.ProgressBar); ok && b.Visible() {
-			bars = append(bars, b.TextFormatter())
+		switch o := o.(type) {
+		case *widget.ProgressBar:
+			cells = append(cells, o.TextFormatter())
+		case *widget.Label:
+			cells = append(cells, o.Text)
 		}
 	}
-	if strings.Join(bars, ", ") != "1 / 1 programs, 1 / 2 programs" {
-		t.Fatalf("load bars %q", bars)
+	want := "master, master, 1 / 1 programs, 0 %, unknown, slave-1 (draining), slave, 1 / 2 programs, 37 %, 512MiB / 2GiB"
+	if got := strings.Join(cells, ", "); got != want {
+		t.Fatalf("node rows show\n%s\nwant\n%s", got, want)
 	}
 
 	// Live: the next tick shows the new load.
