@@ -38,6 +38,7 @@ type masterConfig struct {
 	Pool         int
 	DockerHost   string
 	ImageTag     string
+	Runtime      string
 	LogLevel     string
 	TLSDir       string // security: see certs.go
 	Tokens       string
@@ -45,7 +46,7 @@ type masterConfig struct {
 
 func (c *masterConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", ":7700", "cluster protocol address (clients and slaves)")
-	fs.StringVar(&c.HTTP, "http", ":7780", "HTTP address for /healthz and /readyz (empty: off)")
+	fs.StringVar(&c.HTTP, "http", ":7780", "HTTP address of the dashboard, /metrics, /api/status, /healthz and /readyz (empty: off)")
 	fs.StringVar(&c.Node, "node", "master", "this node's name, shown in results and status")
 	fs.IntVar(&c.MaxPrograms, "max-programs", runtime.NumCPU(), "programs run at once on this machine's sandbox")
 	fs.Float64Var(&c.CPUThreshold, "cpu-threshold", 80, "CPU percentage past which new programs go to slaves even with free slots (0: off)")
@@ -56,6 +57,7 @@ func (c *masterConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Pool, "pool", 2, "warm sandbox containers kept ready per language (0: none)")
 	fs.StringVar(&c.DockerHost, "docker-host", "", "Docker engine address (default: $DOCKER_HOST or the local socket)")
 	fs.StringVar(&c.ImageTag, "image-tag", "latest", "tag of the runtime images (runbox/runtime-LANG:TAG)")
+	fs.StringVar(&c.Runtime, "runtime", "", "OCI runtime of the sandbox containers, e.g. runsc for gVisor when installed (default: the engine's)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.TLSDir, "tls-dir", "", "TLS directory from `runbox certs issue --role master`: TLS 1.3 for every connection, slaves need a slave certificate or join token (empty: plaintext)")
 	fs.StringVar(&c.Tokens, "tokens", "", "tokens file: clients need a bearer token, with its limits (see `runbox certs -h`; empty: no tokens)")
@@ -102,19 +104,13 @@ func runMaster(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner sandbox.Runner, ready func(addr string)) error {
 	max := sandbox.MaxLimits()
 	if runner == nil {
-		dcfg := docker.DefaultConfig()
-		dcfg.Host = cfg.DockerHost
-		dcfg.Owner = "runbox-" + cfg.Node
-		dcfg.PoolSize = cfg.Pool
-		dcfg.ImageTag = cfg.ImageTag
-		dcfg.Logger = log
-		dr, err := docker.New(ctx, dcfg)
+		dr, err := newDockerRunner(ctx, cfg.Node, cfg.Pool, cfg.DockerHost, cfg.ImageTag, cfg.Runtime, log)
 		if err != nil {
 			return err
 		}
 		defer dr.Close()
 		log.Info("sandbox ready", "component", "master", "languages", strings.Join(keys(dr.Images()), ","))
-		runner, max = dr, dcfg.Max
+		runner, max = dr, docker.DefaultConfig().Max
 	}
 
 	scfg := scheduler.DefaultConfig()
@@ -214,6 +210,19 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 		serveErr = nil
 	}
 	return serveErr
+}
+
+// newDockerRunner is the Docker sandbox of a master or slave named node: its containers
+// are labelled with owner runbox-NODE, so that each node reaps only its own leftovers.
+func newDockerRunner(ctx context.Context, node string, pool int, host, tag, runtime string, log *slog.Logger) (*docker.Runner, error) {
+	dcfg := docker.DefaultConfig()
+	dcfg.Runtime = runtime
+	dcfg.Host = host
+	dcfg.Owner = "runbox-" + node
+	dcfg.PoolSize = pool
+	dcfg.ImageTag = tag
+	dcfg.Logger = log
+	return docker.New(ctx, dcfg)
 }
 
 // reportLoad samples the load every second until ctx ends or the returned stop is

@@ -10,7 +10,6 @@ import (
 	"runtime"
 
 	"runbox/sandbox"
-	"runbox/sandbox/docker"
 	"runbox/scheduler/psutil"
 	"runbox/transport"
 )
@@ -24,6 +23,7 @@ type slaveConfig struct {
 	Token       string
 	DockerHost  string
 	ImageTag    string
+	Runtime     string
 	LogLevel    string
 	TLSDir      string // security: see certs.go
 	TLSCA       string
@@ -44,6 +44,7 @@ func runSlave(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	fs.StringVar(&cfg.Token, "token", os.Getenv("RUNBOX_TOKEN"), "join token of a secured cluster (default from $RUNBOX_TOKEN)")
 	fs.StringVar(&cfg.DockerHost, "docker-host", "", "Docker engine address (default: $DOCKER_HOST or the local socket)")
 	fs.StringVar(&cfg.ImageTag, "image-tag", "latest", "tag of the runtime images (runbox/runtime-LANG:TAG)")
+	fs.StringVar(&cfg.Runtime, "runtime", "", "OCI runtime of the sandbox containers, e.g. runsc for gVisor when installed (default: the engine's)")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.TLSDir, "tls-dir", os.Getenv("RUNBOX_TLS_DIR"), "TLS directory from `runbox certs issue --role slave`: TLS to the master with this slave's certificate (default from $RUNBOX_TLS_DIR)")
 	fs.StringVar(&cfg.TLSCA, "tls-ca", os.Getenv("RUNBOX_TLS_CA"), "CA certificate of a TLS cluster, for a slave joining with a --token instead of a certificate (default from $RUNBOX_TLS_CA)")
@@ -74,13 +75,7 @@ func runSlave(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 func serveSlave(ctx context.Context, cfg slaveConfig, log *slog.Logger, runner sandbox.Runner) error {
 	langs := map[string]string{}
 	if runner == nil {
-		dcfg := docker.DefaultConfig()
-		dcfg.Host = cfg.DockerHost
-		dcfg.Owner = "runbox-" + cfg.Node
-		dcfg.PoolSize = cfg.Pool
-		dcfg.ImageTag = cfg.ImageTag
-		dcfg.Logger = log
-		dr, err := docker.New(ctx, dcfg)
+		dr, err := newDockerRunner(ctx, cfg.Node, cfg.Pool, cfg.DockerHost, cfg.ImageTag, cfg.Runtime, log)
 		if err != nil {
 			return err
 		}
