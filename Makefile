@@ -20,7 +20,7 @@ INIT_FLAGS := -buildvcs=false -ldflags='-s -w -buildid='
 IMAGE_INPUTS := images/build.sh images/base/build.sh images/base/packages.txt \
 	images/base/Dockerfile $(wildcard images/runtime/*/Dockerfile)
 
-.PHONY: help images build test test-short bench cluster cluster-down fmt vet clean clean-images
+.PHONY: help images build gui test test-gui test-short bench cluster cluster-down fmt vet clean clean-images
 
 help: ## list the targets
 	@echo 'usage: make TARGET'
@@ -39,8 +39,17 @@ build: ## build bin/runbox and bin/runbox-init (static, CGO_ENABLED=0)
 # with CGO_ENABLED=1 and a C compiler (.ci/run installs gcc); the shipped
 # binaries stay CGO_ENABLED=0. The Docker tests need the images, and in CI
 # they must run, not skip: hence the images prerequisite.
-test: images ## build the images, then run every test with -race (needs Docker)
+test: images ## build the images, then run every test with -race (needs Docker and the GUI's -dev packages)
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 45m ./...
+	$(MAKE) test-gui
+
+# The GUI is its own module (cgo, OpenGL, X11): see docs/install.md for its Debian
+# packages. Its tests are headless (fyne.io/fyne/v2/test) and need no display.
+test-gui: ## run the desktop client's headless tests with -race
+	cd cmd/runbox-gui && $(GO) mod tidy -diff && CGO_ENABLED=1 $(GO) vet ./... && CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
+
+gui: ## build bin/runbox-gui, the Fyne desktop client (cgo; the first build takes minutes)
+	cd cmd/runbox-gui && CGO_ENABLED=1 $(GO) build -o ../../bin/runbox-gui .
 
 test-short: ## run the tests that need no Docker daemon (go test -short)
 	$(GO) test -short ./...
