@@ -39,7 +39,7 @@ func newTestRunner(t testing.TB, mod func(*Config)) *Runner {
 	}
 	cfg.Owner += "-" + randomHex(3)
 	cfg.PoolSize = 1
-	if tag := os.Getenv("RUNBOX_IMAGE_TAG"); tag != "" {
+	if tag := testImageTag(); tag != "" {
 		cfg.ImageTag = tag
 	}
 	if os.Getenv("RUNBOX_TEST_LOG") != "" {
@@ -62,6 +62,10 @@ func newTestRunner(t testing.TB, mod func(*Config)) *Runner {
 	})
 	return r
 }
+
+// testImageTag is the runtime images' tag the tests use instead of "latest", from
+// RUNBOX_IMAGE_TAG.
+func testImageTag() string { return os.Getenv("RUNBOX_IMAGE_TAG") }
 
 func countContainers(t testing.TB, owner string) int {
 	t.Helper()

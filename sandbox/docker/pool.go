@@ -2,6 +2,7 @@ package docker
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 )
 
@@ -12,6 +13,7 @@ type pool struct {
 	rt     *runtime
 	limits boxLimits
 	ready  chan *box
+	idleN  atomic.Int64 // started boxes waiting for a program: in ready or held by the filler
 }
 
 func newPool(r *Runner, rt *runtime, size int) *pool {
@@ -19,12 +21,16 @@ func newPool(r *Runner, rt *runtime, size int) *pool {
 	return &pool{r: r, rt: rt, limits: boxLimitsOf(r.cfg.Defaults), ready: make(chan *box, size-1)}
 }
 
+// idle is how many started boxes wait for a program (at most the pool size).
+func (p *pool) idle() int { return int(p.idleN.Load()) }
+
 // get returns a waiting box, or nil when none is ready (the caller starts its own).
 // Boxes older than PoolMaxAge are retired on the way.
 func (p *pool) get() *box {
 	for {
 		select {
 		case b := <-p.ready:
+			p.idleN.Add(-1)
 			if time.Since(b.started) > p.r.cfg.PoolMaxAge {
 				p.r.remove(b)
 				continue
@@ -58,13 +64,16 @@ func (p *pool) fill(ctx context.Context) {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		p.idleN.Add(1)
 		retire := time.NewTimer(p.r.cfg.PoolMaxAge)
 		select {
 		case p.ready <- b:
 			retire.Stop()
 		case <-retire.C:
+			p.idleN.Add(-1)
 			p.r.remove(b) // waited too long: start a fresh one
 		case <-ctx.Done():
+			p.idleN.Add(-1)
 			retire.Stop()
 			p.r.remove(b)
 			return
@@ -77,6 +86,7 @@ func (p *pool) drain() {
 	for {
 		select {
 		case b := <-p.ready:
+			p.idleN.Add(-1)
 			p.r.remove(b)
 		default:
 			return
