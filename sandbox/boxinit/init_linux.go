@@ -69,6 +69,7 @@ func Harden() error {
 	}
 	// Nobody reads the channel: the signal package drops what does not fit.
 	signal.Notify(make(chan os.Signal, 1))
+	resetIgnoredSignals()
 	reserveThreads(ReservedPids)
 	lockText()
 	return nil
