@@ -209,6 +209,9 @@ func serviceSpec(cfg Config, name string) swarm.ServiceSpec {
 			LogDriver:     &swarm.Driver{Name: "json-file", Options: map[string]string{"max-size": "10m", "max-file": "2"}},
 		},
 		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: ptr(uint64(1))}},
+		// Slaves dial out and are never dialled: no virtual IP, so no IPVS load balancer
+		// (kernels without ip_vs cannot run one).
+		EndpointSpec: &swarm.EndpointSpec{Mode: swarm.ResolutionModeDNSRR},
 	}
 }
 

@@ -222,6 +222,8 @@ func TestServiceSpec(t *testing.T) {
 		t.Errorf("name %q", s.Name)
 	case s.Mode.Replicated == nil || *s.Mode.Replicated.Replicas != 1:
 		t.Errorf("mode %+v: want one replica", s.Mode)
+	case s.EndpointSpec == nil || s.EndpointSpec.Mode != swarm.ResolutionModeDNSRR || len(s.EndpointSpec.Ports) != 0:
+		t.Errorf("endpoint %+v: want DNS round robin, no ports", s.EndpointSpec)
 	case fmt.Sprint(s.Labels) != fmt.Sprint(labels) || fmt.Sprint(c.Labels) != fmt.Sprint(labels):
 		t.Errorf("labels %v / %v", s.Labels, c.Labels)
 	case c.Image != "runbox/server:latest" || !slices.Equal(c.Args, wantArgs) || len(c.Command) != 0:
