@@ -249,6 +249,17 @@ func TestObserver(t *testing.T) {
 	wait(t, j)
 	h, _ := s.AddNode(NodeSpec{Name: "s1", Capacity: 1}, &sandboxtest.Fake{}, nil)
 	h.Lost(errors.New("gone"))
+	// The observer hears of a job just after its client does.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		obs.mu.Lock()
+		n := len(obs.finished)
+		obs.mu.Unlock()
+		if n > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
 	if len(obs.finished) != 1 || obs.finished[0].Status != sandbox.StatusOK || obs.rejected != 1 {
