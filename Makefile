@@ -63,6 +63,10 @@ cluster: images ## start a one-machine cluster: the master in a container, slave
 cluster-down: ## stop and remove the cluster, slaves and sandboxes included (PURGE=1: its journal too)
 	deploy/cluster.sh down
 
+.PHONY: demo
+demo: build gui ## record the demo video docs/demo.webm and docs/images/demo.gif (needs Xvfb, ffmpeg, xterm, xdotool, chromium)
+	demo/demo.sh
+
 fmt: ## gofmt every Go file
 	$(GO) fmt ./...
 
