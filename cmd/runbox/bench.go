@@ -207,7 +207,9 @@ type latencyMS struct {
 func (b *bench) run(ctx context.Context, stdout io.Writer) int {
 	var plain *docker.Plain
 	if b.cfg.Baseline { // before the load, so that a missing engine fails at once
-		p, err := docker.NewPlain(ctx, b.dockerConfig())
+		pcfg := b.dockerConfig()
+		pcfg.Languages = []string{b.spec.Language}
+		p, err := docker.NewPlain(ctx, pcfg)
 		if err != nil {
 			fmt.Fprintf(b.stderr, "runbox bench: --baseline needs the local Docker engine: %v\n", err)
 			return exitUnavailable
@@ -219,7 +221,7 @@ func (b *bench) run(ctx context.Context, stdout io.Writer) int {
 	var runners []sandbox.Runner
 	var target string
 	if b.cfg.Direct {
-		dcfg := b.dockerConfig()
+		dcfg := b.dockerConfig() // every language, as the master: their pools share the engine
 		dcfg.PoolSize = b.cfg.Pool
 		r, err := docker.New(ctx, dcfg)
 		if err != nil {
@@ -287,7 +289,6 @@ func (b *bench) dockerConfig() docker.Config {
 	cfg.Host = b.cfg.DockerHost
 	cfg.ImageTag = b.cfg.ImageTag
 	cfg.Owner = fmt.Sprintf("runbox-bench-%d", os.Getpid()) // its own: the reaper leaves the master's alone
-	cfg.Languages = []string{b.spec.Language}
 	return cfg
 }
 
