@@ -104,6 +104,18 @@ status() {
 	bin/runbox status --server "$server" 2>&1 | awk '/^RECENT/ { exit } { print }' >>"$term" || true
 }
 
+# thin copies its input line by line as it comes (mawk would buffer it), keeping one
+# bench progress line in three.
+thin() {
+	local line n=0 re='^runbox bench: [0-9]+/[0-9]+ jobs'
+	while IFS= read -r line; do
+		if [[ $line =~ $re ]]; then
+			((n++ % 3 == 0)) || continue
+		fi
+		printf '%s\n' "$line"
+	done
+}
+
 # spawn CMD...: starts CMD in its own process group (setsid), remembered for the trap.
 spawn() {
 	setsid "$@" >>"$work/windows.log" 2>&1 &
@@ -157,7 +169,7 @@ show deploy/cluster.sh up || die "the cluster did not start (see $term)"
 sleep 1
 
 say "2. The dashboard: $dash"
-spawn chromium --no-sandbox --disable-gpu --no-first-run --no-default-browser-check \
+spawn chromium --no-sandbox --test-type --disable-gpu --no-first-run --no-default-browser-check \
 	--disable-dev-shm-usage --user-data-dir="$work/chromium" \
 	--force-device-scale-factor=0.7 --window-position=560,430 --window-size=720,370 --app="$dash"
 place "${pids[-1]}" 560 430 720 370
@@ -179,7 +191,7 @@ status
 # The progress line comes every 2 s; the terminal shows one in three.
 printf '\033[1;32m$\033[0m %s\n' "bin/runbox bench --server $server --clients 10 --jobs 6 --program examples/primes.py" >>"$term"
 bin/runbox bench --server "$server" --clients 10 --jobs 6 --program examples/primes.py 2>&1 |
-	awk '!/^runbox bench: [0-9]+\/[0-9]+ jobs/ || ++n % 3 == 1 { print; fflush() }' >>"$term" || true
+	thin >>"$term" || true
 status
 
 say "5. Idle again: the slaves retire after $RUNBOX_SLAVE_IDLE without work"
