@@ -23,6 +23,11 @@ type Language struct {
 	Compile []string
 	// Run is the command that runs the program.
 	Run []string
+	// Warm, when set, is a command a pooled container runs while it waits for its program:
+	// it loads the toolchain's files into the container's file cache (each container's
+	// root filesystem is a mount of its own, cold at start), and is killed when the
+	// program arrives. Its output and exit status are ignored.
+	Warm []string
 }
 
 // Compiled reports whether the language has a compile phase.
@@ -38,7 +43,8 @@ func languages() []Language {
 			Image:      "runbox/runtime-python",
 			Source:     "main.py",
 			// -u: unbuffered, so output and input() prompts stream live; -B: no .pyc files.
-			Run: []string{"python3", "-u", "-B", "main.py"},
+			Run:  []string{"python3", "-u", "-B", "main.py"},
+			Warm: []string{"python3", "-u", "-B", "-c", "pass"},
 		},
 		{
 			Name:       "c",
@@ -48,6 +54,9 @@ func languages() []Language {
 			Source:     "main.c",
 			Compile:    []string{"gcc", "-std=gnu17", "-O2", "-pipe", "-Wall", "-o", "main", "main.c", "-lm"},
 			Run:        []string{"./main"},
+			// An empty file with <stdio.h>: compiler, assembler, linker, headers, libc.
+			// (The link fails for want of main; it has loaded what it needs by then.)
+			Warm: []string{"gcc", "-std=gnu17", "-O2", "-pipe", "-Wall", "-include", "stdio.h", "-x", "c", "/dev/null", "-o", "warm", "-lm"},
 		},
 		{
 			Name:       "cpp",
@@ -57,6 +66,7 @@ func languages() []Language {
 			Source:     "main.cpp",
 			Compile:    []string{"g++", "-std=gnu++17", "-O2", "-pipe", "-Wall", "-o", "main", "main.cpp"},
 			Run:        []string{"./main"},
+			Warm:       []string{"g++", "-std=gnu++17", "-O2", "-pipe", "-Wall", "-include", "iostream", "-x", "c++", "/dev/null", "-o", "warm"},
 		},
 	}
 }

@@ -6,6 +6,7 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 func main() {
 	idle := flag.Duration("idle", 10*time.Minute, "exit when no request arrives within this time (a pooled container left behind by a crashed server goes away by itself)")
+	warmJSON := flag.String("warm", "", "a command, as a JSON array, to run while waiting for the request (loads the toolchain into the file cache); killed when the request arrives")
 	flag.Parse()
 
 	if err := boxinit.Harden(); err != nil {
@@ -23,6 +25,12 @@ func main() {
 		os.Exit(2)
 	}
 	cfg := boxinit.DefaultConfig()
+	if *warmJSON != "" {
+		if err := json.Unmarshal([]byte(*warmJSON), &cfg.Warm); err != nil {
+			fmt.Fprintln(os.Stderr, "runbox-init: --warm:", err)
+			os.Exit(2)
+		}
+	}
 	if *idle > 0 {
 		t := time.AfterFunc(*idle, func() { os.Exit(0) })
 		cfg.OnRequest = func() { t.Stop() }

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,12 @@ type Config struct {
 	CgroupRoot string
 	// OnRequest, when set, is called once the request frame has arrived (to stop an idle timer).
 	OnRequest func()
+	// Warm, when set, is run while Serve waits for the request (see sandbox.Language.Warm),
+	// in a scratch subdirectory of Dir, and killed, with all it started, when the request
+	// arrives; the subdirectory is then removed. It starts WarmDelay after Serve: a
+	// container whose program comes at once (a busy pool) does not pay for it.
+	Warm      []string
+	WarmDelay time.Duration
 }
 
 // DefaultConfig is the configuration inside a sandbox container.
@@ -44,6 +51,7 @@ func DefaultConfig() Config {
 			"PYTHONDONTWRITEBYTECODE=1",
 		},
 		CgroupRoot: "/sys/fs/cgroup",
+		WarmDelay:  200 * time.Millisecond,
 	}
 }
 
@@ -174,7 +182,9 @@ func threadCount() int {
 // Serve reads one Request from in, runs it and writes frames to out, ending with a Result
 // frame. It returns an error only when the protocol itself failed (no Result was written).
 func Serve(in io.Reader, out io.Writer, cfg Config) error {
+	stopWarm := warm(cfg)
 	typ, payload, err := ReadFrame(in, MaxFrame)
+	stopWarm()
 	if err != nil {
 		return fmt.Errorf("read request: %w", err)
 	}
@@ -195,6 +205,73 @@ func Serve(in io.Reader, out io.Writer, cfg Config) error {
 		return err
 	}
 	return s.send(FrameResult, b)
+}
+
+// warmDir is the warm-up's working and temporary directory, under Config.Dir.
+const warmDir = ".runbox-warm"
+
+// warm starts cfg.Warm, if any, after cfg.WarmDelay, and returns the function that ends
+// it: it kills the warm-up's process group, reaps it and removes its directory, so that
+// the program finds nothing of it. Failures are ignored: the warm-up only saves time.
+func warm(cfg Config) (stop func()) {
+	if len(cfg.Warm) == 0 {
+		return func() {}
+	}
+	dir := filepath.Join(cfg.Dir, warmDir)
+	var (
+		mu      sync.Mutex
+		stopped bool
+		pid     int
+	)
+	timer := time.AfterFunc(cfg.WarmDelay, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			pid = startWarm(cfg, dir)
+		}
+	})
+	return func() {
+		timer.Stop()
+		mu.Lock()
+		stopped = true
+		p := pid
+		mu.Unlock()
+		if p > 0 {
+			syscall.Kill(-p, syscall.SIGKILL)
+			for {
+				// Everything of the group: the warm-up and its children (the compiler's).
+				if _, err := syscall.Wait4(-p, nil, 0, nil); err != nil && err != syscall.EINTR {
+					break
+				}
+			}
+		}
+		os.RemoveAll(dir)
+	}
+}
+
+// startWarm starts the warm-up in its own process group and returns its pid, 0 if it
+// could not.
+func startWarm(cfg Config, dir string) int {
+	path, err := lookPath(cfg.Warm[0], cfg)
+	if err != nil || os.Mkdir(dir, 0o700) != nil {
+		return 0
+	}
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return 0
+	}
+	defer devnull.Close()
+	env := append(slices.Clone(cfg.Env), "TMPDIR="+dir) // the later TMPDIR wins
+	pid, err := syscall.ForkExec(path, cfg.Warm, &syscall.ProcAttr{
+		Dir:   dir,
+		Env:   env,
+		Files: []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd()},
+		Sys:   &syscall.SysProcAttr{Setpgid: true},
+	})
+	if err != nil {
+		return 0
+	}
+	return pid
 }
 
 type server struct {

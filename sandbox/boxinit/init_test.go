@@ -428,3 +428,63 @@ func hardenChild() {
 	}
 	os.Exit(0)
 }
+
+func TestServeWarmsUpUntilTheRequest(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Dir = dir
+	cfg.CgroupRoot = t.TempDir()
+	// The warm-up leaves a mark, writes a temporary file and would go on for a while.
+	cfg.Warm = sh(`touch ../warm-ran; echo x > "$TMPDIR/tmpfile"; exec sleep 31.4159`)
+	cfg.WarmDelay = 0
+	inR, inW := io.Pipe()
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- Serve(inR, &out, cfg) }()
+	time.Sleep(300 * time.Millisecond)
+	b, _ := json.Marshal(Request{Run: sh("ls -A; echo end"), RunTime: 5 * time.Second, Output: 1 << 10})
+	WriteFrame(inW, FrameRequest, b)
+	WriteFrame(inW, FrameStdinEOF, nil)
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	inW.Close()
+	var stdout bytes.Buffer
+	for {
+		typ, p, err := ReadFrame(&out, MaxFrame)
+		if err != nil {
+			break
+		}
+		if typ == FrameStdout {
+			stdout.Write(p)
+		}
+	}
+	// The program saw nothing of the warm-up but its mark; the warm-up's process is gone.
+	if got := stdout.String(); got != "warm-ran\nend\n" {
+		t.Errorf("the program's directory held %q, want only the warm-up's mark", got)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte("31.4159")) {
+			t.Errorf("the warm-up outlived the request: %s %q", p, b)
+		}
+	}
+}
+
+func TestServeSkipsTheWarmUpForAnEarlyRequest(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Dir = t.TempDir()
+	cfg.CgroupRoot = t.TempDir()
+	cfg.Warm = sh("touch ../warm-ran")
+	cfg.WarmDelay = time.Hour
+	var in, out bytes.Buffer
+	b, _ := json.Marshal(Request{Run: sh("ls -A"), RunTime: 5 * time.Second, Output: 1 << 10})
+	WriteFrame(&in, FrameRequest, b)
+	WriteFrame(&in, FrameStdinEOF, nil)
+	if err := Serve(&in, &out, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Dir, "warm-ran")); err == nil {
+		t.Error("the warm-up ran although the request came first")
+	}
+}

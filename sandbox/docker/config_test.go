@@ -17,7 +17,7 @@ func TestContainerConfigHardening(t *testing.T) {
 	t.Parallel()
 	lang, _ := sandbox.Lookup("python")
 	lim := boxLimits{CPUs: 0.5, Memory: 128 << 20, Pids: 32, Disk: 16 << 20, OpenFiles: 50, FileSize: 4 << 20}
-	cfg, host := containerConfig("runbox/runtime-python:latest", lang, lim, "owner1", "", 11*time.Minute)
+	cfg, host := containerConfig("runbox/runtime-python:latest", lang, lim, "owner1", "", 11*time.Minute, false)
 
 	if cfg.User != "65534:65534" {
 		t.Errorf("User = %q, want the unprivileged 65534:65534", cfg.User)
@@ -82,6 +82,16 @@ func TestContainerConfigHardening(t *testing.T) {
 	}
 	if host.AutoRemove {
 		t.Error("AutoRemove would lose the OOM state the runner inspects")
+	}
+}
+
+func TestInitArgsWarm(t *testing.T) {
+	t.Parallel()
+	lang, _ := sandbox.Lookup("python")
+	cfg, _ := containerConfig("img", lang, boxLimits{CPUs: 1, Memory: 64 << 20, Pids: 8, Disk: 1 << 20, OpenFiles: 16, FileSize: 1 << 20}, "o", "", time.Minute, true)
+	want := []string{"--idle", "1m0s", "--warm", `["python3","-u","-B","-c","pass"]`}
+	if !reflect.DeepEqual([]string(cfg.Cmd), want) {
+		t.Errorf("Cmd = %q, want %q", cfg.Cmd, want)
 	}
 }
 

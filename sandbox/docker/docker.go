@@ -232,9 +232,10 @@ type box struct {
 }
 
 // startBox creates, attaches and starts a container. On error nothing is left behind.
-func (r *Runner) startBox(ctx context.Context, rt *runtime, lim boxLimits) (*box, error) {
+// Pooled boxes (warm) run the language's warm-up while they wait.
+func (r *Runner) startBox(ctx context.Context, rt *runtime, lim boxLimits, warm bool) (*box, error) {
 	idle := 2*r.cfg.PoolMaxAge + time.Minute
-	cfg, host := containerConfig(rt.image, rt.lang, lim, r.cfg.Owner, r.cfg.Runtime, idle)
+	cfg, host := containerConfig(rt.image, rt.lang, lim, r.cfg.Owner, r.cfg.Runtime, idle, warm)
 	name := fmt.Sprintf("runbox-%s-%s-%s", r.cfg.Owner, rt.lang.Name, randomHex(6))
 	id, err := r.create(ctx, cfg, host, name)
 	if err != nil {
@@ -366,7 +367,7 @@ func (r *Runner) acquire(ctx context.Context, rt *runtime, lim boxLimits) (*box,
 			return b, nil
 		}
 	}
-	return r.startBox(ctx, rt, lim)
+	return r.startBox(ctx, rt, lim, false)
 }
 
 // runIn sends the program to the box's runbox-init and collects the answer.

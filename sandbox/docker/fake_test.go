@@ -115,7 +115,7 @@ func TestCreateAfterCancelIsRemoved(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errC := make(chan error, 1)
 	go func() {
-		_, err := r.startBox(ctx, r.langs["python"], boxLimitsOf(cfg.Defaults))
+		_, err := r.startBox(ctx, r.langs["python"], boxLimitsOf(cfg.Defaults), false)
 		errC <- err
 	}()
 	time.Sleep(20 * time.Millisecond)

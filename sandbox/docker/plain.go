@@ -72,7 +72,7 @@ func (p *Plain) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Str
 	defer stop()
 	lim := spec.Limits.WithDefaults(r.cfg.Defaults)
 
-	b, err := r.startBox(ctx, rt, boxLimitsOf(lim)) // create, attach, start
+	b, err := r.startBox(ctx, rt, boxLimitsOf(lim), false) // create, attach, start
 	if err != nil {
 		if ctx.Err() != nil {
 			return fail, ctx.Err()

@@ -47,7 +47,7 @@ func (p *pool) get() *box {
 func (p *pool) fill(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		b, err := p.r.startBox(ctx, p.rt, p.limits)
+		b, err := p.r.startBox(ctx, p.rt, p.limits, p.r.cfg.PoolWarm)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
