@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/binary"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -120,12 +121,20 @@ func (j *Job) append(e Event) {
 }
 
 // Events returns the events from index from on, waiting until there is at least one or
-// ctx ends. done reports that the returned events end with EventDone.
+// ctx ends. done reports that the returned events end with EventDone. The log is
+// append-only, so from must be between 0 and the number of events; from past the end of
+// a finished job's log returns its last event (EventDone) again, so that a watcher never
+// waits for what cannot come. A from out of range wraps sandbox.ErrInvalidRequest.
 func (j *Job) Events(ctx context.Context, from int) (events []Event, done bool, err error) {
 	for {
 		j.mu.Lock()
-		if from < 0 || from > len(j.events) {
-			from = len(j.events)
+		n := len(j.events)
+		if from < 0 || from > n {
+			j.mu.Unlock()
+			return nil, false, fmt.Errorf("%w: resume from event %d of job %s, which has %d", sandbox.ErrInvalidRequest, from, j.ID, n)
+		}
+		if from == n && n > 0 && j.events[n-1].Kind == EventDone {
+			from = n - 1
 		}
 		if from < len(j.events) {
 			events = j.events[from:len(j.events):len(j.events)]

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"golang.org/x/sync/semaphore"
 
 	"runbox/sandbox"
 	"runbox/scheduler"
@@ -40,7 +41,18 @@ type ServerConfig struct {
 	Tokens *TokenStore
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
+	// RequestBytes bounds the request payloads being received at once, over every
+	// connection (SessionRequestBytes over one): a request frame larger than 64 KiB reserves
+	// its declared size before its bytes are read, and a request that does not fit is
+	// answered busy at once. Zero takes the default.
+	RequestBytes, SessionRequestBytes int64
 }
+
+// Default request budgets: 16 requests of the largest size at once, 4 per connection.
+const (
+	DefaultRequestBytes        = 16 * MaxRequestFrame
+	DefaultSessionRequestBytes = 4 * MaxRequestFrame
+)
 
 // DefaultServerConfig returns the defaults of `runbox master`.
 func DefaultServerConfig() ServerConfig {
@@ -62,6 +74,8 @@ type Server struct {
 	log   *slog.Logger
 	audit *slog.Logger // one line per job and per refused connection
 
+	requestBytes *semaphore.Weighted // request payloads being received (ServerConfig.RequestBytes)
+
 	ctx    context.Context // cancelled by Shutdown: every stream ends
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // connection and stream goroutines
@@ -81,8 +95,14 @@ func NewServer(cfg ServerConfig, sched *scheduler.Scheduler) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.RequestBytes <= 0 {
+		cfg.RequestBytes = DefaultRequestBytes
+	}
+	if cfg.SessionRequestBytes <= 0 {
+		cfg.SessionRequestBytes = DefaultSessionRequestBytes
+	}
 	s := &Server{cfg: cfg, sched: sched, log: log.With("component", "transport"), audit: log.With("component", "audit"),
-		listeners: map[net.Listener]bool{}, conns: map[net.Conn]bool{}}
+		listeners: map[net.Listener]bool{}, conns: map[net.Conn]bool{}, requestBytes: semaphore.NewWeighted(cfg.RequestBytes)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -216,6 +236,7 @@ func (s *Server) serveConn(conn net.Conn) {
 		s.serveSlave(sess, hello, log)
 		return
 	}
+	budget := semaphore.NewWeighted(s.cfg.SessionRequestBytes)
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
@@ -226,9 +247,35 @@ func (s *Server) serveConn(conn net.Conn) {
 		go func() {
 			defer s.wg.Done()
 			defer st.Close()
-			s.serveStream(st, hello, id, log)
+			s.serveStream(st, hello, id, budget, log)
 		}()
 	}
+}
+
+// readRequest reads a stream's first frame. A payload over eagerPayload first reserves
+// its size in the session's and the server's budgets; when either is spent the request is
+// refused with ErrBusy before its bytes are read.
+func (s *Server) readRequest(r io.Reader, session *semaphore.Weighted) (typ byte, payload []byte, err error) {
+	typ, n, err := readHeader(r, MaxRequestFrame)
+	if err != nil {
+		return typ, nil, err
+	}
+	if n > eagerPayload {
+		// A refused request's bytes are read and dropped (no memory), so that the sender,
+		// blocked on the stream's window until they are, gets to read the answer.
+		if !session.TryAcquire(int64(n)) {
+			io.CopyN(io.Discard, r, int64(n))
+			return typ, nil, fmt.Errorf("%w: this connection is already sending %d MiB of requests; wait for them to be accepted", scheduler.ErrBusy, s.cfg.SessionRequestBytes>>20)
+		}
+		defer session.Release(int64(n))
+		if !s.requestBytes.TryAcquire(int64(n)) {
+			io.CopyN(io.Discard, r, int64(n))
+			return typ, nil, fmt.Errorf("%w: the server is receiving too many large requests; try again or try another server", scheduler.ErrBusy)
+		}
+		defer s.requestBytes.Release(int64(n))
+	}
+	payload, err = readPayload(r, n)
+	return typ, payload, err
 }
 
 // handshake reads the preamble and hello, authenticates the hello (state is the TLS
@@ -299,13 +346,13 @@ func writeJSON(w io.Writer, typ byte, v any) error {
 }
 
 // serveStream dispatches on a stream's first frame.
-func (s *Server) serveStream(st *yamux.Stream, hello Hello, id Identity, log *slog.Logger) {
+func (s *Server) serveStream(st *yamux.Stream, hello Hello, id Identity, budget *semaphore.Weighted, log *slog.Logger) {
 	// A silent stream is dropped after FirstFrameTimeout; once the frame has begun, a
 	// slow sender gets longer for a large payload.
 	st.SetReadDeadline(time.Now().Add(s.cfg.FirstFrameTimeout))
-	typ, payload, err := ReadFrame(&extendOnRead{r: st, extend: func() { st.SetReadDeadline(time.Now().Add(payloadTimeout)) }}, MaxRequestFrame)
+	typ, payload, err := s.readRequest(&extendOnRead{r: st, extend: func() { st.SetReadDeadline(time.Now().Add(payloadTimeout)) }}, budget)
 	if err != nil {
-		if errors.Is(err, ErrProtocol) {
+		if errors.Is(err, ErrProtocol) || errors.Is(err, scheduler.ErrBusy) {
 			writeError(st, err)
 		}
 		return
@@ -425,6 +472,11 @@ func (s *Server) serveJob(st *yamux.Stream, job *scheduler.Job, from int) {
 	for {
 		events, done, err := job.Events(ctx, from)
 		if err != nil {
+			if ctx.Err() == nil { // a cursor out of range: answer and end as below
+				writeError(st, err)
+				st.Close()
+				st.SetReadDeadline(time.Now().Add(s.cfg.FirstFrameTimeout))
+			}
 			return
 		}
 		from += len(events)

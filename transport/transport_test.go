@@ -467,3 +467,144 @@ func TestStatus(t *testing.T) {
 		t.Errorf("status %s", b)
 	}
 }
+
+// A resume cursor out of the job's log is refused, and one at the end of a finished
+// job's log gets the result again: neither waits for what cannot come.
+func TestWaitCursorBounds(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, nil)
+	c := dialT(t, ts.addr, nil)
+	ctx := context.Background()
+	var id string
+	res, err := c.Run(ctx, prog("out done"), RunOptions{Handler: Handler{Accepted: func(s string) { id = s }}})
+	if err != nil || res.Status != sandbox.StatusOK {
+		t.Fatalf("run: %v %+v", err, res)
+	}
+	job, err := ts.sched.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, _, err := job.Events(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait := func(from int) (typs []byte, last []byte) {
+		st, err := c.openStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		writeJSON(st, FrameWait, Wait{ID: id, From: from, Epoch: ts.sched.Epoch()})
+		st.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			typ, p, err := ReadFrame(st, MaxFrame)
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					t.Errorf("wait from %d: %v after %q", from, err, typs)
+				}
+				return typs, last
+			}
+			typs, last = append(typs, typ), p
+		}
+	}
+	for _, from := range []int{-1, len(events) + 1, 1 << 30} {
+		if typs, p := wait(from); string(typs) != string([]byte{FrameAccepted, FrameError}) || !strings.Contains(string(p), "invalid_request") {
+			t.Errorf("wait from %d: frames %q, last %s", from, typs, p)
+		}
+	}
+	if typs, _ := wait(len(events)); string(typs) != string([]byte{FrameAccepted, FrameResult}) {
+		t.Errorf("wait from the end: frames %q, want the result again", typs)
+	}
+	if typs, _ := wait(0); len(typs) != 1+len(events) || typs[len(typs)-1] != FrameResult {
+		t.Errorf("wait from 0: frames %q for %d events", typs, len(events))
+	}
+}
+
+// A header that declares a large request costs the server nothing until its bytes come:
+// 100 streams each declaring the largest request hold a few MiB, not 100 x 16 MiB.
+// (Not parallel: it reads the process's heap.)
+func TestDeclaredSizeIsNotAllocated(t *testing.T) {
+	ts := startServer(t, nil)
+	c := dialT(t, ts.addr, nil)
+	ctx := context.Background()
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const streams = 100
+	var sts []io.Closer
+	for range streams {
+		st, err := c.openStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sts = append(sts, st)
+		n := MaxRequestFrame
+		st.Write([]byte{FrameSubmit, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+		st.Write(bytes.Repeat([]byte{'x'}, 1000))
+	}
+	// Wait until the server holds all of them (its budget then refuses the 17th... only
+	// once bytes beyond eagerPayload arrive, which they never do).
+	time.Sleep(500 * time.Millisecond)
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	if grew > 64<<20 {
+		t.Errorf("heap grew by %d MiB for %d streams that declared %d MiB each and sent 1000 bytes", grew>>20, streams, MaxRequestFrame>>20)
+	}
+	for _, st := range sts {
+		st.Close()
+	}
+	if res, err := c.Run(ctx, prog("out fine"), RunOptions{}); err != nil || string(res.Stdout) != "fine\n" {
+		t.Errorf("after: %v %+v", err, res)
+	}
+}
+
+// Large requests being received at once are bounded per connection: past the budget, a
+// request is answered busy (after its bytes are read and dropped), and the requests that
+// fit go through.
+func TestRequestBudget(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(_ *scheduler.Config, c *ServerConfig) { c.SessionRequestBytes = 1 << 20 })
+	c := dialT(t, ts.addr, nil)
+	ctx := context.Background()
+	src := "out big\nexit 0\n" + strings.Repeat("x", 600<<10) // the Fake stops at exit
+	body, _ := json.Marshal(Submit{Spec: prog(src)})
+
+	// The first request sends its header and half its payload, and holds its reservation.
+	first, err := c.openStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	var frame bytes.Buffer
+	WriteFrame(&frame, FrameSubmit, body)
+	half := frame.Len() / 2
+	first.Write(frame.Bytes()[:half])
+	time.Sleep(200 * time.Millisecond) // the server has read the header and reserved
+
+	second, err := c.openStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if _, err := second.Write(frame.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	second.SetReadDeadline(time.Now().Add(5 * time.Second))
+	typ, p, err := ReadFrame(second, MaxFrame)
+	if err != nil || typ != FrameError || !strings.Contains(string(p), `"busy"`) {
+		t.Fatalf("second request over the budget: %q %s %v", typ, p, err)
+	}
+
+	first.Write(frame.Bytes()[half:])
+	first.SetReadDeadline(time.Now().Add(5 * time.Second))
+	typ, p, err = ReadFrame(first, MaxFrame)
+	if err != nil || typ != FrameAccepted {
+		t.Fatalf("first request: %q %s %v", typ, p, err)
+	}
+	// Its reservation is released: a third request goes through.
+	res, err := c.Run(ctx, prog(src), RunOptions{})
+	if err != nil || string(res.Stdout) != "big\n" {
+		t.Errorf("third request: %v %q", err, res.Stdout)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"runbox/scheduler"
 )
@@ -97,20 +98,60 @@ func WriteFrame(w io.Writer, typ byte, payload []byte) error {
 // ReadFrame reads one frame whose payload is at most max bytes; a larger declared length
 // is ErrProtocol and nothing more is read.
 func ReadFrame(r io.Reader, max int) (typ byte, payload []byte, err error) {
+	typ, n, err := readHeader(r, max)
+	if err != nil {
+		return typ, nil, err
+	}
+	payload, err = readPayload(r, n)
+	if err != nil {
+		return typ, nil, err
+	}
+	return typ, payload, nil
+}
+
+// readHeader reads a frame's type and payload length, at most max.
+func readHeader(r io.Reader, max int) (typ byte, n int, err error) {
 	var hdr [5]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return 0, nil, err
+		return 0, 0, err
 	}
-	n := binary.BigEndian.Uint32(hdr[1:5])
-	if int64(n) > int64(max) {
-		return hdr[0], nil, fmt.Errorf("%w: frame %q of %d bytes is over the %d byte cap", ErrProtocol, hdr[0], n, max)
+	size := binary.BigEndian.Uint32(hdr[1:5])
+	if int64(size) > int64(max) {
+		return hdr[0], 0, fmt.Errorf("%w: frame %q of %d bytes is over the %d byte cap", ErrProtocol, hdr[0], size, max)
 	}
-	payload = make([]byte, n)
-	if _, err := io.ReadFull(r, payload); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	return hdr[0], int(size), nil
+}
+
+// eagerPayload is the largest payload read into a buffer of its declared size at once.
+// Above it the buffer grows with the bytes that arrive, so a peer that declares a large
+// frame and sends nothing holds no more than this much of the reader's memory.
+const eagerPayload = 64 << 10
+
+// readPayload reads exactly n bytes.
+func readPayload(r io.Reader, n int) ([]byte, error) {
+	if n <= eagerPayload {
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(r, payload); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
 		}
-		return hdr[0], nil, err
+		return payload, nil
 	}
-	return hdr[0], payload, nil
+	payload := make([]byte, 0, eagerPayload)
+	for len(payload) < n {
+		if len(payload) == cap(payload) {
+			payload = slices.Grow(payload, min(n, 2*cap(payload))-len(payload))
+		}
+		m, err := r.Read(payload[len(payload):min(n, cap(payload))])
+		payload = payload[:len(payload)+m]
+		if err != nil && len(payload) < n {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return payload, nil
 }
