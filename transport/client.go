@@ -141,7 +141,7 @@ func dial(ctx context.Context, addr string, cfg ClientConfig) (*yamux.Session, W
 		return nil, Welcome{}, err
 	}
 	conn.SetDeadline(time.Time{})
-	sess, err := yamux.Client(conn, yamuxConfig(cfg.KeepAlive))
+	sess, err := yamux.Client(newBatchConn(conn), yamuxConfig(cfg.KeepAlive))
 	if err != nil {
 		conn.Close()
 		return nil, Welcome{}, err

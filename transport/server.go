@@ -223,7 +223,7 @@ func (s *Server) serveConn(conn net.Conn) {
 		return
 	}
 	conn.SetDeadline(time.Time{})
-	sess, err := yamux.Server(conn, yamuxConfig(s.cfg.KeepAlive))
+	sess, err := yamux.Server(newBatchConn(conn), yamuxConfig(s.cfg.KeepAlive))
 	if err != nil {
 		return
 	}
@@ -469,6 +469,7 @@ func (s *Server) serveJob(st *yamux.Stream, job *scheduler.Job, from int) {
 		}
 	}()
 
+	var buf bytes.Buffer // the events at hand leave in one stream write
 	for {
 		events, done, err := job.Events(ctx, from)
 		if err != nil {
@@ -480,10 +481,12 @@ func (s *Server) serveJob(st *yamux.Stream, job *scheduler.Job, from int) {
 			return
 		}
 		from += len(events)
+		buf.Reset()
 		for _, e := range events {
-			if err := writeEvent(st, e); err != nil {
-				return
-			}
+			writeEvent(&buf, e)
+		}
+		if _, err := st.Write(buf.Bytes()); err != nil {
+			return
 		}
 		if done {
 			// Closing our side ends the client's reads; the reader goroutine ends with the
