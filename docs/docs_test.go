@@ -408,15 +408,23 @@ func stopGroup(pgid int) {
 // removeSandboxes removes the sandbox containers left by the guide's nodes, if any (a node
 // removes its own when it stops; this is for a node that was killed).
 func removeSandboxes(t *testing.T, nodes []string) {
+	out, err := exec.Command("docker", "ps", "-a", "--filter", "label=runbox.sandbox=1", "--format", `{{.ID}} {{.Label "runbox.owner"}}`).Output()
+	if err != nil {
+		t.Logf("docker ps: %v", err)
+		return
+	}
 	for _, n := range nodes {
-		ids, err := exec.Command("docker", "ps", "-aq", "--filter", "label=runbox.owner=runbox-"+n).Output()
-		if err != nil {
-			t.Logf("docker ps: %v", err)
-			return
+		// A slave's owner is runbox-NODE, a master's runbox-NODE-PORT.
+		var ids []string
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			id, owner, _ := strings.Cut(line, " ")
+			if owner == "runbox-"+n || strings.HasPrefix(owner, "runbox-"+n+"-") {
+				ids = append(ids, id)
+			}
 		}
-		if f := strings.Fields(string(ids)); len(f) > 0 {
-			t.Logf("removing %d sandbox container(s) left by node %s", len(f), n)
-			exec.Command("docker", append([]string{"rm", "-f"}, f...)...).Run()
+		if len(ids) > 0 {
+			t.Logf("removing %d sandbox container(s) left by node %s", len(ids), n)
+			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
 		}
 	}
 }

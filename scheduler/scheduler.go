@@ -742,7 +742,9 @@ type NodeInfo struct {
 func (s *Scheduler) Snapshot(recent int) Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	snap := Snapshot{Totals: s.totals, NodeEvents: slices.Clone(s.events)}
+	// Empty lists, not nil: JSON readers get [] rather than null.
+	snap := Snapshot{Totals: s.totals, NodeEvents: slices.Clone(s.events),
+		Nodes: []NodeInfo{}, Running: []Info{}, Queued: []Info{}, Recent: []Info{}}
 	snap.Totals.ByStatus = make(map[string]int, len(s.totals.ByStatus))
 	for k, v := range s.totals.ByStatus {
 		snap.Totals.ByStatus[k] = v

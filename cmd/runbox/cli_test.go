@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -159,6 +161,30 @@ func TestSubmitErrorsAndExitCodes(t *testing.T) {
 	}
 }
 
+// With --json, a connection failure still gives every FILE its object, with the error.
+func TestSubmitJSONUnreachable(t *testing.T) {
+	t.Parallel()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	code, out, errOut := cli(t, "", "submit", "--server", dead, "--json", write(t, "a.py", "out A"), write(t, "b.c", "out B"))
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != exitUnavailable || len(lines) != 2 || !strings.Contains(errOut, "cannot reach server") {
+		t.Fatalf("code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	for i, lang := range []string{"python", "c"} {
+		var r struct {
+			File, Language string
+			ExitCode       int `json:"exit_code"`
+			Error          *struct{ Code, Message string }
+		}
+		if err := json.Unmarshal([]byte(lines[i]), &r); err != nil || r.Language != lang || r.ExitCode != -1 ||
+			r.Error == nil || r.Error.Code != "unreachable" || !strings.Contains(r.Error.Message, dead) {
+			t.Errorf("line %d: %s (%v)", i, lines[i], err)
+		}
+	}
+}
+
 func TestSubmitBusy(t *testing.T) {
 	t.Parallel()
 	addr := startMaster(t, &sandboxtest.Fake{}, func(c *masterConfig) { c.MaxPrograms = 1; c.Queue = 0 })
@@ -209,6 +235,11 @@ func TestStatusCommand(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &snap) != nil || snap["nodes"] == nil {
 		t.Errorf("status --json: %d %s", code, out)
 	}
+	for _, list := range []string{"running", "queued"} { // nothing runs or waits: [], not null
+		if l, ok := snap[list].([]any); !ok || len(l) != 0 {
+			t.Errorf("status --json: %s is %v, want []", list, snap[list])
+		}
+	}
 }
 
 // TestEndToEndDocker: CLI → master → real sandbox, for each language.
@@ -232,5 +263,49 @@ func TestEndToEndDocker(t *testing.T) {
 	code, out, _ := cli(t, "Ada\n", "submit", "--server", addr, "--stdin", "-", write(t, "ask.py", "n = input('name? ')\nprint('hi', n)\n"))
 	if code != 0 || out != "name? hi Ada\n" {
 		t.Errorf("interactive: %d %q", code, out)
+	}
+}
+
+// Two masters with the same --node on one engine (different ports) leave each other's
+// sandbox containers alone: the second's reaper, at its start, does not touch the first's
+// warm pool.
+func TestMastersOfOneNameKeepTheirSandboxes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs Docker")
+	}
+	node := fmt.Sprint("twin-", time.Now().UnixNano()%100000)
+	owned := func() map[string]string { // container id -> owner, for this node's masters
+		out, err := exec.Command("docker", "ps", "-a", "--filter", "label=runbox.sandbox=1", "--format", `{{.ID}} {{.Label "runbox.owner"}}`).Output()
+		if err != nil {
+			t.Fatalf("docker ps: %v", err)
+		}
+		m := map[string]string{}
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if id, owner, _ := strings.Cut(l, " "); strings.HasPrefix(owner, "runbox-"+node+"-") {
+				m[id] = owner
+			}
+		}
+		return m
+	}
+	addrA := startMaster(t, nil, func(c *masterConfig) { c.Node = node })
+	deadline := time.Now().Add(2 * time.Minute)
+	var first map[string]string
+	for first = owned(); len(first) < 3; first = owned() { // one pooled container per language
+		if time.Now().After(deadline) {
+			t.Fatalf("the first master's pool never filled: %v", first)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	addrB := startMaster(t, nil, func(c *masterConfig) { c.Node = node })
+	now := owned()
+	for id, owner := range first {
+		if now[id] != owner {
+			t.Errorf("container %s of %s is gone after a second master named %s started", id, owner, node)
+		}
+	}
+	for _, addr := range []string{addrA, addrB} {
+		if code, out, errOut := cli(t, "", "submit", "--server", addr, write(t, "p.py", "print('twin')\n")); code != 0 || out != "twin\n" {
+			t.Errorf("%s: code %d stdout %q stderr %q", addr, code, out, errOut)
+		}
 	}
 }

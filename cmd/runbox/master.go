@@ -59,8 +59,8 @@ func (c *masterConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ImageTag, "image-tag", "latest", "tag of the runtime images (runbox/runtime-LANG:TAG)")
 	fs.StringVar(&c.Runtime, "runtime", "", "OCI runtime of the sandbox containers, e.g. runsc for gVisor when installed (default: the engine's)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&c.TLSDir, "tls-dir", "", "TLS directory from `runbox certs issue --role master`: TLS 1.3 for every connection, slaves need a slave certificate or join token (empty: plaintext)")
-	fs.StringVar(&c.Tokens, "tokens", "", "tokens file: clients need a bearer token, with its limits (see `runbox certs -h`; empty: no tokens)")
+	fs.StringVar(&c.TLSDir, "tls-dir", "", "TLS directory made by 'runbox certs issue --role master': TLS 1.3 for every connection, slaves need a slave certificate or join token (empty: plaintext)")
+	fs.StringVar(&c.Tokens, "tokens", "", "tokens file: clients need a bearer token, with its limits (see 'runbox certs -h'; empty: no tokens)")
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
@@ -102,9 +102,19 @@ func runMaster(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 // serveMaster runs a master until ctx ends. runner, when nil, is a Docker sandbox built
 // from cfg; ready, when set, receives the bound cluster address once the master serves.
 func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner sandbox.Runner, ready func(addr string)) error {
+	// Listening comes first: the port is part of the sandbox owner's name.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close() // on an early return; Shutdown closes it otherwise
 	max := sandbox.MaxLimits()
 	if runner == nil {
-		dr, err := newDockerRunner(ctx, cfg.Node, cfg.Pool, cfg.DockerHost, cfg.ImageTag, cfg.Runtime, log)
+		// The owner label is the node name and the port: two masters on one engine never
+		// reap each other's sandboxes, even with the same --node, and a master restarted
+		// on its port removes what its previous run left.
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		dr, err := newDockerRunner(ctx, cfg.Node+"-"+port, cfg.Pool, cfg.DockerHost, cfg.ImageTag, cfg.Runtime, log)
 		if err != nil {
 			return err
 		}
@@ -158,10 +168,6 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 	srv, err := transport.NewServer(tcfg, sched)
 	if err != nil {
 		return err
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()

@@ -46,7 +46,7 @@ func runSlave(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	fs.StringVar(&cfg.ImageTag, "image-tag", "latest", "tag of the runtime images (runbox/runtime-LANG:TAG)")
 	fs.StringVar(&cfg.Runtime, "runtime", "", "OCI runtime of the sandbox containers, e.g. runsc for gVisor when installed (default: the engine's)")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&cfg.TLSDir, "tls-dir", os.Getenv("RUNBOX_TLS_DIR"), "TLS directory from `runbox certs issue --role slave`: TLS to the master with this slave's certificate (default from $RUNBOX_TLS_DIR)")
+	fs.StringVar(&cfg.TLSDir, "tls-dir", os.Getenv("RUNBOX_TLS_DIR"), "TLS directory made by 'runbox certs issue --role slave': TLS to the master with this slave's certificate (default from $RUNBOX_TLS_DIR)")
 	fs.StringVar(&cfg.TLSCA, "tls-ca", os.Getenv("RUNBOX_TLS_CA"), "CA certificate of a TLS cluster, for a slave joining with a --token instead of a certificate (default from $RUNBOX_TLS_CA)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: runbox slave --master HOST:PORT [flags]\n\nRuns a slave: it dials the master (no inbound port needed), registers, reports its load\nevery second and runs the programs the master delegates to it in its own sandbox\ncontainers. It reconnects when the master goes away; on SIGTERM it finishes what it\nruns, then leaves.\n\nFlags:\n")

@@ -79,11 +79,15 @@ Exit codes:
   0-255  the program's own exit code (the last failing one with several FILEs);
          a program killed at a limit exits 128+signal, e.g. 137
   64     usage error (bad flags, unreadable FILE)
-  65     the request was refused: invalid_request, unknown_language, too_large
-  69     cannot reach the server, or its sandbox is unavailable
-  70     internal error, or the job's node crashed on every attempt (crashed_node)
+  65     the request was refused: invalid_request, unknown_language, too_large,
+         or not_found (the job is unknown to the server)
+  69     cannot reach the server (unreachable), its sandbox is unavailable, or it is
+         shutting down (shutting_down)
+  70     internal error, the job's node crashed on every attempt (crashed_node), the
+         job was cancelled on the server (cancelled), or a protocol error
   75     busy: the server is full; try another server (--server) or retry later
   77     unauthorized, rate_limited or quota
+  130    interrupted (Ctrl-C): the job is cancelled on the server
 
 Flags:
 `
@@ -159,6 +163,12 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	client, err := transport.Dial(ctx, cfg.Server, ccfg)
 	if err != nil {
+		if cfg.JSON { // every FILE still gets its line, carrying the error
+			enc := json.NewEncoder(stdout)
+			for i, path := range fs.Args() {
+				enc.Encode(toJSON("", path, specs[i], sandbox.Result{}, err))
+			}
+		}
 		fmt.Fprintf(stderr, "runbox submit: %v\n", explain(err))
 		return exitCodeOf(err)
 	}
