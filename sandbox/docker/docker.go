@@ -153,9 +153,13 @@ func newRunner(ctx context.Context, api dockerAPI, cfg Config) (*Runner, error) 
 	if cfg.PoolSize > 0 {
 		for _, rt := range r.langs {
 			if rt.err == nil {
-				rt.pool = newPool(r, rt, cfg.PoolSize)
-				r.fillers.Add(1)
-				go func() { defer r.fillers.Done(); rt.pool.fill(r.ctx) }()
+				// One filler per pooled container: after a burst takes the whole pool, its
+				// containers start again side by side, not one after the other.
+				rt.pool = newPool(r, rt)
+				for range cfg.PoolSize {
+					r.fillers.Add(1)
+					go func() { defer r.fillers.Done(); rt.pool.fill(r.ctx) }()
+				}
 			}
 		}
 	}
@@ -383,7 +387,7 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		files[0].Name = rt.lang.Source
 	}
 	req, err := json.Marshal(boxinit.Request{
-		Files: files, Compile: rt.lang.Compile, Run: rt.lang.Run,
+		Files: files, Compile: rt.lang.Compile, Run: rt.lang.Run, Env: rt.lang.Env,
 		CompileTime: lim.CompileTime, RunTime: lim.RunTime, Output: lim.Output,
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,15 +90,24 @@ func TestConformance(t *testing.T) {
 func TestPoolServesAndRefills(t *testing.T) {
 	r := newTestRunner(t, func(c *Config) { c.Languages = []string{"python"}; c.PoolSize = 2 })
 	p := r.langs["python"].pool
-	waitFor(t, 30*time.Second, func() bool { return len(p.ready) == 1 }) // size-1 queued + 1 held by the filler
-	for i := 0; i < 3; i++ {
-		res, err := r.Run(context.Background(), sandboxtest.Program("python", "print(1)"), nil)
-		if err != nil || res.Status != sandbox.StatusOK {
-			t.Fatalf("run %d: %v %+v", i, err, res)
+	waitFor(t, 30*time.Second, func() bool { return p.idle() == 2 }) // each filler holds one box
+	// A burst takes the whole pool at once; both fillers start again side by side.
+	for range 3 {
+		var wg sync.WaitGroup
+		for i := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := r.Run(context.Background(), sandboxtest.Program("python", "print(1)"), nil)
+				if err != nil || res.Status != sandbox.StatusOK {
+					t.Errorf("run %d: %v %+v", i, err, res)
+				}
+			}()
 		}
+		wg.Wait()
 	}
-	waitFor(t, 30*time.Second, func() bool { return len(p.ready) == 1 })
-	// Pool plus the filler's held box: exactly PoolSize containers wait, nothing more.
+	waitFor(t, 30*time.Second, func() bool { return p.idle() == 2 })
+	// The fillers' boxes: exactly PoolSize containers wait, nothing more.
 	waitFor(t, 30*time.Second, func() bool { return countContainers(t, r.cfg.Owner) == 2 })
 }
 

@@ -7,7 +7,8 @@ import (
 )
 
 // pool keeps started containers of one language with the default limits, each attached
-// and waiting in runbox-init for its one program.
+// and waiting in runbox-init for its one program. PoolSize fillers run per pool, each
+// starting one container at a time, so a drained pool refills in parallel.
 type pool struct {
 	r      *Runner
 	rt     *runtime
@@ -16,9 +17,10 @@ type pool struct {
 	idleN  atomic.Int64 // started boxes waiting for a program: in ready or held by the filler
 }
 
-func newPool(r *Runner, rt *runtime, size int) *pool {
-	// The filler holds one box while it waits to hand it over, so the channel holds size-1.
-	return &pool{r: r, rt: rt, limits: boxLimitsOf(r.cfg.Defaults), ready: make(chan *box, size-1)}
+// newPool returns a pool; it holds as many boxes as fillers run: each filler holds the
+// box it started until a program takes it (ready is unbuffered).
+func newPool(r *Runner, rt *runtime) *pool {
+	return &pool{r: r, rt: rt, limits: boxLimitsOf(r.cfg.Defaults), ready: make(chan *box)}
 }
 
 // idle is how many started boxes wait for a program (at most the pool size).
