@@ -30,13 +30,16 @@ type ScalePolicy struct {
 	DownCooldown time.Duration
 	// StartTimeout: a started slave that has not registered by then is stopped.
 	StartTimeout time.Duration
-	// CPUThreshold: the master's CPU percentage that counts as pressure (0: queue only).
+	// CPUThreshold: the master's CPU percentage that counts as pressure while the master
+	// runs programs itself (0: queue only). An idle master's CPU reading is other
+	// processes' load (a container without a CPU quota sees the whole host): it neither
+	// starts slaves nor keeps idle ones.
 	CPUThreshold float64
 }
 
 // DefaultScalePolicy returns the defaults of `runbox master --autoscale`.
 func DefaultScalePolicy() ScalePolicy {
-	return ScalePolicy{MinSlaves: 0, MaxSlaves: 4, SlaveCapacity: 2, UpAfter: 500 * time.Millisecond,
+	return ScalePolicy{MinSlaves: 0, MaxSlaves: 4, SlaveCapacity: 2, UpAfter: 300 * time.Millisecond,
 		UpCooldown: 3 * time.Second, IdleAfter: 30 * time.Second, DownCooldown: 30 * time.Second,
 		StartTimeout: 60 * time.Second, CPUThreshold: 80}
 }
@@ -71,6 +74,8 @@ type ScaleState struct {
 	Now       time.Time
 	Queued    int     // accepted jobs waiting for a slot
 	MasterCPU float64 // the master's CPU percentage
+	// MasterRunning counts the programs the master runs itself.
+	MasterRunning int
 	Slaves    []ScaleSlave
 	// PressureSince is when the pressure began (zero when there is none).
 	PressureSince time.Time
@@ -83,6 +88,12 @@ type ScaleDecision struct {
 	Drain []string // slaves to stop taking jobs (they finish what they run)
 	Stop  []string // slaves to stop and remove (drained and idle, or never registered)
 	Why   string
+}
+
+// Pressure reports whether st calls for more slaves: jobs waiting, or the master's CPU at
+// the threshold while it runs programs.
+func (st ScaleState) Pressure(p ScalePolicy) bool {
+	return st.Queued > 0 || (p.CPUThreshold > 0 && st.MasterRunning > 0 && st.MasterCPU >= p.CPUThreshold)
 }
 
 // Decide is the autoscaler's pure decision function: scale on the queue and the master's
@@ -110,7 +121,7 @@ func Decide(st ScaleState, p ScalePolicy) ScaleDecision {
 		}
 	}
 
-	pressure := st.Queued > 0 || (p.CPUThreshold > 0 && st.MasterCPU >= p.CPUThreshold)
+	pressure := st.Pressure(p)
 	if pressure && !st.PressureSince.IsZero() && st.Now.Sub(st.PressureSince) >= p.UpAfter && st.Now.Sub(st.LastUp) >= p.UpCooldown {
 		// Enough slaves for what waits, counting the ones already starting.
 		want := (st.Queued + p.SlaveCapacity - 1) / p.SlaveCapacity
@@ -238,12 +249,12 @@ func (a *Autoscaler) Step(ctx context.Context) ScaleDecision {
 	registered := map[string]NodeInfo{}
 	for _, n := range snap.Nodes {
 		if n.Role == RoleMaster {
-			st.MasterCPU = n.Load.CPU
+			st.MasterCPU, st.MasterRunning = n.Load.CPU, n.Running
 		} else {
 			registered[n.Name] = n
 		}
 	}
-	pressure := st.Queued > 0 || (a.policy.CPUThreshold > 0 && st.MasterCPU >= a.policy.CPUThreshold)
+	pressure := st.Pressure(a.policy)
 	switch {
 	case !pressure:
 		a.pressureSince = time.Time{}
@@ -282,17 +293,23 @@ func (a *Autoscaler) Step(ctx context.Context) ScaleDecision {
 	}
 	a.mu.Unlock()
 
+	var wg sync.WaitGroup // the slaves start side by side
 	for _, name := range starts {
 		a.log.Info("starting slave", "node", name, "why", d.Why)
 		a.s.noteExternal(name, "starting", d.Why)
-		if err := a.prov.Start(ctx, name); err != nil {
-			a.log.Error("start slave", "node", name, "err", err)
-			a.s.noteExternal(name, "start_failed", err.Error())
-			a.mu.Lock()
-			delete(a.managed, name)
-			a.mu.Unlock()
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.prov.Start(ctx, name); err != nil {
+				a.log.Error("start slave", "node", name, "err", err)
+				a.s.noteExternal(name, "start_failed", err.Error())
+				a.mu.Lock()
+				delete(a.managed, name)
+				a.mu.Unlock()
+			}
+		}()
 	}
+	wg.Wait()
 	for _, name := range d.Drain {
 		a.log.Info("draining slave", "node", name, "why", d.Why)
 		a.s.DrainNode(name)

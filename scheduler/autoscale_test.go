@@ -33,7 +33,12 @@ func TestDecide(t *testing.T) {
 		{"counts the ones starting", ScaleState{Now: at(time.Hour), Queued: 3, PressureSince: at(0),
 			Slaves: []ScaleSlave{{Name: "a", Started: at(time.Hour - time.Second)}}}, ScaleDecision{Start: 1}},
 		{"up cooldown", ScaleState{Now: at(time.Hour), Queued: 3, PressureSince: at(0), LastUp: at(time.Hour - time.Second)}, ScaleDecision{}},
-		{"cpu pressure alone: one", ScaleState{Now: at(time.Hour), MasterCPU: 95, PressureSince: at(0)}, ScaleDecision{Start: 1}},
+		{"cpu pressure alone: one", ScaleState{Now: at(time.Hour), MasterCPU: 95, MasterRunning: 2, PressureSince: at(0)}, ScaleDecision{Start: 1}},
+		{"cpu of others (master idle): nothing", ScaleState{Now: at(time.Hour), MasterCPU: 95, PressureSince: at(0)}, ScaleDecision{}},
+		{"cpu of others does not keep idle slaves", ScaleState{Now: at(time.Hour), MasterCPU: 99, Slaves: []ScaleSlave{reg("a", 0, at(0))}},
+			ScaleDecision{Drain: []string{"a"}}},
+		{"busy master's cpu keeps them", ScaleState{Now: at(time.Hour), MasterCPU: 99, MasterRunning: 1, PressureSince: at(time.Hour),
+			Slaves: []ScaleSlave{reg("a", 0, at(0))}}, ScaleDecision{}},
 		{"never registered: stopped", ScaleState{Now: at(time.Hour), Slaves: []ScaleSlave{{Name: "ghost", Started: at(0)}}}, ScaleDecision{Stop: []string{"ghost"}}},
 		{"idle long enough: drain oldest idle", ScaleState{Now: at(time.Hour), Slaves: []ScaleSlave{
 			reg("a", 0, at(time.Hour-time.Minute)), reg("b", 0, at(time.Hour-2*time.Minute)), reg("c", 1, time.Time{})}},

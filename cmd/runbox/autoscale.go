@@ -125,7 +125,7 @@ func startAutoscaler(ctx context.Context, cfg masterConfig, bound string, sched 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := scaler.Run(ctx, 500*time.Millisecond); err != nil {
+		if err := scaler.Run(ctx, 100*time.Millisecond); err != nil {
 			log.Error("autoscaler stopped", "component", "autoscaler", "err", err)
 		}
 	}()
