@@ -28,17 +28,18 @@ die() { echo "cluster: error: $*" >&2; exit 1; }
 
 up() {
 	docker image inspect "$image" >/dev/null 2>&1 || die "$image is missing: run make images"
-	docker network inspect "$net" >/dev/null 2>&1 || docker network create "$net" >/dev/null
-	docker volume inspect "$volume" >/dev/null 2>&1 || docker volume create "$volume" >/dev/null
 	if docker container inspect "$master" >/dev/null 2>&1; then
 		log "replacing the running master (its journal in volume $volume is kept)"
 		docker rm -f "$master" >/dev/null
 	fi
+	# The ports before anything is created: a refusal leaves nothing behind.
 	for p in "$port" "$http"; do
 		if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 			die "port $p is already in use on this machine; free it or choose others: make cluster RUNBOX_PORT=... RUNBOX_HTTP_PORT=..."
 		fi
 	done
+	docker network inspect "$net" >/dev/null 2>&1 || docker network create "$net" >/dev/null
+	docker volume inspect "$volume" >/dev/null 2>&1 || docker volume create "$volume" >/dev/null
 	# shellcheck disable=SC2086 # RUNBOX_MASTER_ARGS is a list of flags
 	docker run -d --name "$master" --network "$net" \
 		-p "$port:7700" -p "$http:7780" \
