@@ -387,7 +387,7 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		files[0].Name = rt.lang.Source
 	}
 	req, err := json.Marshal(boxinit.Request{
-		Files: files, Compile: rt.lang.Compile, Run: rt.lang.Run, Env: rt.lang.Env,
+		Files: files, Compile: rt.lang.Compile, Run: rt.lang.Run,
 		CompileTime: lim.CompileTime, RunTime: lim.RunTime, Output: lim.Output,
 	})
 	if err != nil {
