@@ -175,6 +175,15 @@ type Provisioner interface {
 	List(ctx context.Context) ([]string, error)
 }
 
+// Preparer is a Provisioner that can make a slave ready ahead of time (for Docker, a
+// created container that only needs starting): the autoscaler names the next slave it will
+// start, so that the Start that follows a threshold crossing is quicker. Prepare of a new
+// name replaces what was prepared; Discard removes it.
+type Preparer interface {
+	Prepare(ctx context.Context, name string) error
+	Discard(ctx context.Context) error
+}
+
 // Autoscaler applies Decide to a Scheduler through a Provisioner.
 type Autoscaler struct {
 	s      *Scheduler
@@ -189,6 +198,9 @@ type Autoscaler struct {
 	pressureSince time.Time
 	lastUp        time.Time
 	seq           int
+	prepared      string // the name last handed to Prepare
+
+	prep sync.WaitGroup // Prepare calls in flight
 }
 
 // NewAutoscaler returns an autoscaler whose slaves are named prefix-N.
@@ -220,6 +232,17 @@ func (a *Autoscaler) Run(ctx context.Context, interval time.Duration) error {
 	if len(names) > 0 {
 		a.log.Info("adopted slaves", "count", len(names), "names", strings.Join(names, ","))
 	}
+	if p, ok := a.prov.(Preparer); ok {
+		defer func() {
+			a.prep.Wait()
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := p.Discard(dctx); err != nil {
+				a.log.Warn("discard the prepared slave", "err", err)
+			}
+		}()
+	}
+	a.prepareNext(ctx)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -230,6 +253,35 @@ func (a *Autoscaler) Run(ctx context.Context, interval time.Duration) error {
 		case <-t.C:
 		}
 	}
+}
+
+// prepareNext has a Preparer get the next slave ready, in the background, unless it was
+// asked for that name already.
+func (a *Autoscaler) prepareNext(ctx context.Context) {
+	p, ok := a.prov.(Preparer)
+	if !ok {
+		return
+	}
+	a.mu.Lock()
+	name := fmt.Sprintf("%s-%d", a.prefix, a.seq+1)
+	if name == a.prepared || len(a.managed) >= a.policy.MaxSlaves {
+		a.mu.Unlock()
+		return
+	}
+	a.prepared = name
+	a.mu.Unlock()
+	a.prep.Add(1)
+	go func() {
+		defer a.prep.Done()
+		if err := p.Prepare(ctx, name); err != nil && ctx.Err() == nil {
+			a.log.Warn("prepare the next slave", "node", name, "err", err)
+			a.mu.Lock()
+			if a.prepared == name {
+				a.prepared = "" // try again at the next start
+			}
+			a.mu.Unlock()
+		}
+	}()
 }
 
 func seqOf(prefix, name string) int {
@@ -321,5 +373,6 @@ func (a *Autoscaler) Step(ctx context.Context) ScaleDecision {
 		}
 		a.s.noteExternal(name, "stopped", "")
 	}
+	a.prepareNext(ctx) // a no-op unless a start or a stop changed what comes next
 	return d
 }

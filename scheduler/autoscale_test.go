@@ -150,3 +150,82 @@ func TestAutoscalerScalesOutAndIn(t *testing.T) {
 		<-done
 	})
 }
+
+// preparingProv is a fakeProv that is also a Preparer.
+type preparingProv struct {
+	fakeProv
+	prepared  []string
+	discarded int
+}
+
+func (p *preparingProv) Prepare(_ context.Context, name string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.prepared = append(p.prepared, name)
+	return nil
+}
+
+func (p *preparingProv) Discard(context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.discarded++
+	return nil
+}
+
+// The autoscaler has a Preparer get its next slave ready before any load, the following
+// one after each start, and discards what is prepared when it stops.
+func TestAutoscalerPreparesTheNextSlave(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.MaxPrograms = 1
+		cfg.HeartbeatTimeout = time.Hour
+		s, _ := New(cfg, &sandboxtest.Fake{}, NewMemJournal(100))
+		defer s.Close()
+		prov := &preparingProv{fakeProv: fakeProv{s: s, handles: map[string]*NodeHandle{}}}
+		p := DefaultScalePolicy()
+		p.MaxSlaves = 1
+		a, err := NewAutoscaler(s, prov, p, "auto", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { a.Run(ctx, 100*time.Millisecond); close(done) }()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		prov.mu.Lock()
+		if !slices.Equal(prov.prepared, []string{"auto-1"}) {
+			t.Errorf("before any load, prepared %q, want auto-1", prov.prepared)
+		}
+		prov.mu.Unlock()
+
+		var jobs []*Job
+		for range 3 {
+			j, err := s.Submit(prog("sleep 2s\nout x"), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			jobs = append(jobs, j)
+		}
+		for _, j := range jobs {
+			wait(t, j)
+		}
+		prov.mu.Lock()
+		if !slices.Equal(prov.starts, []string{"auto-1"}) || !slices.Equal(prov.prepared, []string{"auto-1"}) {
+			t.Errorf("at the most slaves: started %q, prepared %q (nothing more to prepare)", prov.starts, prov.prepared)
+		}
+		prov.mu.Unlock()
+		time.Sleep(p.DownCooldown + p.IdleAfter + 2*time.Second) // auto-1 idles and goes
+		synctest.Wait()
+		prov.mu.Lock()
+		if !slices.Equal(prov.stops, []string{"auto-1"}) || !slices.Equal(prov.prepared, []string{"auto-1", "auto-2"}) {
+			t.Errorf("after the scale-in: stopped %q, prepared %q, want auto-2 prepared", prov.stops, prov.prepared)
+		}
+		prov.mu.Unlock()
+		cancel()
+		<-done
+		if prov.discarded != 1 {
+			t.Errorf("discarded %d times when the autoscaler stopped, want 1", prov.discarded)
+		}
+	})
+}

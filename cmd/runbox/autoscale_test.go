@@ -23,6 +23,22 @@ func clusterContainers(t *testing.T, cluster string) []string {
 	return strings.Fields(string(out))
 }
 
+// slaveContainers are the cluster's slave containers that were started: the next slave,
+// created ahead of time and never started, is not one.
+func slaveContainers(t *testing.T, cluster string) []string {
+	out, err := exec.Command("docker", "ps", "-a", "--filter", "label=runbox.cluster="+cluster, "--format", "{{.ID}} {{.State}}").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if id, state, _ := strings.Cut(l, " "); id != "" && state != "created" {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
 // TestAutoscaleDocker: load crosses the threshold, slave containers start and take jobs;
 // the load ends, the slaves are drained and removed after their idle time; no job fails.
 func TestAutoscaleDocker(t *testing.T) {
@@ -33,6 +49,13 @@ func TestAutoscaleDocker(t *testing.T) {
 	t.Cleanup(func() {
 		if ids := clusterContainers(t, node); len(ids) > 0 {
 			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+		}
+	})
+	// Runs after the master stopped (cleanups run last first): it removed everything it
+	// started, the slave it had created ahead of time included.
+	t.Cleanup(func() {
+		if ids := clusterContainers(t, node); len(ids) > 0 {
+			t.Errorf("containers of cluster %s left after the master stopped: %v", node, ids)
 		}
 	})
 	var log *slog.Logger
@@ -65,7 +88,10 @@ func TestAutoscaleDocker(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := c.Run(context.Background(), sandbox.Spec{Language: "python", Files: []sandbox.File{{Content: []byte("import time\ntime.sleep(2)\nprint('ok')\n")}}},
+			// A long time limit: the test is about scaling, and on a loaded machine a 2 s
+			// sleep next to slaves warming their pools can take longer than the default 5 s.
+			res, err := c.Run(context.Background(), sandbox.Spec{Language: "python", Files: []sandbox.File{{Content: []byte("import time\ntime.sleep(2)\nprint('ok')\n")}},
+				Limits: sandbox.Limits{RunTime: 30 * time.Second}},
 				transport.RunOptions{Handler: transport.Handler{
 					Queued: func(int) {
 						mu.Lock()
@@ -108,9 +134,9 @@ func TestAutoscaleDocker(t *testing.T) {
 
 	// The load is gone: after the idle time the slaves drain and their containers go.
 	deadline := time.Now().Add(2 * time.Minute)
-	for len(clusterContainers(t, node)) > 0 {
+	for len(slaveContainers(t, node)) > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("slave containers still there: %v", clusterContainers(t, node))
+			t.Fatalf("slave containers still there: %v", slaveContainers(t, node))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}

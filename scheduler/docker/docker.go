@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
@@ -80,13 +81,27 @@ type dockerAPI interface {
 	Close() error
 }
 
-// Provisioner starts and stops slave containers.
+// Provisioner starts and stops slave containers. It also keeps the autoscaler's next
+// slave created ahead of time (scheduler.Preparer), so that a scale-up only starts it.
 type Provisioner struct {
 	cfg Config
 	api dockerAPI
+
+	mu      sync.Mutex
+	standby *standby // the prepared slave, if any
 }
 
-var _ scheduler.Provisioner = (*Provisioner)(nil)
+// standby is a slave container created ahead of its Start.
+type standby struct {
+	name string
+	id   string        // set, when the create succeeded, before done is closed
+	done chan struct{} // closed when the create has ended
+}
+
+var (
+	_ scheduler.Provisioner = (*Provisioner)(nil)
+	_ scheduler.Preparer    = (*Provisioner)(nil)
+)
 
 // New connects to the engine.
 func New(cfg Config) (*Provisioner, error) {
@@ -138,8 +153,39 @@ func slaveConfig(cfg Config, name string) (*container.Config, *container.HostCon
 
 func ptr[T any](v T) *T { return &v }
 
-// Start implements scheduler.Provisioner.
+// Start implements scheduler.Provisioner. A slave prepared under this name only needs
+// starting; otherwise its container is created first.
 func (p *Provisioner) Start(ctx context.Context, name string) error {
+	p.mu.Lock()
+	sb := p.standby
+	if sb != nil && sb.name == name {
+		p.standby = nil
+	} else {
+		sb = nil
+	}
+	p.mu.Unlock()
+	if sb != nil {
+		<-sb.done
+		if sb.id != "" {
+			if err := p.api.ContainerStart(ctx, sb.id, container.StartOptions{}); err == nil {
+				return nil
+			}
+			p.remove(ctx, sb.id) // start afresh below
+		}
+	}
+	id, err := p.create(ctx, name)
+	if err != nil {
+		return err
+	}
+	if err := p.api.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+		p.remove(ctx, id)
+		return fmt.Errorf("start slave container: %w", err)
+	}
+	return nil
+}
+
+// create creates the slave container of name, replacing a leftover of the same name.
+func (p *Provisioner) create(ctx context.Context, name string) (string, error) {
 	cfg, host := slaveConfig(p.cfg, name)
 	created, err := p.api.ContainerCreate(ctx, cfg, host, nil, nil, p.containerName(name))
 	if errdefs.IsConflict(err) { // a leftover of the same name: replace it
@@ -147,13 +193,60 @@ func (p *Provisioner) Start(ctx context.Context, name string) error {
 		created, err = p.api.ContainerCreate(ctx, cfg, host, nil, nil, p.containerName(name))
 	}
 	if err != nil {
-		return fmt.Errorf("create slave container: %w", err)
+		return "", fmt.Errorf("create slave container: %w", err)
 	}
-	if err := p.api.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
-		p.remove(ctx, created.ID)
-		return fmt.Errorf("start slave container: %w", err)
+	return created.ID, nil
+}
+
+// Prepare implements scheduler.Preparer: it creates the container of the slave that will
+// be started next, and removes the one prepared before under another name. A prepared
+// container is not running: List and a master restart remove it.
+func (p *Provisioner) Prepare(ctx context.Context, name string) error {
+	p.mu.Lock()
+	old := p.standby
+	if old != nil && old.name == name {
+		p.mu.Unlock()
+		return nil
+	}
+	sb := &standby{name: name, done: make(chan struct{})}
+	p.standby = sb
+	p.mu.Unlock()
+	if old != nil {
+		<-old.done
+		if old.id != "" {
+			p.remove(ctx, old.id)
+		}
+	}
+	id, err := p.create(ctx, name)
+	if err != nil {
+		p.mu.Lock()
+		if p.standby == sb {
+			p.standby = nil
+		}
+		p.mu.Unlock()
+	}
+	sb.id = id
+	close(sb.done)
+	if err != nil {
+		return fmt.Errorf("prepare slave: %w", err)
 	}
 	return nil
+}
+
+// Discard implements scheduler.Preparer: it removes the prepared container, if any.
+func (p *Provisioner) Discard(ctx context.Context) error {
+	p.mu.Lock()
+	sb := p.standby
+	p.standby = nil
+	p.mu.Unlock()
+	if sb == nil {
+		return nil
+	}
+	<-sb.done
+	if sb.id == "" {
+		return nil
+	}
+	return p.remove(ctx, sb.id)
 }
 
 // Stop implements scheduler.Provisioner: the slave gets SIGTERM (it finishes what it
