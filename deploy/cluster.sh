@@ -96,10 +96,10 @@ down() {
 		# shellcheck disable=SC2086
 		docker rm -f $slaves >/dev/null || true
 	fi
-	# Sandboxes of the master and of the slaves (owners runbox-master, runbox-runbox-slave-N),
+	# Sandboxes of the master and of the slaves (owners runbox-master-7700, runbox-runbox-slave-N),
 	# in case one of them was killed before it could remove its own.
 	left=$(docker ps -a --filter label=runbox.sandbox=1 --format '{{.ID}} {{.Label "runbox.owner"}}' |
-		awk '$2 == "runbox-master" || $2 ~ /^runbox-runbox-slave-/ { print $1 }')
+		awk '$2 ~ /^runbox-master(-[0-9]+)?$/ || $2 ~ /^runbox-runbox-slave-/ { print $1 }')
 	if [[ -n "$left" ]]; then
 		# shellcheck disable=SC2086
 		docker rm -f $left >/dev/null || true
