@@ -75,6 +75,19 @@ func TestAutoscaleDocker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	// The steady state before the load: the first slave's container is created ahead of
+	// time (and the master's warm pool has had the same time to fill).
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, _ := exec.Command("docker", "ps", "-a", "--filter", "name=^/runbox-"+node+"-slave-1$", "--format", "{{.State}}").Output()
+		if strings.TrimSpace(string(out)) == "created" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the first slave was not prepared within a minute (state %q)", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	var (
 		mu         sync.Mutex
@@ -133,7 +146,7 @@ func TestAutoscaleDocker(t *testing.T) {
 	t.Logf("jobs per node %v; first job on a new slave %v after the queue formed", nodes, firstSlave)
 
 	// The load is gone: after the idle time the slaves drain and their containers go.
-	deadline := time.Now().Add(2 * time.Minute)
+	deadline = time.Now().Add(2 * time.Minute)
 	for len(slaveContainers(t, node)) > 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("slave containers still there: %v", slaveContainers(t, node))
