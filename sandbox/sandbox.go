@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -68,7 +69,98 @@ type Spec struct {
 	Stdin []byte `json:"stdin,omitempty"`
 	// Limits caps the run; zero fields take the runner's defaults.
 	Limits Limits `json:"limits"`
+
+	// Tests, when set, make the Spec a judged run (see package sandbox/judge): the program
+	// is compiled once and runs once per case, each in a fresh sandbox, its stdout compared
+	// with the case's Expected; the Result carries Verdict and Cases. Stdin must then be
+	// empty. Only a judging Runner serves them; a plain sandbox refuses them.
+	Tests []TestCase `json:"tests,omitempty"`
+	// Compare is how a judged run compares outputs; empty means CompareTrim.
+	Compare Compare `json:"compare,omitempty"`
+
+	// CompileOnly and Artifact are the two halves of a judged run of a compiled language,
+	// between a judge and the sandbox of its own node; they never cross the wire.
+	// CompileOnly compiles and does not run: a successful compile returns the compiled
+	// program in Result.Artifact. Artifact, when set, is such a compiled program: it is
+	// unpacked into the scratch directory in place of the sources and run, without
+	// compiling.
+	CompileOnly bool   `json:"-"`
+	Artifact    []byte `json:"-"`
 }
+
+// TestCase is one input of a judged run and the output it must produce.
+type TestCase struct {
+	// Name names the case in results ("1", "sample-2"); empty: its 1-based position.
+	Name string `json:"name,omitempty"`
+	// Stdin is the program's standard input for this case.
+	Stdin []byte `json:"stdin,omitempty"`
+	// Expected is the standard output that passes, compared as Spec.Compare says.
+	Expected []byte `json:"expected"`
+	// Limits, when set, replace the Spec's limits for this case's run, field by field
+	// (zero fields keep the Spec's). A case may only lower them: each field is at most
+	// the Spec's (or, where the Spec's is zero, the standard default of DefaultLimits).
+	Limits *Limits `json:"limits,omitempty"`
+}
+
+// Compare is how a judged run compares a program's stdout with the expected output.
+type Compare string
+
+// Comparison modes.
+const (
+	// CompareExact: byte for byte.
+	CompareExact Compare = "exact"
+	// CompareTrim: line by line, each line's trailing spaces, tabs and carriage returns
+	// dropped, and trailing empty lines dropped (the default).
+	CompareTrim Compare = "trim"
+	// CompareTokens: the whitespace-separated tokens, in order.
+	CompareTokens Compare = "tokens"
+)
+
+// Valid reports whether c is a known mode or empty (the default, CompareTrim).
+func (c Compare) Valid() bool {
+	switch c {
+	case "", CompareExact, CompareTrim, CompareTokens:
+		return true
+	}
+	return false
+}
+
+// Verdict is a judged case's (or run's) outcome: accepted, wrong_answer, or the Status of
+// a run that did not end with exit code 0 (runtime_error, time_limit, memory_limit,
+// output_limit; compile_error for a whole run whose compile failed).
+type Verdict string
+
+// Verdicts beyond the statuses.
+const (
+	VerdictAccepted    Verdict = "accepted"
+	VerdictWrongAnswer Verdict = "wrong_answer"
+)
+
+// CaseResult is what came of one test case of a judged run.
+type CaseResult struct {
+	Name    string  `json:"name"`
+	Verdict Verdict `json:"verdict"`
+	// ExitCode, Signal, Time, CPUTime, Memory and Message are the case's run's, as in Result.
+	ExitCode int           `json:"exit_code"`
+	Signal   string        `json:"signal,omitempty"`
+	Time     time.Duration `json:"time"`
+	CPUTime  time.Duration `json:"cpu_time"`
+	Memory   int64         `json:"memory"`
+	Message  string        `json:"message,omitempty"`
+	// Diff shows, for wrong_answer, the first difference: where, and the expected and
+	// received line (or token), each cut to a short length.
+	Diff string `json:"diff,omitempty"`
+	// Stderr is the start of the case's standard error (at most MaxCaseStderr bytes).
+	Stderr []byte `json:"stderr,omitempty"`
+}
+
+// Caps of judged runs.
+const (
+	// MaxTests caps the cases of one Spec.
+	MaxTests = 128
+	// MaxCaseStderr caps the standard error kept in a CaseResult.
+	MaxCaseStderr = 1 << 10
+)
 
 // MaxSourceBytes caps the total size of a Spec's files; MaxStdinBytes caps Spec.Stdin.
 const (
@@ -112,6 +204,56 @@ func (s Spec) Validate() error {
 	if len(s.Stdin) > MaxStdinBytes {
 		return fmt.Errorf("%w: stdin is %d bytes, at most %d", ErrTooLarge, len(s.Stdin), MaxStdinBytes)
 	}
+	if s.CompileOnly && len(s.Artifact) > 0 {
+		return fmt.Errorf("%w: compile only and a compiled artefact", ErrInvalidRequest)
+	}
+	return s.validateTests()
+}
+
+// validateTests checks a judged run's cases: their count, names, the total size of their
+// data (stdin and expected output, at most MaxStdinBytes), that they only lower the Spec's
+// limits, and the comparison mode.
+func (s Spec) validateTests() error {
+	if !s.Compare.Valid() {
+		return fmt.Errorf("%w: compare mode %q (known: exact, trim, tokens)", ErrInvalidRequest, s.Compare)
+	}
+	if len(s.Tests) == 0 {
+		return nil
+	}
+	if len(s.Tests) > MaxTests {
+		return fmt.Errorf("%w: %d test cases, at most %d", ErrInvalidRequest, len(s.Tests), MaxTests)
+	}
+	if len(s.Stdin) > 0 {
+		return fmt.Errorf("%w: a run with test cases takes each case's stdin, not the Spec's", ErrInvalidRequest)
+	}
+	if s.CompileOnly || len(s.Artifact) > 0 {
+		return fmt.Errorf("%w: test cases with compile only or an artefact", ErrInvalidRequest)
+	}
+	envelope := s.Limits.WithDefaults(DefaultLimits())
+	total := 0
+	seen := make(map[string]bool, len(s.Tests))
+	for i, tc := range s.Tests {
+		name := tc.Name
+		if name == "" {
+			name = fmt.Sprint(i + 1)
+		}
+		if len(name) > 128 || strings.ContainsFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+			return fmt.Errorf("%w: bad test case name %q", ErrInvalidRequest, name)
+		}
+		if seen[name] {
+			return fmt.Errorf("%w: test case %q given twice", ErrInvalidRequest, name)
+		}
+		seen[name] = true
+		total += len(tc.Stdin) + len(tc.Expected)
+		if tc.Limits != nil {
+			if err := tc.Limits.Check(envelope); err != nil {
+				return fmt.Errorf("test case %s: %w (a case may only lower the run's limits)", name, err)
+			}
+		}
+	}
+	if total > MaxStdinBytes {
+		return fmt.Errorf("%w: the test cases' data is %d bytes, at most %d", ErrTooLarge, total, MaxStdinBytes)
+	}
 	return nil
 }
 
@@ -150,6 +292,17 @@ type Result struct {
 	// Node names the server that ran the program; Attempts counts dispatches.
 	Node     string `json:"node,omitempty"`
 	Attempts int    `json:"attempts,omitempty"`
+
+	// Verdict and Cases are set for a judged run (a Spec with Tests): the overall verdict
+	// (accepted when every case passed, else the first failing case's; compile_error when
+	// the compile failed and no case ran) and each case's result, in the Spec's order.
+	// Status, ExitCode and Signal are then those of the first case that did not exit with
+	// code 0 (ok when none), Time, CPUTime and Memory the largest of the cases', Stdout
+	// and Stderr empty.
+	Verdict Verdict      `json:"verdict,omitempty"`
+	Cases   []CaseResult `json:"cases,omitempty"`
+	// Artifact is the compiled program of a CompileOnly Spec (see Spec.Artifact).
+	Artifact []byte `json:"-"`
 }
 
 // Stream names where a chunk of live output comes from.

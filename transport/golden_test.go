@@ -65,6 +65,16 @@ func goldenFrames() []struct {
 			Stdin:    []byte("42\n"),
 			Limits:   sandbox.Limits{RunTime: 2 * time.Second, Memory: 128 * sandbox.MiB},
 		}}},
+		{"submit-judged", FrameSubmit, Submit{Spec: sandbox.Spec{
+			Language: "c",
+			Files:    []sandbox.File{{Content: []byte("int main(){int n;scanf(\"%d\",&n);printf(\"%d\\n\",2*n);}\n")}},
+			Limits:   sandbox.Limits{RunTime: 2 * time.Second},
+			Tests: []sandbox.TestCase{
+				{Name: "1", Stdin: []byte("1\n"), Expected: []byte("2\n")},
+				{Name: "big", Stdin: []byte("1000000\n"), Expected: []byte("2000000\n"), Limits: &sandbox.Limits{RunTime: time.Second}},
+			},
+			Compare: sandbox.CompareTokens,
+		}}},
 		{"wait", FrameWait, Wait{ID: goldenID, From: 3, Epoch: goldenEpoch}},
 		{"cancel", FrameCancel, Cancel{ID: goldenID}},
 		{"cancel-job", FrameCancel, nil},
@@ -88,6 +98,16 @@ func goldenFrames() []struct {
 		{"result-limit", FrameResult, Result{Status: sandbox.StatusTimeLimit, ExitCode: 137, Signal: "SIGKILL", Time: 2 * time.Second,
 			CPUTime: 1990 * time.Millisecond, CompileTime: 310 * time.Millisecond, Memory: 1 << 20,
 			Message: "killed at the 2s run time limit", Node: "slave-1", Attempts: 2}},
+		{"result-judged", FrameResult, Result{Status: sandbox.StatusTimeLimit, ExitCode: 137, Signal: "SIGKILL", Time: time.Second,
+			CPUTime: 990 * time.Millisecond, CompileTime: 250 * time.Millisecond, Memory: 2 << 20,
+			Message: "1 of 3 test cases passed; case 2: wrong answer (line 1: expected \"4\", got \"5\")", Node: "master", Attempts: 1,
+			Verdict: sandbox.VerdictWrongAnswer, Cases: []Case{
+				{Name: "1", Verdict: sandbox.VerdictAccepted, Time: 3 * time.Millisecond, CPUTime: 2 * time.Millisecond, Memory: 1 << 20},
+				{Name: "2", Verdict: sandbox.VerdictWrongAnswer, Time: 3 * time.Millisecond, CPUTime: 2 * time.Millisecond, Memory: 1 << 20,
+					Diff: "line 1: expected \"4\", got \"5\""},
+				{Name: "big", Verdict: sandbox.Verdict(sandbox.StatusTimeLimit), ExitCode: 137, Signal: "SIGKILL", Time: time.Second,
+					CPUTime: 990 * time.Millisecond, Memory: 2 << 20, Message: "killed after the 1s time limit", Stderr: []byte("partial\n")},
+			}}},
 		{"error", FrameError, Error{Code: "busy", Message: "server busy: 2 program(s) running and 0 queued, the limit; try another server or retry later"}},
 		{"status-reply", FrameStatus, scheduler.Snapshot{
 			Nodes: []scheduler.NodeInfo{

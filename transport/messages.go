@@ -83,16 +83,48 @@ type Result struct {
 	Message     string         `json:"message,omitempty"`
 	Node        string         `json:"node,omitempty"`
 	Attempts    int            `json:"attempts,omitempty"`
+	// Verdict and Cases end a judged job (a Spec with tests); absent otherwise.
+	Verdict sandbox.Verdict `json:"verdict,omitempty"`
+	Cases   []Case          `json:"cases,omitempty"`
+}
+
+// Case is one test case's result in a judged job's Result.
+type Case struct {
+	Name     string          `json:"name"`
+	Verdict  sandbox.Verdict `json:"verdict"`
+	ExitCode int             `json:"exit_code"`
+	Signal   string          `json:"signal,omitempty"`
+	Time     time.Duration   `json:"time_ns"`
+	CPUTime  time.Duration   `json:"cpu_time_ns"`
+	Memory   int64           `json:"memory_bytes"`
+	Message  string          `json:"message,omitempty"`
+	Diff     string          `json:"diff,omitempty"`
+	Stderr   []byte          `json:"stderr,omitempty"`
 }
 
 func resultToWire(r *sandbox.Result) Result {
-	return Result{Status: r.Status, ExitCode: r.ExitCode, Signal: r.Signal, Time: r.Time, CPUTime: r.CPUTime,
-		CompileTime: r.CompileTime, Memory: r.Memory, Message: r.Message, Node: r.Node, Attempts: r.Attempts}
+	w := Result{Status: r.Status, ExitCode: r.ExitCode, Signal: r.Signal, Time: r.Time, CPUTime: r.CPUTime,
+		CompileTime: r.CompileTime, Memory: r.Memory, Message: r.Message, Node: r.Node, Attempts: r.Attempts,
+		Verdict: r.Verdict}
+	for _, c := range r.Cases {
+		w.Cases = append(w.Cases, Case{Name: c.Name, Verdict: c.Verdict, ExitCode: c.ExitCode, Signal: c.Signal,
+			Time: c.Time, CPUTime: c.CPUTime, Memory: c.Memory, Message: c.Message, Diff: c.Diff, Stderr: c.Stderr})
+	}
+	return w
 }
 
 // sandboxResult rebuilds a sandbox.Result from the wire result and the streamed output.
 func (r Result) sandboxResult(stdout, stderr, compile []byte) sandbox.Result {
 	return sandbox.Result{Status: r.Status, ExitCode: r.ExitCode, Signal: r.Signal, Stdout: stdout, Stderr: stderr,
 		CompileOutput: compile, Time: r.Time, CPUTime: r.CPUTime, CompileTime: r.CompileTime, Memory: r.Memory,
-		Message: r.Message, Node: r.Node, Attempts: r.Attempts}
+		Message: r.Message, Node: r.Node, Attempts: r.Attempts, Verdict: r.Verdict, Cases: casesFromWire(r.Cases)}
+}
+
+func casesFromWire(cases []Case) []sandbox.CaseResult {
+	var out []sandbox.CaseResult
+	for _, c := range cases {
+		out = append(out, sandbox.CaseResult{Name: c.Name, Verdict: c.Verdict, ExitCode: c.ExitCode, Signal: c.Signal,
+			Time: c.Time, CPUTime: c.CPUTime, Memory: c.Memory, Message: c.Message, Diff: c.Diff, Stderr: c.Stderr})
+	}
+	return out
 }
