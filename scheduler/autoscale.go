@@ -76,7 +76,7 @@ type ScaleState struct {
 	MasterCPU float64 // the master's CPU percentage
 	// MasterRunning counts the programs the master runs itself.
 	MasterRunning int
-	Slaves    []ScaleSlave
+	Slaves        []ScaleSlave
 	// PressureSince is when the pressure began (zero when there is none).
 	PressureSince time.Time
 	LastUp        time.Time

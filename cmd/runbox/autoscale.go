@@ -97,9 +97,7 @@ func startAutoscaler(ctx context.Context, cfg masterConfig, bound string, sched 
 		// One Swarm service per slave, on any node of the swarm; --slave-network is "host"
 		// or an overlay network the master is on, --advertise what slaves dial there.
 		scfg := swarmprov.DefaultConfig()
-		scfg.Host, scfg.Cluster, scfg.Image, scfg.Network = pcfg.Host, pcfg.Cluster, pcfg.Image, pcfg.Network
-		scfg.Master, scfg.Capacity, scfg.Pool = pcfg.Master, pcfg.Capacity, pcfg.Pool
-		scfg.CPUs, scfg.Memory, scfg.DockerSocket, scfg.Args = pcfg.CPUs, pcfg.Memory, pcfg.DockerSocket, pcfg.Args
+		scfg.Config = pcfg
 		sp, err := swarmprov.New(ctx, scfg)
 		if err != nil {
 			return nil, err

@@ -21,16 +21,17 @@ import (
 	"runbox/scheduler"
 )
 
-// Labels on slave containers.
+// Labels on slave containers (and on the Swarm provisioner's services).
 const (
 	LabelCluster = "runbox.cluster"
 	LabelRole    = "runbox.role"
 	LabelNode    = "runbox.node"
-	// labelOwner is the sandbox runner's label (sandbox/docker): a slave's sandboxes.
-	labelOwner = "runbox.owner"
+	// LabelOwner is the sandbox runner's label (sandbox/docker): a slave's sandboxes.
+	LabelOwner = "runbox.owner"
 )
 
-// Config configures a Provisioner.
+// Config configures a Provisioner: what every slave is, wherever it runs (the Swarm
+// provisioner's Config embeds it).
 type Config struct {
 	// Host is the Docker engine address; empty takes DOCKER_HOST or the local socket.
 	Host string
@@ -63,11 +64,13 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	switch {
 	case c.Cluster == "" || c.Image == "" || c.Network == "" || c.DockerSocket == "":
-		return errors.New("docker provisioner: cluster, image, network and docker socket are needed")
+		return errors.New("provisioner: cluster, image, network and docker socket are needed")
 	case c.Master == "":
-		return errors.New("docker provisioner: the address slaves dial (--advertise) is needed")
+		return errors.New("provisioner: the address slaves dial (--advertise) is needed")
 	case c.Capacity < 1:
-		return errors.New("docker provisioner: slave capacity must be at least 1")
+		return errors.New("provisioner: slave capacity must be at least 1")
+	case c.CPUs < 0 || c.Memory < 0:
+		return errors.New("provisioner: slave limits must not be negative")
 	}
 	return nil
 }
@@ -106,7 +109,7 @@ var (
 // New connects to the engine.
 func New(cfg Config) (*Provisioner, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("docker %w", err)
 	}
 	opts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
 	if cfg.Host != "" {
@@ -125,18 +128,25 @@ func (p *Provisioner) Close() error { return p.api.Close() }
 // containerName is the slave container's name for node name.
 func (p *Provisioner) containerName(name string) string { return "runbox-" + name }
 
+// SlaveArgs are the arguments of the server image for the slave named name: `runbox
+// slave` dialling cfg.Master, with cfg's capacity, pool and extra arguments. The Swarm
+// provisioner builds its services from them too.
+func SlaveArgs(cfg Config, name string) []string {
+	return append([]string{"slave", "--master", cfg.Master, "--node", name,
+		"--max-programs", strconv.Itoa(cfg.Capacity), "--pool", strconv.Itoa(cfg.Pool)}, cfg.Args...)
+}
+
+// SlaveLabels are the labels of the slave named name: its cluster, its role, its name.
+func SlaveLabels(cfg Config, name string) map[string]string {
+	return map[string]string{LabelCluster: cfg.Cluster, LabelRole: "slave", LabelNode: name}
+}
+
 // slaveConfig is the one place that decides how a slave container is built.
 func slaveConfig(cfg Config, name string) (*container.Config, *container.HostConfig) {
-	args := append([]string{"slave", "--master", cfg.Master, "--node", name,
-		"--max-programs", strconv.Itoa(cfg.Capacity), "--pool", strconv.Itoa(cfg.Pool)}, cfg.Args...)
 	c := &container.Config{
-		Image: cfg.Image,
-		Cmd:   args,
-		Labels: map[string]string{
-			LabelCluster: cfg.Cluster,
-			LabelRole:    "slave",
-			LabelNode:    name,
-		},
+		Image:       cfg.Image,
+		Cmd:         SlaveArgs(cfg, name),
+		Labels:      SlaveLabels(cfg, name),
 		StopTimeout: ptr(60), // a stopping slave finishes what it runs
 	}
 	h := &container.HostConfig{
@@ -273,7 +283,7 @@ func (p *Provisioner) remove(ctx context.Context, id string) error {
 }
 
 func (p *Provisioner) removeSandboxes(ctx context.Context, name string) error {
-	list, err := p.api.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", labelOwner+"=runbox-"+name))})
+	list, err := p.api.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", LabelOwner+"=runbox-"+name))})
 	if err != nil {
 		return fmt.Errorf("list sandboxes: %w", err)
 	}

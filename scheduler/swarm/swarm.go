@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -38,65 +37,42 @@ import (
 	"github.com/docker/docker/client"
 
 	"runbox/scheduler"
+	dockerprov "runbox/scheduler/docker"
 )
 
-// Labels on slave services and their containers (the same as scheduler/docker's).
+// Labels on slave services and their containers: scheduler/docker's.
 const (
-	LabelCluster = "runbox.cluster"
-	LabelRole    = "runbox.role"
-	LabelNode    = "runbox.node"
-	// labelOwner is the sandbox runner's label (sandbox/docker): a slave's sandboxes.
-	labelOwner = "runbox.owner"
+	LabelCluster = dockerprov.LabelCluster
+	LabelRole    = dockerprov.LabelRole
+	LabelNode    = dockerprov.LabelNode
+	labelOwner   = dockerprov.LabelOwner
 )
 
-// Config configures a Provisioner.
+// Config configures a Provisioner: the slaves as scheduler/docker describes them, where
+// Host is a swarm manager's engine, Image each node's local copy when the registry has
+// none (Swarm logs that the pull failed, then runs it), Network "host" (slaves reach a
+// master on 127.0.0.1 or the node's address) or an overlay network the master is on, and
+// DockerSocket the engine socket on every node; and where Swarm may place them.
 type Config struct {
-	// Host is the address of a swarm manager's engine; empty takes DOCKER_HOST or the
-	// local socket.
-	Host string
-	// Cluster labels every slave service; List finds them by it after a master restart.
-	Cluster string
-	// Image is the server image ("runbox/server:latest"). Each node uses its local copy
-	// when the registry has none (Swarm logs that the pull failed, then runs it).
-	Image string
-	// Network is the network slaves join: "host" (they reach a master on 127.0.0.1 or the
-	// node's address), or an overlay network the master is on.
-	Network string
-	// Master is the address slaves dial.
-	Master string
-	// Capacity is each slave's --max-programs; Pool its warm containers per language.
-	Capacity, Pool int
-	// CPUs and Memory limit each slave container (0: no limit).
-	CPUs   float64
-	Memory int64
-	// DockerSocket is the engine socket on every node, bind-mounted into slaves for their
-	// sandboxes.
-	DockerSocket string
+	dockerprov.Config
 	// Constraints are Swarm placement constraints for slaves ("node.role==worker").
 	Constraints []string
 	// StopGrace is how long a stopping slave has to finish before it is killed.
 	StopGrace time.Duration
-	// Args are extra arguments for `runbox slave` (token, TLS, image tag).
-	Args []string
 }
 
 // DefaultConfig returns a Config for a swarm whose manager is the local engine.
 func DefaultConfig() Config {
-	return Config{Cluster: "runbox", Image: "runbox/server:latest", Network: "host", Capacity: 2, Pool: 1,
-		CPUs: 1, Memory: 1 << 30, DockerSocket: "/var/run/docker.sock", StopGrace: 60 * time.Second}
+	return Config{Config: dockerprov.DefaultConfig(), StopGrace: 60 * time.Second}
 }
 
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
-	switch {
-	case c.Cluster == "" || c.Image == "" || c.Network == "" || c.DockerSocket == "":
-		return errors.New("swarm provisioner: cluster, image, network and docker socket are needed")
-	case c.Master == "":
-		return errors.New("swarm provisioner: the address slaves dial (--advertise) is needed")
-	case c.Capacity < 1:
-		return errors.New("swarm provisioner: slave capacity must be at least 1")
-	case c.CPUs < 0 || c.Memory < 0 || c.StopGrace < 0:
-		return errors.New("swarm provisioner: limits and stop grace must not be negative")
+	if err := c.Config.Validate(); err != nil {
+		return fmt.Errorf("swarm %w", err)
+	}
+	if c.StopGrace < 0 {
+		return errors.New("swarm provisioner: the stop grace must not be negative")
 	}
 	return nil
 }
@@ -177,9 +153,8 @@ func serviceName(node string) string {
 
 // serviceSpec is the one place that decides how a slave service is built.
 func serviceSpec(cfg Config, name string) swarm.ServiceSpec {
-	labels := map[string]string{LabelCluster: cfg.Cluster, LabelRole: "slave", LabelNode: name}
-	args := append([]string{"slave", "--master", cfg.Master, "--node", name,
-		"--max-programs", strconv.Itoa(cfg.Capacity), "--pool", strconv.Itoa(cfg.Pool)}, cfg.Args...)
+	labels := dockerprov.SlaveLabels(cfg.Config, name)
+	args := dockerprov.SlaveArgs(cfg.Config, name)
 	grace := cfg.StopGrace
 	delay := 2 * time.Second
 	var placement *swarm.Placement
