@@ -9,9 +9,16 @@
 //
 // Frames are a 1-byte type, a 4-byte big-endian payload length and the payload:
 //
-//	runner → init: 'Q' request (JSON Request), 'I' stdin bytes, 'E' end of stdin (empty)
+//	runner → init: 'Q' request (JSON Request), 'A' artefact bytes (Request.Artifact of
+//	               them, right after the request), 'I' stdin bytes, 'E' end of stdin (empty)
 //	init → runner: 'o' stdout bytes, 'e' stderr bytes, 'c' compiler output bytes,
+//	               'A' artefact bytes (of a CompileOnly request, before the result),
 //	               'S' run phase started (empty), 'R' result (JSON Result)
+//
+// A judged run (sandbox/judge) compiles once and runs many times: a CompileOnly request
+// compiles and answers with the scratch directory packed (PackDir) in 'A' frames instead
+// of running; a request with an Artifact unpacks it (UnpackDir) in place of the files and
+// runs without compiling. The compiled program travels only through these streams.
 //
 // runbox-init trusts the Runner and not the program: it is not dumpable (so the program,
 // running as the same user, cannot open its file descriptors or trace it), it catches and
@@ -36,6 +43,8 @@ const (
 	FrameRequest  byte = 'Q'
 	FrameStdin    byte = 'I'
 	FrameStdinEOF byte = 'E'
+	// FrameArtifact carries artefact bytes, in either direction.
+	FrameArtifact byte = 'A'
 
 	FrameStdout  byte = 'o'
 	FrameStderr  byte = 'e'
@@ -106,6 +115,13 @@ type Request struct {
 	RunTime     time.Duration `json:"run_time"`
 	// Output caps the run's stdout+stderr bytes, and separately the compiler's output.
 	Output int64 `json:"output"`
+	// CompileOnly: compile, and on success send the scratch directory as an artefact
+	// instead of running (Result.Artifact tells its size).
+	CompileOnly bool `json:"compile_only,omitempty"`
+	// Artifact is the size of an artefact the runner sends in 'A' frames right after the
+	// request: it is unpacked into the scratch directory, and the program runs without a
+	// compile phase (Files and Compile are then ignored).
+	Artifact int64 `json:"artifact,omitempty"`
 }
 
 // Outcome is how a phase ended, as runbox-init saw it.
@@ -134,4 +150,6 @@ type Result struct {
 	Memory int64 `json:"memory"`
 	// Message is a human explanation (why the compile failed, which limit was hit).
 	Message string `json:"message,omitempty"`
+	// Artifact is the size of the artefact sent before the result (CompileOnly).
+	Artifact int64 `json:"artifact,omitempty"`
 }

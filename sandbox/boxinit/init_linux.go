@@ -290,6 +290,21 @@ func (s *server) serve(in io.Reader, req Request) Result {
 	if len(req.Run) == 0 {
 		return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: "no run command"}
 	}
+	if req.Artifact > 0 {
+		// A compiled program in place of the sources: no files, no compile phase.
+		if req.CompileOnly || req.Artifact > MaxArtifact {
+			return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: fmt.Sprintf("bad artefact request (%d bytes, compile only %v)", req.Artifact, req.CompileOnly)}
+		}
+		ar := &artifactReader{in: in, left: req.Artifact}
+		err := UnpackDir(s.cfg.Dir, ar, MaxArtifact)
+		if err == nil {
+			_, err = io.Copy(io.Discard, ar) // what gzip did not need, to the last 'A' frame
+		}
+		if err != nil {
+			return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: "unpack the compiled program: " + err.Error()}
+		}
+		req.Files, req.Compile = nil, nil
+	}
 	for _, f := range req.Files {
 		if f.Name == "" || strings.ContainsAny(f.Name, "/\x00") || f.Name == "." || f.Name == ".." {
 			return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: fmt.Sprintf("bad file name %q", f.Name)}
@@ -297,6 +312,9 @@ func (s *server) serve(in io.Reader, req Request) Result {
 		if err := os.WriteFile(filepath.Join(s.cfg.Dir, f.Name), f.Content, 0o644); err != nil {
 			return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: fmt.Sprintf("write %s: %v", f.Name, err)}
 		}
+	}
+	if req.CompileOnly && len(req.Compile) == 0 {
+		return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: "compile only, and no compile command"}
 	}
 
 	// The program's stdin: frames from the Runner, pumped into a pipe. The pump owns the
@@ -340,6 +358,9 @@ func (s *server) serve(in io.Reader, req Request) Result {
 			}
 			return res
 		}
+		if req.CompileOnly {
+			return s.sendArtifact(res)
+		}
 	}
 
 	s.send(FrameStarted, nil)
@@ -361,6 +382,50 @@ func (s *server) serve(in io.Reader, req Request) Result {
 		res.Message = fmt.Sprintf("output passed the %d byte limit; the first %d bytes are kept", req.Output, req.Output)
 	}
 	return res
+}
+
+// sendArtifact packs the scratch directory after a successful compile and sends it in
+// artefact frames. A directory that cannot be packed (too large, a symbolic link) is a
+// compile error: the compiler made something that cannot run elsewhere.
+func (s *server) sendArtifact(res Result) Result {
+	fw := &frameWriter{send: s.send, typ: FrameArtifact}
+	if err := PackDir(s.cfg.Dir, MaxArtifact, fw); err != nil {
+		res.Outcome, res.ExitCode, res.Message = OutcomeCompileError, -1, err.Error()
+		return res
+	}
+	res.Outcome, res.ExitCode, res.Artifact = OutcomeExited, 0, fw.n
+	return res
+}
+
+// artifactReader reads the bytes of the artefact frames that follow a request, left of
+// them; another frame type before the end is an error.
+type artifactReader struct {
+	in   io.Reader
+	left int64
+	buf  []byte
+}
+
+func (a *artifactReader) Read(p []byte) (int, error) {
+	for len(a.buf) == 0 {
+		if a.left <= 0 {
+			return 0, io.EOF
+		}
+		typ, payload, err := ReadFrame(a.in, MaxFrame)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, err
+		}
+		if typ != FrameArtifact || int64(len(payload)) > a.left {
+			return 0, fmt.Errorf("frame %q of %d bytes, want the artefact's %d", typ, len(payload), a.left)
+		}
+		a.left -= int64(len(payload))
+		a.buf = payload
+	}
+	n := copy(p, a.buf)
+	a.buf = a.buf[n:]
+	return n, nil
 }
 
 // pumpStdin forwards stdin frames into w until an end-of-stdin frame or the end of in.

@@ -331,6 +331,15 @@ func (r *Runner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.St
 		return fail, err
 	}
 	lang, _ := sandbox.Lookup(spec.Language)
+	if len(spec.Tests) > 0 {
+		return fail, fmt.Errorf("%w: test cases need a judging runner (sandbox/judge) around the sandbox", sandbox.ErrInvalidRequest)
+	}
+	if (spec.CompileOnly || len(spec.Artifact) > 0) && !lang.Compiled() {
+		return fail, fmt.Errorf("%w: %s is not compiled: no compile-only run, no artefact", sandbox.ErrInvalidRequest, lang.Name)
+	}
+	if len(spec.Artifact) > boxinit.MaxArtifact {
+		return fail, fmt.Errorf("%w: artefact of %d bytes, at most %d", sandbox.ErrTooLarge, len(spec.Artifact), boxinit.MaxArtifact)
+	}
 	rt, ok := r.langs[lang.Name]
 	if !ok {
 		return fail, fmt.Errorf("%w: %q is not served here", sandbox.ErrUnknownLanguage, lang.Name)
@@ -386,10 +395,15 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 	if files[0].Name == "" {
 		files[0].Name = rt.lang.Source
 	}
-	req, err := json.Marshal(boxinit.Request{
+	breq := boxinit.Request{
 		Files: files, Compile: rt.lang.Compile, Run: rt.lang.Run,
 		CompileTime: lim.CompileTime, RunTime: lim.RunTime, Output: lim.Output,
-	})
+		CompileOnly: spec.CompileOnly, Artifact: int64(len(spec.Artifact)),
+	}
+	if len(spec.Artifact) > 0 { // the compiled program replaces the sources
+		breq.Files, breq.Compile = nil, nil
+	}
+	req, err := json.Marshal(breq)
 	if err != nil {
 		return sandbox.Result{ExitCode: -1}, fmt.Errorf("encode request: %w", err)
 	}
@@ -401,7 +415,10 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 
 	// The backstop: past every limit plus grace, or on cancellation, the container goes.
 	deadline := lim.RunTime + r.cfg.Grace
-	if rt.lang.Compiled() {
+	switch {
+	case spec.CompileOnly:
+		deadline = lim.CompileTime + r.cfg.Grace
+	case rt.lang.Compiled() && len(spec.Artifact) == 0:
 		deadline += lim.CompileTime
 	}
 	var (
@@ -435,6 +452,11 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		w := b.conn.Conn
 		if err := boxinit.WriteFrame(w, boxinit.FrameRequest, req); err != nil {
 			return
+		}
+		for chunk := range slices.Chunk(spec.Artifact, boxinit.ChunkSize) {
+			if err := boxinit.WriteFrame(w, boxinit.FrameArtifact, chunk); err != nil {
+				return
+			}
 		}
 		for chunk := range slices.Chunk(spec.Stdin, boxinit.ChunkSize) {
 			if err := boxinit.WriteFrame(w, boxinit.FrameStdin, chunk); err != nil {
@@ -478,6 +500,7 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		boxinit.FrameStderr:  {max: int(lim.Output)},
 		boxinit.FrameCompile: {max: int(lim.Output)},
 	}
+	var artifact bytes.Buffer // of a compile-only run
 	var final *boxinit.Result
 	var protoErr error
 	for final == nil {
@@ -497,6 +520,12 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 			if streams.Output != nil {
 				streams.Output(sandbox.Chunk{Stream: streamOf(typ), Data: payload})
 			}
+		case boxinit.FrameArtifact:
+			if !spec.CompileOnly || len(payload) > boxinit.ChunkSize || artifact.Len()+len(payload) > boxinit.MaxArtifact {
+				protoErr = fmt.Errorf("runbox-init sent an artefact it was not asked for or over %d bytes", boxinit.MaxArtifact)
+				break
+			}
+			artifact.Write(payload)
 		case boxinit.FrameStarted:
 			if streams.Started != nil {
 				streams.Started()
@@ -538,7 +567,14 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		}
 		return res, fmt.Errorf("%w: sandbox ended without a result (%v): %s", sandbox.ErrUnavailable, protoErr, initErr.String())
 	}
-	return r.result(res, final)
+	res, err = r.result(res, final)
+	if err == nil && spec.CompileOnly && res.Status == sandbox.StatusOK {
+		if int64(artifact.Len()) != final.Artifact || artifact.Len() == 0 {
+			return res, fmt.Errorf("%w: runbox-init sent %d artefact bytes and counted %d", sandbox.ErrUnavailable, artifact.Len(), final.Artifact)
+		}
+		res.Artifact = artifact.Bytes()
+	}
+	return res, err
 }
 
 // oomKilled reports whether the OOM killer struck in the container. The engine learns of
