@@ -18,6 +18,7 @@ import (
 	"runbox/monitor"
 	"runbox/sandbox"
 	"runbox/sandbox/docker"
+	"runbox/sandbox/judge"
 	"runbox/scheduler"
 	"runbox/scheduler/bolt"
 	"runbox/scheduler/psutil"
@@ -121,6 +122,9 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 		defer dr.Close()
 		log.Info("sandbox ready", "component", "master", "languages", strings.Join(keys(dr.Images()), ","))
 		runner, max = dr, docker.DefaultConfig().Max
+	}
+	if runner, err = withJudge(runner); err != nil {
+		return err
 	}
 
 	scfg := scheduler.DefaultConfig()
@@ -229,6 +233,12 @@ func newDockerRunner(ctx context.Context, node string, pool int, host, tag, runt
 	dcfg.ImageTag = tag
 	dcfg.Logger = log
 	return docker.New(ctx, dcfg)
+}
+
+// withJudge wraps a node's sandbox in the judge: a Spec with test cases is one job that
+// compiles once and runs its cases in this node's sandboxes (sandbox/judge).
+func withJudge(r sandbox.Runner) (sandbox.Runner, error) {
+	return judge.New(r, judge.DefaultConfig())
 }
 
 // reportLoad samples the load every second until ctx ends or the returned stop is

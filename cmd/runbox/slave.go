@@ -82,6 +82,10 @@ func serveSlave(ctx context.Context, cfg slaveConfig, log *slog.Logger, runner s
 		defer dr.Close()
 		runner, langs = dr, dr.Images()
 	}
+	runner, err := withJudge(runner)
+	if err != nil {
+		return err
+	}
 	ccfg := transport.DefaultClientConfig()
 	ccfg.Token = cfg.Token
 	tlsCfg, err := slaveTLS(cfg.TLSDir, cfg.TLSCA)

@@ -60,6 +60,8 @@ type submitConfig struct {
 	MemoryLimit string
 	JSON        bool
 	Verbose     bool
+	Tests       string // directory of NAME.in/NAME.out test cases
+	Compare     string
 }
 
 const submitHelp = `Usage: runbox submit [flags] FILE...
@@ -75,9 +77,20 @@ program could not run.
 
 Statuses: ok, compile_error, runtime_error, time_limit, memory_limit, output_limit.
 
+With --tests DIR, each FILE is judged: compiled once, then run once per test case of
+DIR, each in a fresh sandbox, its output compared with the expected one (--compare).
+A case is NAME.out (the expected output) with NAME.in (its input; empty when missing),
+in NAME order (numbers by value: 2 before 10). runbox prints a table per FILE, case,
+verdict, time, memory and the first difference of a wrong answer, then the verdict:
+accepted when every case passed, else the first failing case's (wrong_answer,
+runtime_error, time_limit, memory_limit, output_limit), or compile_error. With --json the
+object also has verdict and cases (name, verdict, exit_code, time_ms, cpu_time_ms,
+memory_bytes, message, diff, stderr).
+
 Exit codes:
   0-255  the program's own exit code (the last failing one with several FILEs);
          a program killed at a limit exits 128+signal, e.g. 137
+  0, 1   with --tests: 0 when every case of every FILE was accepted, else 1
   64     usage error (bad flags, unreadable FILE)
   65     the request was refused: invalid_request, unknown_language, too_large,
          or not_found (the job is unknown to the server)
@@ -103,6 +116,8 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&cfg.MemoryLimit, "memory-limit", "", "memory limit, e.g. 128MiB (default: the server's)")
 	fs.BoolVar(&cfg.JSON, "json", false, "print one JSON object per file instead of the program's output")
 	fs.BoolVar(&cfg.Verbose, "v", false, "print the job id, node, time and memory on stderr")
+	fs.StringVar(&cfg.Tests, "tests", "", "judge each FILE against the test cases of this directory: NAME.in (input, optional) and NAME.out (expected output)")
+	fs.StringVar(&cfg.Compare, "compare", "trim", "with --tests, how outputs compare: exact (byte for byte), trim (trailing blanks of each line and trailing empty lines ignored) or tokens (whitespace-separated tokens)")
 	fs.Usage = func() { fmt.Fprint(stderr, submitHelp); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -140,6 +155,20 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if live && fs.NArg() > 1 {
 		return fail("--stdin - works with one FILE only")
 	}
+	var tests []sandbox.TestCase
+	if !sandbox.Compare(cfg.Compare).Valid() || cfg.Compare == "" {
+		return fail("bad --compare %q: exact, trim or tokens", cfg.Compare)
+	}
+	if cfg.Tests != "" {
+		if cfg.Stdin != "" {
+			return fail("--stdin and --tests do not go together: each test case has its input")
+		}
+		t, err := loadTests(cfg.Tests)
+		if err != nil {
+			return fail("%v", err)
+		}
+		tests = t
+	}
 	specs := make([]sandbox.Spec, fs.NArg())
 	for i, path := range fs.Args() {
 		src, err := os.ReadFile(path)
@@ -155,6 +184,9 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			lang = l.Name
 		}
 		specs[i] = sandbox.Spec{Language: lang, Files: []sandbox.File{{Content: src}}, Stdin: stdinData, Limits: limits}
+		if tests != nil {
+			specs[i].Tests, specs[i].Compare = tests, sandbox.Compare(cfg.Compare)
+		}
 	}
 
 	ccfg, err := cfg.config()
@@ -179,7 +211,12 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	code := 0
 	for i, spec := range specs {
-		c := submitText(ctx, client, fs.Arg(i), spec, live, &cfg, stdin, stdout, stderr)
+		var c int
+		if tests != nil {
+			c = submitJudged(ctx, client, fs.Arg(i), spec, &cfg, stdout, stderr)
+		} else {
+			c = submitText(ctx, client, fs.Arg(i), spec, live, &cfg, stdin, stdout, stderr)
+		}
 		if c != 0 {
 			code = c
 		}
@@ -277,6 +314,8 @@ type jsonResult struct {
 	Message       string     `json:"message,omitempty"`
 	Node          string     `json:"node"`
 	Attempts      int        `json:"attempts"`
+	Verdict       string     `json:"verdict,omitempty"` // with --tests
+	Cases         []jsonCase `json:"cases,omitempty"`
 	Error         *jsonError `json:"error,omitempty"`
 }
 
@@ -299,6 +338,7 @@ func toJSON(id, file string, spec sandbox.Spec, res sandbox.Result, err error) j
 	out.TimeMS = float64(res.Time.Microseconds()) / 1000
 	out.CPUTimeMS = float64(res.CPUTime.Microseconds()) / 1000
 	out.MemoryBytes, out.Node, out.Attempts = res.Memory, res.Node, res.Attempts
+	out.Verdict, out.Cases = string(res.Verdict), casesToJSON(res.Cases)
 	return out
 }
 
@@ -318,6 +358,8 @@ func submitJSON(ctx context.Context, client *transport.Client, files []string, s
 			res, err := client.Run(ctx, specs[i], transport.RunOptions{Handler: transport.Handler{Accepted: func(s string) { id = s }}})
 			results[i] = toJSON(id, files[i], specs[i], res, err)
 			switch {
+			case len(specs[i].Tests) > 0:
+				codes[i] = judgedExitCode(res, err)
 			case err != nil:
 				codes[i] = exitCodeOf(err)
 			case res.ExitCode < 0:

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"runbox/sandbox"
+	"runbox/transport"
+)
+
+// loadTests reads the test cases of `submit --tests DIR`: each NAME.out is a case's
+// expected output, NAME.in its input (empty when missing), sorted by NAME with runs of
+// digits compared as numbers (2 before 10). An .in without its .out is an error, and so
+// is a directory without any case.
+func loadTests(dir string) ([]sandbox.TestCase, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("--tests: %w", err)
+	}
+	ins, outs := map[string]bool{}, map[string]bool{}
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		name := e.Name()
+		if stem, ok := strings.CutSuffix(name, ".in"); ok && stem != "" {
+			ins[stem] = true
+		} else if stem, ok := strings.CutSuffix(name, ".out"); ok && stem != "" {
+			outs[stem] = true
+		}
+	}
+	for stem := range ins {
+		if !outs[stem] {
+			return nil, fmt.Errorf("--tests: %s has no expected output %s", filepath.Join(dir, stem+".in"), stem+".out")
+		}
+	}
+	if len(outs) == 0 {
+		return nil, fmt.Errorf("--tests: no test cases in %s (want NAME.in and NAME.out pairs; NAME.out alone runs with empty input)", dir)
+	}
+	names := make([]string, 0, len(outs))
+	for stem := range outs {
+		names = append(names, stem)
+	}
+	slices.SortFunc(names, naturalCompare)
+	tests := make([]sandbox.TestCase, len(names))
+	for i, name := range names {
+		exp, err := os.ReadFile(filepath.Join(dir, name+".out"))
+		if err != nil {
+			return nil, fmt.Errorf("--tests: %w", err)
+		}
+		tests[i] = sandbox.TestCase{Name: name, Expected: exp}
+		if ins[name] {
+			if tests[i].Stdin, err = os.ReadFile(filepath.Join(dir, name+".in")); err != nil {
+				return nil, fmt.Errorf("--tests: %w", err)
+			}
+		}
+	}
+	return tests, nil
+}
+
+// naturalCompare orders strings with their runs of digits compared as numbers (ties, as
+// "2" and "02", in byte order).
+func naturalCompare(a, b string) int {
+	if c := naturalCompareRuns(a, b); c != 0 {
+		return c
+	}
+	return strings.Compare(a, b)
+}
+
+func naturalCompareRuns(a, b string) int {
+	for a != "" && b != "" {
+		da, db := digitRun(a), digitRun(b)
+		if da > 0 && db > 0 {
+			na, nb := strings.TrimLeft(a[:da], "0"), strings.TrimLeft(b[:db], "0")
+			if c := len(na) - len(nb); c != 0 {
+				return c
+			}
+			if c := strings.Compare(na, nb); c != 0 {
+				return c
+			}
+			a, b = a[da:], b[db:]
+			continue
+		}
+		if a[0] != b[0] {
+			return int(a[0]) - int(b[0])
+		}
+		a, b = a[1:], b[1:]
+	}
+	return len(a) - len(b)
+}
+
+func digitRun(s string) int {
+	n := 0
+	for n < len(s) && s[n] >= '0' && s[n] <= '9' {
+		n++
+	}
+	return n
+}
+
+// submitJudged runs one judged program and prints its verdict table on stdout (compiler
+// errors on stderr). It returns 0 when every case was accepted, 1 when not, and runbox's
+// own codes when the job could not run.
+func submitJudged(ctx context.Context, client *transport.Client, file string, spec sandbox.Spec, cfg *submitConfig, stdout, stderr io.Writer) int {
+	var id string
+	opts := transport.RunOptions{Handler: transport.Handler{
+		Accepted: func(s string) { id = s },
+		Output: func(c sandbox.Chunk) {
+			if c.Stream == sandbox.Compile {
+				stderr.Write(c.Data)
+			}
+		},
+		Reconnecting: func(err error) {
+			fmt.Fprintf(stderr, "runbox: connection lost (%v); reconnecting to wait for job %s\n", err, id)
+		},
+	}}
+	if cfg.Verbose {
+		opts.Handler.Queued = func(p int) { fmt.Fprintf(stderr, "runbox: %s queued at position %d\n", file, p) }
+		opts.Handler.Started = func(n string) { fmt.Fprintf(stderr, "runbox: %s running on %s\n", file, n) }
+	}
+	res, err := client.Run(ctx, spec, opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "runbox submit: %s: %v\n", file, explain(err))
+		return exitCodeOf(err)
+	}
+	if res.Verdict == "" { // a server without the judge ran it as one program
+		fmt.Fprintf(stderr, "runbox submit: %s: the server did not judge the test cases (it is older than this client)\n", file)
+		return exitInternal
+	}
+	printVerdicts(stdout, file, res)
+	if cfg.Verbose {
+		fmt.Fprintf(stderr, "runbox: %s: job %s on %s: %s\n", file, id, res.Node, res.Verdict)
+	}
+	return judgedExitCode(res, nil)
+}
+
+// printVerdicts prints a judged run: one line per case (case, verdict, time, memory, and
+// the diff or the message of a failure), then the overall verdict.
+func printVerdicts(w io.Writer, file string, res sandbox.Result) {
+	if res.Verdict == sandbox.Verdict(sandbox.StatusCompileError) {
+		fmt.Fprintf(w, "%s: compile_error%s\n", file, suffix(res.Message))
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CASE\tVERDICT\tTIME\tMEMORY\t")
+	passed := 0
+	for _, c := range res.Cases {
+		note := c.Diff
+		if note == "" {
+			note = c.Message
+		}
+		if c.Verdict == sandbox.VerdictAccepted {
+			passed++
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\n", c.Name, c.Verdict, c.Time.Round(time.Millisecond), sandbox.FormatSize(c.Memory), note)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%s: %s (%d of %d test cases passed)\n", file, res.Verdict, passed, len(res.Cases))
+}
+
+// jsonCase is one case of a judged run in `runbox submit --json`.
+type jsonCase struct {
+	Name        string  `json:"name"`
+	Verdict     string  `json:"verdict"`
+	ExitCode    int     `json:"exit_code"`
+	Signal      string  `json:"signal,omitempty"`
+	TimeMS      float64 `json:"time_ms"`
+	CPUTimeMS   float64 `json:"cpu_time_ms"`
+	MemoryBytes int64   `json:"memory_bytes"`
+	Message     string  `json:"message,omitempty"`
+	Diff        string  `json:"diff,omitempty"`
+	Stderr      string  `json:"stderr,omitempty"`
+}
+
+func casesToJSON(cases []sandbox.CaseResult) []jsonCase {
+	out := make([]jsonCase, len(cases))
+	for i, c := range cases {
+		out[i] = jsonCase{Name: c.Name, Verdict: string(c.Verdict), ExitCode: c.ExitCode, Signal: c.Signal,
+			TimeMS: float64(c.Time.Microseconds()) / 1000, CPUTimeMS: float64(c.CPUTime.Microseconds()) / 1000,
+			MemoryBytes: c.Memory, Message: c.Message, Diff: c.Diff, Stderr: string(c.Stderr)}
+	}
+	return out
+}
+
+// judgedExitCode is the exit code of a judged FILE: 0 when accepted, 1 otherwise.
+func judgedExitCode(res sandbox.Result, err error) int {
+	switch {
+	case err != nil:
+		return exitCodeOf(err)
+	case res.Verdict == sandbox.VerdictAccepted:
+		return 0
+	case res.Verdict == "":
+		return exitInternal
+	}
+	return 1
+}

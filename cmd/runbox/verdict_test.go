@@ -1,0 +1,142 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"runbox/sandbox/sandboxtest"
+)
+
+// testsDir writes files (name → content) into a fresh directory.
+func testsDir(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestSubmitTests(t *testing.T) {
+	t.Parallel()
+	addr := startMaster(t, &sandboxtest.Fake{}, nil)
+	// The Fake's "cat" echoes its input: a case passes when its .out is its .in.
+	dir := testsDir(t, map[string]string{
+		"1.in": "a\n", "1.out": "a\n",
+		"2.in": "b\n", "2.out": "c\n",
+		"10.out":   "", // no .in: empty input
+		"notes.md": "ignored",
+	})
+	prog := write(t, "cat.py", "cat")
+	code, out, errOut := cli(t, "", "submit", "--server", addr, "--tests", dir, prog)
+	if code != 1 {
+		t.Errorf("exit code %d, want 1; stderr %q", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 5 || !strings.HasPrefix(lines[0], "CASE") {
+		t.Fatalf("output:\n%s", out)
+	}
+	for i, want := range [][]string{{"1 ", "accepted"}, {"2 ", "wrong_answer", `line 1: expected "c", got "b"`}, {"10 ", "accepted"}} {
+		for _, w := range want {
+			if !strings.Contains(lines[i+1], w) {
+				t.Errorf("line %q lacks %q", lines[i+1], w)
+			}
+		}
+	}
+	if !strings.Contains(lines[4], "wrong_answer (2 of 3 test cases passed)") {
+		t.Errorf("verdict line %q", lines[4])
+	}
+
+	// All accepted: exit 0. --compare tokens makes "a b" match "a\nb".
+	good := testsDir(t, map[string]string{"x.in": "a b\n", "x.out": "a\nb"})
+	if code, out, errOut := cli(t, "", "submit", "--server", addr, "--tests", good, "--compare", "tokens", prog); code != 0 || !strings.Contains(out, "accepted (1 of 1") {
+		t.Errorf("tokens: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if code, out, _ := cli(t, "", "submit", "--server", addr, "--tests", good, "--compare", "exact", prog); code != 1 || !strings.Contains(out, "wrong_answer") {
+		t.Errorf("exact: code %d, stdout %q", code, out)
+	}
+
+	// A compile error: no case runs, the compiler's output on stderr.
+	code, out, errOut = cli(t, "", "submit", "--server", addr, "--tests", dir, write(t, "bad.c", "compile main.c:1: error: oops"))
+	if code != 1 || !strings.Contains(out, "compile_error") || strings.Contains(out, "CASE") || !strings.Contains(errOut, "oops") {
+		t.Errorf("compile error: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+func TestSubmitTestsJSON(t *testing.T) {
+	t.Parallel()
+	addr := startMaster(t, &sandboxtest.Fake{}, nil)
+	dir := testsDir(t, map[string]string{"a.in": "1\n", "a.out": "1\n", "b.in": "2\n", "b.out": "3\n"})
+	code, out, _ := cli(t, "", "submit", "--server", addr, "--json", "--tests", dir, write(t, "cat.py", "cat"), write(t, "ok.py", "out 1"))
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 1 || len(lines) != 2 {
+		t.Fatalf("code %d, output:\n%s", code, out)
+	}
+	var r struct {
+		Verdict string `json:"verdict"`
+		Cases   []struct {
+			Name, Verdict, Diff string
+			TimeMS              *float64 `json:"time_ms"`
+			MemoryBytes         *int64   `json:"memory_bytes"`
+		} `json:"cases"`
+	}
+	json.Unmarshal([]byte(lines[0]), &r)
+	if r.Verdict != "wrong_answer" || len(r.Cases) != 2 || r.Cases[0].Name != "a" || r.Cases[0].Verdict != "accepted" ||
+		r.Cases[1].Verdict != "wrong_answer" || r.Cases[1].Diff == "" || r.Cases[0].TimeMS == nil || r.Cases[0].MemoryBytes == nil {
+		t.Errorf("first: %s", lines[0])
+	}
+	json.Unmarshal([]byte(lines[1]), &r)
+	if r.Verdict != "wrong_answer" || r.Cases[0].Verdict != "accepted" { // "out 1" passes a, fails b
+		t.Errorf("second: %s", lines[1])
+	}
+	// All accepted: 0.
+	code, out, _ = cli(t, "", "submit", "--server", addr, "--json", "--tests", dir, write(t, "c.py", "cat"))
+	if code != 1 {
+		t.Errorf("code %d: %s", code, out)
+	}
+	one := testsDir(t, map[string]string{"a.in": "1\n", "a.out": "1\n"})
+	if code, out, _ = cli(t, "", "submit", "--server", addr, "--json", "--tests", one, write(t, "c.py", "cat")); code != 0 || !strings.Contains(out, `"verdict":"accepted"`) {
+		t.Errorf("accepted: code %d: %s", code, out)
+	}
+}
+
+func TestSubmitTestsUsageErrors(t *testing.T) {
+	t.Parallel()
+	prog := write(t, "p.py", "cat")
+	for name, c := range map[string]struct {
+		args []string
+		want string
+	}{
+		"missing dir":    {[]string{"--tests", filepath.Join(t.TempDir(), "nope")}, "no such file"},
+		"empty dir":      {[]string{"--tests", t.TempDir()}, "no test cases in"},
+		"in without out": {[]string{"--tests", testsDir(t, map[string]string{"1.in": "x", "2.out": "y"})}, "1.in has no expected output"},
+		"bad compare":    {[]string{"--tests", testsDir(t, map[string]string{"1.out": "y"}), "--compare", "fuzzy"}, "bad --compare"},
+		"stdin":          {[]string{"--tests", testsDir(t, map[string]string{"1.out": "y"}), "--stdin", prog}, "do not go together"},
+	} {
+		args := append(append([]string{"submit", "--server", "127.0.0.1:1"}, c.args...), prog)
+		code, _, errOut := cli(t, "", args...)
+		if code != exitUsage || !strings.Contains(errOut, c.want) || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("%s: code %d, stderr %q", name, code, errOut)
+		}
+	}
+	code, _, errOut := cli(t, "", "submit", "-h")
+	if !strings.Contains(errOut, "--tests") || !strings.Contains(errOut, "with --tests: 0 when every case") {
+		t.Errorf("help (code %d) does not document --tests and its exit codes:\n%s", code, errOut)
+	}
+}
+
+func TestNaturalOrder(t *testing.T) {
+	t.Parallel()
+	names := []string{"10", "2", "1", "a10", "a2", "b", "a", "02", "sample-1", "sample-01x"}
+	slices.SortFunc(names, naturalCompare)
+	want := []string{"1", "02", "2", "10", "a", "a2", "a10", "b", "sample-1", "sample-01x"}
+	if !slices.Equal(names, want) {
+		t.Errorf("order %v, want %v", names, want)
+	}
+}
