@@ -89,6 +89,29 @@ func TestAutoscaleDocker(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	nodes, firstSlave := loadCluster(t, c, node, 8, nil)
+	t.Logf("jobs per node %v; first job on a new slave %v after the queue formed", nodes, firstSlave)
+
+	// The load is gone: after the idle time the slaves drain and their containers go.
+	deadline = time.Now().Add(2 * time.Minute)
+	for len(slaveContainers(t, node)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("slave containers still there: %v", slaveContainers(t, node))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	snap, _ := c.Status(context.Background())
+	if len(snap.Nodes) != 1 {
+		t.Errorf("nodes after scale-in: %+v", snap.Nodes)
+	}
+}
+
+// loadCluster runs n Python jobs of 2 s at once on the master named master and checks
+// that every one ended ok and that some ran on a started slave. It returns the jobs per
+// node and the time from the queue forming to the first job placed on a slave; mark,
+// when set, hears of that first placement.
+func loadCluster(t *testing.T, c *transport.Client, master string, n int, mark func(format string, a ...any)) (map[string]int, time.Duration) {
+	t.Helper()
 	var (
 		mu         sync.Mutex
 		nodes      = map[string]int{}
@@ -97,7 +120,7 @@ func TestAutoscaleDocker(t *testing.T) {
 		wg         sync.WaitGroup
 		failures   []error
 	)
-	for i := 0; i < 8; i++ {
+	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -115,8 +138,11 @@ func TestAutoscaleDocker(t *testing.T) {
 					},
 					Started: func(n string) {
 						mu.Lock()
-						if n != node && firstSlave == 0 && !queuedAt.IsZero() {
+						if n != master && firstSlave == 0 && !queuedAt.IsZero() {
 							firstSlave = time.Since(queuedAt)
+							if mark != nil {
+								mark("first job on a slave (%s)", n)
+							}
 						}
 						mu.Unlock()
 					},
@@ -136,25 +162,12 @@ func TestAutoscaleDocker(t *testing.T) {
 	}
 	slaves := 0
 	for n := range nodes {
-		if n != node {
+		if n != master {
 			slaves++
 		}
 	}
 	if slaves == 0 {
 		t.Fatalf("no job ran on a started slave: %v", nodes)
 	}
-	t.Logf("jobs per node %v; first job on a new slave %v after the queue formed", nodes, firstSlave)
-
-	// The load is gone: after the idle time the slaves drain and their containers go.
-	deadline = time.Now().Add(2 * time.Minute)
-	for len(slaveContainers(t, node)) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("slave containers still there: %v", slaveContainers(t, node))
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	snap, _ := c.Status(context.Background())
-	if len(snap.Nodes) != 1 {
-		t.Errorf("nodes after scale-in: %+v", snap.Nodes)
-	}
+	return nodes, firstSlave
 }

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"runbox/sandbox"
 	"runbox/transport"
 )
 
@@ -197,62 +196,9 @@ func TestAutoscaleSwarm(t *testing.T) {
 		}
 	}()
 
-	var (
-		mu         sync.Mutex
-		nodes      = map[string]int{}
-		queuedAt   time.Time
-		firstSlave time.Duration
-		wg         sync.WaitGroup
-		failures   []error
-	)
-	// 2 s of sleep, under a 30 s limit: python's start is slow on a loaded machine.
 	mark("submitting 10 jobs of 2 s")
-	for i := 0; i < 10; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := c.Run(context.Background(), sandbox.Spec{Language: "python", Files: []sandbox.File{{Content: []byte("import time\ntime.sleep(2)\nprint('ok')\n")}},
-				Limits: sandbox.Limits{RunTime: 30 * time.Second}},
-				transport.RunOptions{Handler: transport.Handler{
-					Queued: func(int) {
-						mu.Lock()
-						if queuedAt.IsZero() {
-							queuedAt = time.Now()
-						}
-						mu.Unlock()
-					},
-					Started: func(n string) {
-						mu.Lock()
-						if n != node && firstSlave == 0 && !queuedAt.IsZero() {
-							firstSlave = time.Since(queuedAt)
-							mark("first job on a slave (%s)", n)
-						}
-						mu.Unlock()
-					},
-				}})
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil || res.Status != sandbox.StatusOK {
-				failures = append(failures, fmt.Errorf("%v %+v", err, res))
-				return
-			}
-			nodes[res.Node]++
-		}()
-	}
-	wg.Wait()
+	nodes, firstSlave := loadCluster(t, c, node, 10, mark)
 	mark("all jobs done: %v", nodes)
-	if len(failures) > 0 {
-		t.Fatalf("jobs failed while scaling: %v", failures)
-	}
-	slaves := 0
-	for n := range nodes {
-		if n != node {
-			slaves++
-		}
-	}
-	if slaves == 0 {
-		t.Fatalf("no job ran on a started slave: %v", nodes)
-	}
 
 	// The load is gone: after the idle time each slave is drained, its service scaled to
 	// 0 and removed, and its container goes.
