@@ -410,15 +410,16 @@ func (sl *Slave) serveJob(ctx context.Context, st *yamux.Stream) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var stdin chan []byte
+	var input chan []byte // the program's live stdin; the reader below owns its closing
 	if sub.Interactive {
-		stdin = make(chan []byte, 16)
+		input = make(chan []byte, 16)
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Add(1)
 	go func() { // the master's side: stdin, cancel, or the stream going away
 		defer wg.Done()
+		stdin := input
 		defer func() {
 			if stdin != nil {
 				close(stdin)
@@ -474,8 +475,8 @@ func (sl *Slave) serveJob(ctx context.Context, st *yamux.Stream) {
 			send(typ, c.Data)
 		},
 	}
-	if stdin != nil {
-		streams.Stdin = stdin
+	if input != nil {
+		streams.Stdin = input
 	}
 	res, err := sl.runner.Run(ctx, sub.Spec, streams)
 	wmu.Lock()
