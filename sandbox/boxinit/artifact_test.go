@@ -274,3 +274,38 @@ func mustWrite(t *testing.T, path, body string, mode os.FileMode) {
 	}
 	os.Chmod(path, mode)
 }
+
+// FuzzUnpackDir feeds UnpackDir arbitrary bytes: it must never panic, never write outside
+// its directory, and never leave anything but regular files and directories.
+func FuzzUnpackDir(f *testing.F) {
+	f.Add([]byte("plain"))
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	tw.WriteHeader(&tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755})
+	tw.WriteHeader(&tar.Header{Name: "d/x", Typeflag: tar.TypeReg, Mode: 0o755, Size: 1})
+	tw.Write([]byte("x"))
+	tw.WriteHeader(&tar.Header{Name: "../up", Typeflag: tar.TypeReg, Size: 0})
+	tw.WriteHeader(&tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "/"})
+	tw.Close()
+	zw.Close()
+	f.Add(buf.Bytes())
+	f.Fuzz(func(t *testing.T, art []byte) {
+		root := t.TempDir()
+		dir := filepath.Join(root, "scratch")
+		os.Mkdir(dir, 0o700)
+		UnpackDir(dir, bytes.NewReader(art), 1<<20)
+		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err != nil || p == root {
+				return nil
+			}
+			if p != dir && !strings.HasPrefix(p, dir+string(filepath.Separator)) {
+				t.Errorf("wrote %s outside the scratch directory", p)
+			}
+			if !d.IsDir() && !d.Type().IsRegular() {
+				t.Errorf("%s is a %v", p, d.Type())
+			}
+			return nil
+		})
+	})
+}
