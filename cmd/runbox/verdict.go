@@ -147,7 +147,8 @@ func printVerdicts(w io.Writer, file string, res sandbox.Result) {
 		fmt.Fprintf(w, "%s: compile_error%s\n", file, suffix(res.Message))
 		return
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	var table strings.Builder
+	tw := tabwriter.NewWriter(&table, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CASE\tVERDICT\tTIME\tMEMORY\t")
 	passed := 0
 	for _, c := range res.Cases {
@@ -161,6 +162,9 @@ func printVerdicts(w io.Writer, file string, res sandbox.Result) {
 		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\n", c.Name, c.Verdict, c.Time.Round(time.Millisecond), sandbox.FormatSize(c.Memory), note)
 	}
 	tw.Flush()
+	for line := range strings.Lines(table.String()) {
+		fmt.Fprintln(w, strings.TrimRight(line, " \n"))
+	}
 	fmt.Fprintf(w, "%s: %s (%d of %d test cases passed)\n", file, res.Verdict, passed, len(res.Cases))
 }
 

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"runbox/sandbox/sandboxtest"
 )
@@ -138,5 +141,44 @@ func TestNaturalOrder(t *testing.T) {
 	want := []string{"1", "02", "2", "10", "a", "a2", "a10", "b", "sample-1", "sample-01x"}
 	if !slices.Equal(names, want) {
 		t.Errorf("order %v, want %v", names, want)
+	}
+}
+
+// TestSubmitTestsOnASlave: a judged job is one job, placed on one node, which runs every
+// case in its own sandbox; the cases come back through the master.
+func TestSubmitTestsOnASlave(t *testing.T) {
+	t.Parallel()
+	local, remote := &sandboxtest.Fake{Node: "master"}, &sandboxtest.Fake{Node: "slave-1"}
+	addr := startMaster(t, local, func(c *masterConfig) { c.MaxPrograms = 0 })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serveSlave(ctx, slaveConfig{Master: addr, Node: "slave-1", MaxPrograms: 1}, slog.New(slog.DiscardHandler), remote)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	dir := testsDir(t, map[string]string{"1.in": "a\n", "1.out": "a\n", "2.in": "b\n", "2.out": "b\n", "3.in": "c\n", "3.out": "x\n"})
+	prog := write(t, "cat.py", "cat")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, out, errOut := cli(t, "", "submit", "--server", addr, "--json", "--tests", dir, prog)
+		var r jsonResult
+		json.Unmarshal([]byte(out), &r)
+		if r.Node == "slave-1" {
+			if code != 1 || r.Verdict != "wrong_answer" || len(r.Cases) != 3 || r.Cases[2].Verdict != "wrong_answer" || r.Cases[2].Diff == "" {
+				t.Errorf("code %d: %s %s", code, out, errOut)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no judged job ran on the slave: %d %q %q", code, out, errOut)
+		}
+		time.Sleep(100 * time.Millisecond) // the slave is still joining
+	}
+	if runs, _ := remote.Runs(); runs != 3 {
+		t.Errorf("the slave ran %d programs, want the 3 cases", runs)
+	}
+	if runs, _ := local.Runs(); runs != 0 {
+		t.Errorf("the master ran %d programs", runs)
 	}
 }
