@@ -138,6 +138,13 @@ build_from_debootstrap() {
 	chroot "$root" /usr/bin/python3 --version >&2
 	chroot "$root" /usr/bin/gcc --version | sed -n 1p >&2
 	chroot "$root" /usr/bin/g++ --version | sed -n 1p >&2
+	chroot "$root" /usr/bin/go version >&2
+	chroot "$root" /usr/bin/node --version >&2
+	# The JVM's launchers find their libraries through /proc/self/exe.
+	mount -t proc proc "$root/proc"
+	chroot "$root" /usr/bin/javac -version >&2
+	chroot "$root" /usr/bin/java -version 2>&1 | sed -n 1p >&2
+	umount "$root/proc"
 
 	log "  importing rootfs ($(du -sh --one-file-system "$root" | cut -f1)) as $tag"
 	# /dev, /proc and /sys are filled by the container runtime: ship them empty.
