@@ -115,6 +115,9 @@ type Request struct {
 	RunTime     time.Duration `json:"run_time"`
 	// Output caps the run's stdout+stderr bytes, and separately the compiler's output.
 	Output int64 `json:"output"`
+	// Env is added to Config.Env for the compile and run commands (KEY=value; it replaces
+	// a variable of the same name): the language's own variables (sandbox.Language.Env).
+	Env []string `json:"env,omitempty"`
 	// CompileOnly: compile, and on success send the scratch directory as an artefact
 	// instead of running (Result.Artifact tells its size).
 	CompileOnly bool `json:"compile_only,omitempty"`

@@ -290,6 +290,12 @@ func (s *server) serve(in io.Reader, req Request) Result {
 	if len(req.Run) == 0 {
 		return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: "no run command"}
 	}
+	for _, kv := range req.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsRune(kv, 0) {
+			return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: fmt.Sprintf("bad environment entry %q", kv)}
+		}
+	}
+	s.cfg.Env = mergeEnv(s.cfg.Env, req.Env)
 	if req.Artifact > 0 {
 		// A compiled program in place of the sources: no files, no compile phase.
 		if req.CompileOnly || req.Artifact > MaxArtifact {
@@ -681,6 +687,18 @@ func killAll(pid int) {
 		return
 	}
 	syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// mergeEnv returns env with each KEY=value of add set: a key already in env is replaced
+// (libc's getenv takes the first of duplicates, shells the last).
+func mergeEnv(env, add []string) []string {
+	out := slices.Clone(env)
+	for _, kv := range add {
+		key, _, _ := strings.Cut(kv, "=")
+		out = slices.DeleteFunc(out, func(e string) bool { return strings.HasPrefix(e, key+"=") })
+		out = append(out, kv)
+	}
+	return out
 }
 
 func lookPath(name string, cfg Config) (string, error) {

@@ -150,6 +150,28 @@ func TestServeKillsLeftoversWhenMainExits(t *testing.T) {
 	}
 }
 
+func TestServeAddsTheRequestEnv(t *testing.T) {
+	tr := serve(t, Request{
+		Compile: sh(`echo "compile $LANG_CACHE" >&2`), CompileTime: 5 * time.Second,
+		Run: sh(`echo "$LANG_CACHE $HOME $LANG"; env | grep -c '^LANG='`), RunTime: 5 * time.Second, Output: 1 << 20,
+		Env: []string{"LANG_CACHE=/tmp/cache", "LANG=C"},
+	})
+	if tr.result.Outcome != OutcomeExited || tr.result.ExitCode != 0 {
+		t.Fatalf("result = %+v", tr.result)
+	}
+	// Added to the fixed environment, replacing a variable of the same name.
+	if got := tr.stdout.String(); got != "/tmp/cache /tmp C\n1\n" {
+		t.Errorf("run saw %q", got)
+	}
+	if got := tr.compile.String(); got != "compile /tmp/cache\n" {
+		t.Errorf("compile saw %q", got)
+	}
+	bad := serve(t, Request{Run: sh("true"), RunTime: time.Second, Output: 10, Env: []string{"NOEQUALS"}})
+	if bad.result.Outcome != OutcomeStartError || bad.started {
+		t.Errorf("bad env: result = %+v", bad.result)
+	}
+}
+
 func TestServeMissingCommand(t *testing.T) {
 	tr := serve(t, Request{Run: []string{"no-such-binary-runbox"}, RunTime: time.Second, Output: 10})
 	if tr.result.Outcome != OutcomeStartError {

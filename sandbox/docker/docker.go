@@ -396,7 +396,7 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		files[0].Name = rt.lang.Source
 	}
 	breq := boxinit.Request{
-		Files: files, Compile: rt.lang.Compile, Run: rt.lang.Run,
+		Files: files, Compile: rt.lang.Compile, Run: rt.lang.Run, Env: rt.lang.Env,
 		CompileTime: lim.CompileTime, RunTime: lim.RunTime, Output: lim.Output,
 		CompileOnly: spec.CompileOnly, Artifact: int64(len(spec.Artifact)),
 	}
