@@ -9,7 +9,8 @@ import (
 // Language is one row of the language table: how to compile and run a program in it.
 // Commands run in the program's working directory, where its files are.
 type Language struct {
-	// Name is the canonical name used on the wire ("python", "c", "cpp").
+	// Name is the canonical name used on the wire ("python", "c", "cpp", "go", "java",
+	// "javascript").
 	Name string
 	// Aliases are other accepted names ("py", "c++").
 	Aliases []string
@@ -17,7 +18,8 @@ type Language struct {
 	Extensions []string
 	// Image is the runtime image repository, without tag ("runbox/runtime-python").
 	Image string
-	// Source is the main file's default name.
+	// Source is the main file's default name, which the commands name. A request's main
+	// file without a name gets it (Java's Main.java: the file is named after its class).
 	Source string
 	// Compile is the compile command, nil for interpreted languages.
 	Compile []string
@@ -28,6 +30,42 @@ type Language struct {
 	// root filesystem is a mount of its own, cold at start), and is killed when the
 	// program arrives. Its output and exit status are ignored.
 	Warm []string
+	// Env is the language's own environment, KEY=value, added to runbox-init's fixed
+	// one (boxinit.DefaultConfig) for the compile and run commands: where a toolchain
+	// keeps its caches (under /tmp, the only writable place), and switches that keep it
+	// offline. Warm commands set what they need themselves.
+	Env []string
+}
+
+// goEnv is the go command's environment with its caches under dir: GOPATH mode (no
+// go.mod, no module downloads), no proxy, no toolchain switch, the local toolchain.
+func goEnv(dir string) []string {
+	return []string{
+		"GOCACHE=" + dir + "/.cache/go-build",
+		"GOPATH=" + dir + "/.cache/gopath",
+		"GO111MODULE=off",
+		"GOPROXY=off",
+		"GOTOOLCHAIN=local",
+		"GOFLAGS=",
+	}
+}
+
+// javaFlags are the JVM's flags for a program. The JVM sizes its heap from the memory
+// cgroup (there is no address-space limit): 75% of the sandbox's memory limit, whatever
+// the limit (MinRAMPercentage applies under about 256 MiB). The rest is the JVM's own:
+// code, metaspace, stacks, and the page cache of its libraries, without which it thrashes.
+// So a program that fills its heap ends with Java's OutOfMemoryError (runtime_error), not
+// at the sandbox's cap. The serial collector has no helper threads and the smallest
+// footprint; -Xss gives threads a judge's deep stack (reserved, not used, until touched);
+// no perf data file in /tmp; the JDK's class data archive when it maps.
+func javaFlags() []string {
+	return []string{"-XX:+UseSerialGC", "-XX:MinRAMPercentage=75", "-XX:MaxRAMPercentage=75", "-Xss64m", "-XX:-UsePerfData", "-Xshare:auto"}
+}
+
+// javacFlags run javac on the same JVM, tuned for a short job: C1 only (javac's life is
+// too short for C2 to pay off).
+func javacFlags() []string {
+	return []string{"-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1", "-J-XX:MinRAMPercentage=75", "-J-XX:MaxRAMPercentage=75", "-J-XX:-UsePerfData", "-J-Xshare:auto", "-encoding", "UTF-8"}
 }
 
 // Compiled reports whether the language has a compile phase.
@@ -67,6 +105,46 @@ func languages() []Language {
 			Compile:    []string{"g++", "-std=gnu++17", "-O2", "-pipe", "-Wall", "-o", "main", "main.cpp"},
 			Run:        []string{"./main"},
 			Warm:       []string{"g++", "-std=gnu++17", "-O2", "-pipe", "-Wall", "-include", "iostream", "-x", "c++", "/dev/null", "-o", "warm"},
+		},
+		{
+			Name:       "go",
+			Aliases:    []string{"golang"},
+			Extensions: []string{".go"},
+			Image:      "runbox/runtime-go",
+			Source:     "main.go",
+			// GOPATH mode (GO111MODULE=off): the package in the working directory, all its
+			// .go files, no go.mod, standard library only. The build cache is per program.
+			Compile: []string{"go", "build", "-o", "main", "."},
+			Run:     []string{"./main"},
+			Env:     goEnv("/tmp"),
+			// A hello that imports fmt: the go command, compiler, linker and the standard
+			// library's sources and archives, with the cache in the warm-up's directory.
+			Warm: []string{"sh", "-c", "printf 'package main\\nimport \"fmt\"\\nfunc main() { fmt.Println() }\\n' >main.go && " +
+				"exec env " + strings.Join(goEnv("$PWD"), " ") + " go build -o main ."},
+		},
+		{
+			Name:       "java",
+			Extensions: []string{".java"},
+			Image:      "runbox/runtime-java",
+			// javac wants a public class in a file of its name: the program's class is Main.
+			Source:  "Main.java",
+			Compile: append(append([]string{"javac"}, javacFlags()...), "Main.java"),
+			Run:     append(append([]string{"java"}, javaFlags()...), "Main"),
+			// The same compile and run of a hello: the JVM, javac's classes, the class data.
+			Warm: []string{"sh", "-c", "printf 'class Main { public static void main(String[] a) { System.out.println(); } }\\n' >Main.java && " +
+				"javac " + strings.Join(javacFlags(), " ") + " Main.java && exec java " + strings.Join(javaFlags(), " ") + " Main"},
+		},
+		{
+			Name:       "javascript",
+			Aliases:    []string{"js", "node", "nodejs"},
+			Extensions: []string{".js"},
+			Image:      "runbox/runtime-javascript",
+			Source:     "main.js",
+			// The preload, from the image, makes stdout and stderr blocking: output stops the
+			// program when the pipe is full instead of piling up in memory, and all of it
+			// arrives before an exit.
+			Run:  []string{"node", "--require", "/usr/local/lib/runbox/node-stdio.js", "main.js"},
+			Warm: []string{"node", "--require", "/usr/local/lib/runbox/node-stdio.js", "-e", ""},
 		},
 	}
 }

@@ -26,80 +26,41 @@ func compiled(spec sandbox.Spec) sandbox.Spec {
 	return spec
 }
 
-// Conformance runs the suite against r. The Runner must serve python, c and cpp with
-// default limits of at least 2s run time, 1 MiB output and 128 MiB memory.
+// Conformance runs the suite against r. The Runner must serve every language of the table
+// (python, c, cpp, go, java, javascript) with default limits of at least 2s run time,
+// 1 MiB output and 128 MiB memory.
 func Conformance(t *testing.T, r sandbox.Runner) {
-	t.Run("PythonHello", func(t *testing.T) {
-		t.Parallel()
-		res := mustRun(t, r, Program("python", "print('hello, world')"), nil)
-		expect(t, res, sandbox.StatusOK, 0)
-		if string(res.Stdout) != "hello, world\n" {
-			t.Errorf("stdout = %q", res.Stdout)
+	progs := LanguagePrograms()
+	for _, lang := range sandbox.Languages() {
+		p, ok := progs[lang.Name]
+		if !ok {
+			t.Errorf("no conformance programs for %s", lang.Name)
+			continue
 		}
-		if res.Memory <= 0 || res.Time <= 0 {
-			t.Errorf("time %v, memory %d: both must be measured", res.Time, res.Memory)
-		}
-	})
-	t.Run("CHello", func(t *testing.T) {
+		t.Run(lang.Name, func(t *testing.T) {
+			t.Parallel()
+			conformLanguage(t, r, lang, p)
+		})
+	}
+	t.Run("GoPackageOfTwoFiles", func(t *testing.T) {
 		t.Parallel()
-		res := mustRun(t, r, compiled(Program("c", "#include <stdio.h>\nint main(void){puts(\"hi from c\");return 0;}\n")), nil)
-		expect(t, res, sandbox.StatusOK, 0)
-		if string(res.Stdout) != "hi from c\n" {
-			t.Errorf("stdout = %q", res.Stdout)
-		}
-	})
-	t.Run("CppHello", func(t *testing.T) {
-		t.Parallel()
-		res := mustRun(t, r, compiled(Program("cpp", "#include <iostream>\nint main(){std::cout<<\"hi from c++\"<<std::endl;}\n")), nil)
-		expect(t, res, sandbox.StatusOK, 0)
-		if string(res.Stdout) != "hi from c++\n" {
-			t.Errorf("stdout = %q", res.Stdout)
-		}
-	})
-	t.Run("StdinAndExitCode", func(t *testing.T) {
-		t.Parallel()
-		spec := Program("python", "import sys\nd=sys.stdin.read()\nprint(d.upper(), end='')\nprint('oops', file=sys.stderr)\nsys.exit(7)\n")
-		spec.Stdin = []byte("some input\n")
+		spec := compiled(Program("go", "package main\n\nfunc main() { println(greeting()) }\n"))
+		spec.Files = append(spec.Files, sandbox.File{Name: "greeting.go", Content: []byte("package main\n\nfunc greeting() string { return \"two files\" }\n")})
 		res := mustRun(t, r, spec, nil)
-		expect(t, res, sandbox.StatusRuntimeError, 7)
-		if string(res.Stdout) != "SOME INPUT\n" || string(res.Stderr) != "oops\n" {
-			t.Errorf("stdout %q stderr %q", res.Stdout, res.Stderr)
+		expect(t, res, sandbox.StatusOK, 0)
+		if string(res.Stderr) != "two files\n" {
+			t.Errorf("stderr = %q", res.Stderr)
 		}
 	})
-	t.Run("CompileError", func(t *testing.T) {
+	t.Run("JavaClassInItsOwnFile", func(t *testing.T) {
 		t.Parallel()
-		res := mustRun(t, r, compiled(Program("c", "int main(void){ return missing_symbol; }\n")), nil)
-		expect(t, res, sandbox.StatusCompileError, 1)
-		if !bytes.Contains(res.CompileOutput, []byte("missing_symbol")) {
-			t.Errorf("compile output does not name the error: %q", res.CompileOutput)
-		}
-		if len(res.Stdout) != 0 {
-			t.Errorf("stdout %q from a program that did not compile", res.Stdout)
-		}
-	})
-	t.Run("TimeLimitKeepsPartialOutput", func(t *testing.T) {
-		t.Parallel()
-		spec := Program("python", "print('started', flush=True)\nwhile True: pass\n")
-		// Long enough for the interpreter to start and print on a loaded machine.
-		spec.Limits.RunTime = 2 * time.Second
+		// javac finds Greeting.java on the source path, Main.java names it.
+		spec := compiled(Program("java", "public class Main { public static void main(String[] a) { System.out.println(Greeting.text()); } }\n"))
+		spec.Files = append(spec.Files, sandbox.File{Name: "Greeting.java", Content: []byte("public class Greeting { static String text() { return \"two files\"; } }\n")})
 		res := mustRun(t, r, spec, nil)
-		if res.Status != sandbox.StatusTimeLimit {
-			t.Fatalf("status %s, want time_limit (%+v)", res.Status, res)
-		}
-		if string(res.Stdout) != "started\n" {
-			t.Errorf("partial stdout lost: %q", res.Stdout)
-		}
-	})
-	t.Run("OutputLimit", func(t *testing.T) {
-		t.Parallel()
-		spec := Program("python", "import sys\nwhile True: sys.stdout.write('x'*4096)\n")
-		spec.Limits.Output = 64 << 10
-		res := mustRun(t, r, spec, nil)
-		if res.Status != sandbox.StatusOutputLimit {
-			t.Fatalf("status %s, want output_limit", res.Status)
-		}
-		if len(res.Stdout) != 64<<10 || strings.Trim(string(res.Stdout), "x") != "" {
-			t.Errorf("kept %d bytes, want the first %d", len(res.Stdout), 64<<10)
+		expect(t, res, sandbox.StatusOK, 0)
+		if string(res.Stdout) != "two files\n" {
+			t.Errorf("stdout = %q", res.Stdout)
 		}
 	})
 	t.Run("LiveOutput", func(t *testing.T) {
@@ -171,6 +132,116 @@ func Conformance(t *testing.T, r sandbox.Runner) {
 		}
 	})
 }
+
+// conformLanguage runs one language's programs: the same checks for every language.
+func conformLanguage(t *testing.T, r sandbox.Runner, lang sandbox.Language, p Programs) {
+	// Outcomes, not speed: a JVM or Node.js on a loaded 2-core machine can take seconds
+	// to start, so every program gets the time a limit's own case does not test.
+	program := func(src string) sandbox.Spec {
+		spec := Program(lang.Name, src)
+		if lang.Compiled() {
+			spec = compiled(spec)
+		}
+		spec.Limits.RunTime = 20 * time.Second
+		return spec
+	}
+	t.Run("Hello", func(t *testing.T) {
+		t.Parallel()
+		spec := program(p.Hello)
+		spec.Stdin = []byte("some input\n")
+		res := mustRun(t, r, spec, nil)
+		expect(t, res, sandbox.StatusOK, 0)
+		if want := "hello from " + lang.Name + "\nSOME INPUT\n"; string(res.Stdout) != want || string(res.Stderr) != "to stderr\n" {
+			t.Errorf("stdout %q stderr %q, want %q and %q", res.Stdout, res.Stderr, want, "to stderr\n")
+		}
+		if res.Memory <= 0 || res.Time <= 0 {
+			t.Errorf("time %v, memory %d: both must be measured", res.Time, res.Memory)
+		}
+		if lang.Compiled() != (res.CompileTime > 0) {
+			t.Errorf("compile time %v for a language that compiles: %v", res.CompileTime, lang.Compiled())
+		}
+		t.Logf("compile %v, run %v, cpu %v, memory %s", res.CompileTime, res.Time, res.CPUTime, sandbox.FormatSize(res.Memory))
+	})
+	t.Run("ExitCode", func(t *testing.T) {
+		t.Parallel()
+		res := mustRun(t, r, program(p.Exit), nil)
+		expect(t, res, sandbox.StatusRuntimeError, 3)
+		if string(res.Stdout) != "bye\n" {
+			t.Errorf("stdout = %q", res.Stdout)
+		}
+	})
+	t.Run("Crash", func(t *testing.T) {
+		t.Parallel()
+		res := mustRun(t, r, program(p.Crash), nil)
+		if res.Status != sandbox.StatusRuntimeError || res.ExitCode == 0 {
+			t.Fatalf("status %s exit %d, want runtime_error, non-zero (stderr %q)", res.Status, res.ExitCode, res.Stderr)
+		}
+		if string(res.Stdout) != "before\n" {
+			t.Errorf("output before the crash lost: %q", res.Stdout)
+		}
+		if res.Signal == "" && !bytes.Contains(res.Stderr, []byte("boom")) {
+			t.Errorf("neither a signal nor the error on stderr: %q", res.Stderr)
+		}
+	})
+	if p.CompileError != "" {
+		t.Run("CompileError", func(t *testing.T) {
+			t.Parallel()
+			res := mustRun(t, r, program(p.CompileError), nil)
+			if res.Status != sandbox.StatusCompileError || res.ExitCode == 0 {
+				t.Fatalf("status %s exit %d, want compile_error, non-zero (compile %q)", res.Status, res.ExitCode, res.CompileOutput)
+			}
+			if !bytes.Contains(res.CompileOutput, []byte("missing_symbol")) {
+				t.Errorf("compile output does not name the error: %q", res.CompileOutput)
+			}
+			if len(res.Stdout) != 0 {
+				t.Errorf("stdout %q from a program that did not compile", res.Stdout)
+			}
+		})
+	}
+	t.Run("TimeLimitKeepsPartialOutput", func(t *testing.T) {
+		t.Parallel()
+		spec := program(p.Loop)
+		// Long enough for a JVM to start and print on a loaded machine.
+		spec.Limits.RunTime = 5 * time.Second
+		res := mustRun(t, r, spec, nil)
+		if res.Status != sandbox.StatusTimeLimit {
+			t.Fatalf("status %s, want time_limit (%+v)", res.Status, res)
+		}
+		if string(res.Stdout) != "started\n" {
+			t.Errorf("partial stdout lost: %q", res.Stdout)
+		}
+	})
+	t.Run("MemoryLimit", func(t *testing.T) {
+		t.Parallel()
+		spec := program(p.Memory)
+		spec.Limits.Memory = 128 * sandbox.MiB
+		res := mustRun(t, r, spec, nil)
+		if p.HeapLimit != "" {
+			if res.Status != sandbox.StatusRuntimeError || !bytes.Contains(res.Stderr, []byte(p.HeapLimit)) {
+				t.Fatalf("status %s exit %d, want runtime_error with %s (stderr %q, message %q)", res.Status, res.ExitCode, p.HeapLimit, tail(res.Stderr), res.Message)
+			}
+			return
+		}
+		if res.Status != sandbox.StatusMemoryLimit {
+			t.Fatalf("status %s exit %d, want memory_limit (stderr %q, message %q)", res.Status, res.ExitCode, tail(res.Stderr), res.Message)
+		}
+	})
+	t.Run("OutputLimit", func(t *testing.T) {
+		t.Parallel()
+		spec := program(p.Flood)
+		spec.Limits.Output = 64 << 10
+		res := mustRun(t, r, spec, nil)
+		if res.Status != sandbox.StatusOutputLimit {
+			t.Fatalf("status %s, want output_limit (stderr %q)", res.Status, tail(res.Stderr))
+		}
+		if len(res.Stdout) != 64<<10 || strings.Trim(string(res.Stdout), "x") != "" {
+			t.Errorf("kept %d bytes, want the first %d", len(res.Stdout), 64<<10)
+		}
+	})
+}
+
+// tail is the end of a program's output, for failure messages.
+func tail(b []byte) []byte { return b[max(0, len(b)-500):] }
 
 func mustRun(t *testing.T, r sandbox.Runner, spec sandbox.Spec, streams *sandbox.Streams) sandbox.Result {
 	t.Helper()

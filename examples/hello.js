@@ -1,0 +1,1 @@
+console.log(`Hello from runbox, in JavaScript (Node.js ${process.versions.node})`);
