@@ -182,3 +182,29 @@ func TestSubmitTestsOnASlave(t *testing.T) {
 		t.Errorf("the master ran %d programs", runs)
 	}
 }
+
+// TestSubmitTestsDocker: CLI → master → judge → real sandbox, C compiled once: a correct
+// solution is accepted, an off-by-one gets wrong_answer on its case, exit codes 0 and 1.
+func TestSubmitTestsDocker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs Docker")
+	}
+	addr := startMaster(t, nil, func(c *masterConfig) { c.Node = "judge-" + time.Now().Format("150405") })
+	dir := testsDir(t, map[string]string{
+		"1.in": "1\n", "1.out": "2\n",
+		"2.in": "3\n", "2.out": "6\n",
+		"3.in": "7\n", "3.out": "14\n",
+	})
+	good := write(t, "good.c", "#include <stdio.h>\nint main(void){long n; scanf(\"%ld\",&n); printf(\"%ld\\n\", 2*n); return 0;}\n")
+	bad := write(t, "bad.c", "#include <stdio.h>\nint main(void){long n; scanf(\"%ld\",&n); printf(\"%ld\\n\", n == 3 ? 2*n+1 : 2*n); return 0;}\n")
+	code, out, errOut := cli(t, "", "submit", "--server", addr, "--tests", dir, good)
+	if code != 0 || !strings.Contains(out, "accepted (3 of 3 test cases passed)") {
+		t.Errorf("good: code %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = cli(t, "", "submit", "--server", addr, "--tests", dir, bad)
+	lines := strings.Split(out, "\n")
+	if code != 1 || len(lines) < 5 || !strings.Contains(lines[2], "wrong_answer") || !strings.Contains(lines[2], `expected "6", got "7"`) ||
+		!strings.Contains(out, "wrong_answer (2 of 3 test cases passed)") {
+		t.Errorf("bad: code %d\n%s%s", code, out, errOut)
+	}
+}
