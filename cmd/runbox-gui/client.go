@@ -33,10 +33,15 @@ type Server struct {
 	Addr string
 	// Token is the bearer token of a secured cluster; empty for none.
 	Token string
-	// The TLS CA file goes here when the security issue brings TLS to the client:
-	// dialTransport turns it into transport.ClientConfig.TLS, and the window gets a
-	// "TLS CA" field next to Token (see serverRow in ui.go).
+	// CAFile is the path of the cluster's CA certificate (PEM, the ca.crt of `runbox
+	// certs init`): the client speaks TLS and accepts only a master certificate signed by
+	// it. Empty: plaintext.
+	CAFile string
 }
+
+// errBadCA: the TLS CA file cannot be read or holds no certificate. The program was not
+// sent anywhere.
+var errBadCA = errors.New("unusable TLS CA file")
 
 // Dialer connects to a server. Its error wraps transport.ErrConnect when the server cannot
 // be reached and transport.ErrUnauthorized when it refused the token.
@@ -47,6 +52,13 @@ func dialTransport(ctx context.Context, s Server) (Client, error) {
 	cfg := transport.DefaultClientConfig()
 	cfg.Token = s.Token
 	cfg.Name = "runbox-gui"
+	if s.CAFile != "" {
+		tc, err := transport.ClientTLS(s.CAFile, "", "")
+		if err != nil {
+			return nil, fmt.Errorf("%w %s: %v", errBadCA, s.CAFile, err)
+		}
+		cfg.TLS = tc
+	}
 	c, err := transport.Dial(ctx, s.Addr, cfg)
 	if err != nil {
 		return nil, err // not a typed nil inside the interface

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"image/color"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,6 +37,10 @@ type detailView struct {
 	tabOut, tabErr, tabCompile       *container.TabItem
 	shownOut, shownErr, shownCompile int // bytes each grid shows, to skip redraws
 
+	// The Tests tab, there while a judged job is shown: its verdict table.
+	cases    *casesView
+	tabCases *container.TabItem
+
 	empty   fyne.CanvasObject
 	body    fyne.CanvasObject
 	content *fyne.Container
@@ -64,6 +69,8 @@ func newDetailView(u *UI) *detailView {
 	d.tabOut = container.NewTabItem("Output", framed(d.stdout))
 	d.tabErr = container.NewTabItem("Errors", framed(d.stderr))
 	d.tabCompile = container.NewTabItem("Compiler", framed(d.compile))
+	d.cases = newCasesView()
+	d.tabCases = container.NewTabItemWithIcon("Tests", theme.ListIcon(), d.cases.table)
 	d.tabs = container.NewAppTabs(d.tabOut, d.tabErr, d.tabCompile)
 
 	timer := container.NewHBox(widget.NewIcon(theme.HistoryIcon()), d.timer)
@@ -122,6 +129,7 @@ func (d *detailView) show(j *job, fresh bool) {
 	} else {
 		d.cancelBtn.Disable()
 	}
+	d.showCases(j)
 	if fresh {
 		d.shownOut, d.shownErr, d.shownCompile = -1, -1, -1
 		d.selectTab(j)
@@ -130,6 +138,28 @@ func (d *detailView) show(j *job, fresh bool) {
 	if !j.active() {
 		d.flush(j) // the end: show all of it now
 	}
+}
+
+// showCases puts the Tests tab first for a judged job, with its table, and takes it away
+// for a plain one.
+func (d *detailView) showCases(j *job) {
+	has := slices.Contains(d.tabs.Items, d.tabCases)
+	switch {
+	case len(j.tests) > 0 && !has:
+		d.tabs.Items = append([]*container.TabItem{d.tabCases}, d.tabs.Items...)
+		d.tabs.Refresh()
+	case len(j.tests) == 0 && has:
+		d.tabs.Remove(d.tabCases)
+	}
+	if len(j.tests) == 0 {
+		return
+	}
+	d.tabCases.Text = "Tests"
+	if n := len(j.res.Cases); n > 0 {
+		d.tabCases.Text = fmt.Sprintf("Tests (%d/%d passed)", passed(j.res.Cases), n)
+	}
+	d.cases.show(j)
+	d.tabs.Refresh()
 }
 
 // tick updates the timer and shows new output.
@@ -150,7 +180,7 @@ func (d *detailView) flush(j *job) {
 	d.tabErr.Text = tabTitle("Errors", j.stderr)
 	d.tabCompile.Text = tabTitle("Compiler", j.compile)
 	d.tabs.Refresh()
-	has := len(j.stdout)+len(j.stderr)+len(j.compile) > 0
+	has := len(j.stdout)+len(j.stderr)+len(j.compile)+len(j.res.Cases) > 0
 	if has {
 		d.copyBtn.Enable()
 		d.saveBtn.Enable()
@@ -202,6 +232,9 @@ func lineCount(b []byte) int {
 // for a failure that printed nothing else, the output otherwise.
 func (d *detailView) selectTab(j *job) {
 	switch {
+	case len(j.tests) > 0 && (j.active() || len(j.res.Cases) > 0):
+		d.tabs.Select(d.tabCases)
+		d.cases.table.Refresh() // drawn now that it shows
 	case j.phase == phaseDone && j.res.Status == sandbox.StatusCompileError, len(j.compile) > 0 && len(j.stdout) == 0:
 		d.tabs.Select(d.tabCompile)
 	case len(j.stdout) == 0 && len(j.stderr) > 0:
@@ -218,6 +251,8 @@ func (d *detailView) shownOutput() (data []byte, what string) {
 		return nil, ""
 	}
 	switch d.tabs.Selected() {
+	case d.tabCases:
+		return casesText(j.res.Cases), "tests"
 	case d.tabErr:
 		return j.stderr, "stderr"
 	case d.tabCompile:

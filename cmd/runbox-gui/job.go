@@ -34,6 +34,7 @@ type job struct {
 	name   string // the file's name, or "untitled"
 	lang   string
 	server Server
+	tests  []string // the names of the test cases sent: a judged run
 
 	phase        phase
 	id           string // the server's job id, once accepted
@@ -170,6 +171,9 @@ func (j *job) title() string {
 		}
 		return t
 	case phaseDone:
+		if j.res.Verdict != "" {
+			return verdictTitle(j.res)
+		}
 		t := statusTitle(j.res.Status)
 		if j.res.Status == sandbox.StatusRuntimeError {
 			t += fmt.Sprintf(" (exit code %d)", j.res.ExitCode)
@@ -194,8 +198,52 @@ func (j *job) subtitle() string {
 	return ""
 }
 
+// tlsTrouble sorts out the failures that come from TLS: the CA file, or the two sides not
+// agreeing on TLS, or the server's certificate. transport words them for `runbox submit`
+// (with its flags) and keeps its sentinels for the token and the connection; the window
+// names its own fields instead.
+type tlsTrouble int
+
+const (
+	tlsOK            tlsTrouble = iota
+	tlsBadCA                    // the CA file cannot be used
+	tlsNeeded                   // a plaintext client at a TLS server
+	tlsNotSpoken                // a TLS client at a plaintext server
+	tlsCertRefused              // the server's certificate failed the CA's check
+	tlsClientRefused            // the server refused this TLS connection
+)
+
+func tlsTroubleOf(err error) tlsTrouble {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, errBadCA):
+		return tlsBadCA
+	// "this server requires TLS" (its refusal frame), "the server speaks TLS" (its TLS
+	// answer to a plaintext hello).
+	case strings.Contains(msg, "requires TLS"), strings.Contains(msg, "server speaks TLS"):
+		return tlsNeeded
+	case strings.Contains(msg, "does not speak TLS"), strings.Contains(msg, "does not use TLS"):
+		return tlsNotSpoken
+	case errors.Is(err, transport.ErrUnauthorized) && (strings.Contains(msg, "server's certificate") || strings.Contains(msg, "server presented")):
+		return tlsCertRefused
+	case errors.Is(err, transport.ErrUnauthorized) && strings.Contains(msg, "TLS connection"):
+		return tlsClientRefused
+	}
+	return tlsOK
+}
+
 // failureTitle names why a program could not run.
 func failureTitle(err error) string {
+	switch tlsTroubleOf(err) {
+	case tlsBadCA:
+		return "TLS CA file unusable"
+	case tlsNeeded:
+		return "Server needs TLS"
+	case tlsNotSpoken:
+		return "Server without TLS"
+	case tlsCertRefused, tlsClientRefused:
+		return "Certificate refused"
+	}
 	switch {
 	case errors.Is(err, scheduler.ErrBusy):
 		return "Server busy"
@@ -226,6 +274,25 @@ func failureTitle(err error) string {
 // explain tells the user, in a sentence or two, why a job could not run and what to do.
 func explain(err error, addr string) string {
 	msg := err.Error()
+	switch tlsTroubleOf(err) {
+	case tlsBadCA:
+		detail := strings.TrimPrefix(msg, errBadCA.Error()+" ")
+		return fmt.Sprintf("The TLS CA file cannot be used (%s).\n"+
+			"Pick the cluster's CA certificate (the ca.crt of `runbox certs init`) with the button next to TLS CA, "+
+			"or clear the field for a server without TLS; then press Run again.", detail)
+	case tlsNeeded:
+		return fmt.Sprintf("The server %s needs TLS: it refuses plaintext connections.\n"+
+			"Put the cluster's CA certificate (ca.crt) in the TLS CA field at the top and press Run again.", addr)
+	case tlsNotSpoken:
+		return fmt.Sprintf("The server %s does not use TLS (a master started without --tls-dir).\n"+
+			"Clear the TLS CA field at the top and press Run again.", addr)
+	case tlsCertRefused:
+		return fmt.Sprintf("The server %s presented a certificate that the TLS CA does not vouch for:\n%s\n"+
+			"Check that the TLS CA field holds this cluster's CA certificate, and that the server is a name "+
+			"or address its master certificate names (runbox certs issue --host).", addr, msg)
+	case tlsClientRefused:
+		return fmt.Sprintf("The server %s refused this TLS connection: %s", addr, msg)
+	}
 	switch {
 	case errors.Is(err, scheduler.ErrBusy):
 		// "server busy: 1 program(s) running and 0 queued, the limit; try another ..."
@@ -259,6 +326,9 @@ func (j *job) colorName() fyne.ThemeColorName {
 		}
 		return theme.ColorNameError
 	}
+	if j.res.Verdict != "" {
+		return verdictColor(j.res.Verdict)
+	}
 	switch j.res.Status {
 	case sandbox.StatusOK:
 		return theme.ColorNameSuccess
@@ -273,11 +343,33 @@ func (j *job) facts() string {
 	var f []string
 	add := func(format string, a ...any) { f = append(f, fmt.Sprintf(format, a...)) }
 	add("%s", languageLabel(j.lang))
-	add("server %s", j.server.Addr)
+	if j.server.CAFile != "" {
+		add("server %s (TLS)", j.server.Addr)
+	} else {
+		add("server %s", j.server.Addr)
+	}
 	if j.id != "" {
 		add("job %s", j.id)
 	}
-	if j.phase == phaseDone {
+	if len(j.tests) > 0 {
+		add("%d %s", len(j.tests), plural(len(j.tests), "test", "tests"))
+	}
+	if j.phase == phaseDone && j.res.Verdict != "" {
+		// A judged run: the numbers of each case are in the table; here, the largest.
+		r := j.res
+		if r.Node != "" {
+			add("node %s", r.Node)
+		}
+		if len(r.Cases) > 0 {
+			add("slowest %s", formatDuration(r.Time))
+			if r.Memory > 0 {
+				add("peak memory %s", sandbox.FormatSize(r.Memory))
+			}
+		}
+		if r.CompileTime > 0 {
+			add("compile %s", formatDuration(r.CompileTime))
+		}
+	} else if j.phase == phaseDone {
 		r := j.res
 		if r.Node != "" {
 			add("node %s", r.Node)
@@ -332,6 +424,12 @@ func languageLabel(name string) string {
 		return "C"
 	case "cpp":
 		return "C++"
+	case "go":
+		return "Go"
+	case "java":
+		return "Java"
+	case "javascript":
+		return "JavaScript"
 	}
 	return name
 }

@@ -5,7 +5,7 @@
 //
 // Usage:
 //
-//	runbox-gui [-server HOST:PORT] [-token T] [-run] [FILE]
+//	runbox-gui [-server HOST:PORT] [-token T] [-tls-ca FILE] [-run] [FILE]
 //
 // It is its own Go module (cgo, OpenGL, X11) so that the rest of runbox builds without
 // them; docs/gui.md tells how to build and use it.
@@ -35,6 +35,7 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("runbox-gui", flag.ContinueOnError)
 	server := fs.String("server", os.Getenv("RUNBOX_SERVER"), "server HOST:PORT to show in the fields (default: the last one used, first 127.0.0.1:7700; $RUNBOX_SERVER)")
 	token := fs.String("token", os.Getenv("RUNBOX_TOKEN"), "bearer token of a secured cluster (default $RUNBOX_TOKEN); never stored")
+	tlsCA := fs.String("tls-ca", os.Getenv("RUNBOX_TLS_CA"), "CA certificate FILE of a TLS cluster, to show in the TLS CA field (default: $RUNBOX_TLS_CA, else the last one used)")
 	autorun := fs.Bool("run", false, "send FILE at once, as if Run was pressed")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: runbox-gui [flags] [FILE]\n\nOpens the runbox client window, with FILE in the editor when given.\n\nFlags:\n")
@@ -62,11 +63,17 @@ func run(args []string) int {
 		return 2
 	}
 
+	if *tlsCA != "" {
+		if abs, err := filepath.Abs(*tlsCA); err == nil {
+			*tlsCA = abs // remembered: it must not depend on where the next start is
+		}
+	}
+
 	a := app.NewWithID(appID)
 	a.SetIcon(theme.MediaPlayIcon())
 	w := a.NewWindow("runbox")
 	cfg := DefaultConfig(a)
-	cfg.Server, cfg.Token = *server, *token
+	cfg.Server, cfg.Token, cfg.TLSCA = *server, *token, *tlsCA
 	ui, err := New(w, cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "runbox-gui:", err)

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +29,13 @@ type testMaster struct {
 // startMaster serves a master named node on 127.0.0.1:0 until the test ends.
 func startMaster(t *testing.T, node string, maxPrograms, queue int) *testMaster {
 	t.Helper()
+	return startMasterTLS(t, node, maxPrograms, queue, nil)
+}
+
+// startMasterTLS is startMaster speaking TLS with tlsCfg when it is not nil, as `runbox
+// master --tls-dir` does.
+func startMasterTLS(t *testing.T, node string, maxPrograms, queue int, tlsCfg *tls.Config) *testMaster {
+	t.Helper()
 	scfg := scheduler.DefaultConfig()
 	scfg.Node, scfg.MaxPrograms, scfg.Queue = node, maxPrograms, queue
 	sched, err := scheduler.New(scfg, &sandboxtest.Fake{Node: node}, scheduler.NewMemJournal(100))
@@ -34,6 +44,7 @@ func startMaster(t *testing.T, node string, maxPrograms, queue int) *testMaster 
 	}
 	tcfg := transport.DefaultServerConfig()
 	tcfg.Node = node
+	tcfg.TLS = tlsCfg
 	srv, err := transport.NewServer(tcfg, sched)
 	if err != nil {
 		t.Fatal(err)
@@ -171,5 +182,124 @@ func TestRealUnreachableServer(t *testing.T) {
 	h.until("the result", func() bool { return len(u.jobs) == 2 && !u.jobs[1].active() })
 	if !strings.Contains(u.detail.title.Text, "OK") {
 		t.Fatalf("banner %q", u.detail.title.Text)
+	}
+}
+
+// testPKI makes a cluster's CA, as `runbox certs init` does, and issues a master
+// certificate for 127.0.0.1 and localhost, as `runbox certs issue --role master` does. It
+// returns the master's TLS configuration (what --tls-dir loads) and the CA certificate's
+// path (what a client's TLS CA field holds).
+func testPKI(t *testing.T, name string) (serverTLS *tls.Config, caFile string) {
+	t.Helper()
+	ca, err := transport.NewCA(name, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := ca.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.Issue(transport.CertRequest{Role: transport.RoleMaster, Name: "master",
+		Hosts: []string{"localhost", "127.0.0.1"}, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	masterDir := filepath.Join(dir, "master")
+	if err := transport.WriteCertDir(masterDir, ca.CertPEM, certPEM, keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	serverTLS, err = transport.ServerTLS(masterDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serverTLS, filepath.Join(dir, transport.CAFile)
+}
+
+// A master with TLS: the window runs a program there with the CA in its field; without
+// it, or with another cluster's CA, the user is told what to put in the field. A TLS
+// attempt at a plaintext master says to clear it.
+func TestRealTLSMaster(t *testing.T) {
+	serverTLS, caFile := testPKI(t, "runbox test CA")
+	m := startMasterTLS(t, "secure", 2, 10, serverTLS)
+	h := newHarness(t, dialTransport, func(c *Config) { c.Server = m.addr })
+	u, d := h.ui, h.ui.detail
+
+	// Plaintext at a TLS master: refused, with what to do.
+	h.typeProgram("out over tls")
+	test.Tap(u.runBtn)
+	h.until("the refusal", func() bool { return !u.jobs[0].active() })
+	if msg := u.notice.text(); !strings.Contains(msg, "Server needs TLS") || !strings.Contains(msg, "needs TLS") ||
+		!strings.Contains(msg, "TLS CA field") || !strings.Contains(d.title.Text, "Server needs TLS") {
+		t.Fatalf("banner %q notice %q", d.title.Text, msg)
+	}
+
+	// The CA in its field: the program runs, over TLS.
+	test.Type(u.tlsCA, caFile)
+	if u.notice.text() != "" {
+		t.Fatalf("notice %q stayed after editing the TLS CA", u.notice.text())
+	}
+	test.Tap(u.runBtn)
+	h.until("the result", func() bool { return len(u.jobs) == 2 && !u.jobs[1].active() })
+	if !strings.Contains(d.title.Text, "OK") || !strings.Contains(d.stdout.Text(), "over tls") ||
+		!strings.Contains(d.facts.Text, "(TLS)") || !strings.Contains(d.facts.Text, "node secure") {
+		t.Fatalf("banner %q stdout %q facts %q", d.title.Text, d.stdout.Text(), d.facts.Text)
+	}
+	if h.app.Preferences().String(prefTLSCA) != caFile {
+		t.Fatalf("TLS CA %q not remembered", h.app.Preferences().String(prefTLSCA))
+	}
+	// The Cluster tab goes over TLS too.
+	u.tabs.Select(u.clusterTab)
+	h.until("the status", func() bool { return len(u.cluster.nodes) == 1 && u.cluster.nodes[0].Name == "secure" })
+	u.tabs.Select(u.programTab)
+
+	// Another cluster's CA: the master's certificate is refused.
+	_, otherCA := testPKI(t, "another CA")
+	u.tlsCA.SetText(otherCA)
+	test.Tap(u.runBtn)
+	h.until("the refusal", func() bool { return len(u.jobs) == 3 && !u.jobs[2].active() })
+	if msg := u.notice.text(); !strings.Contains(msg, "Certificate refused") || !strings.Contains(msg, "does not vouch for") ||
+		!strings.Contains(msg, "unknown authority") {
+		t.Fatalf("notice %q", msg)
+	}
+
+	// The CA kept for a plaintext master: told to clear the field.
+	plain := startMaster(t, "plain", 1, 0)
+	u.tlsCA.SetText(caFile)
+	h.setServer(plain.addr)
+	test.Tap(u.runBtn)
+	h.until("the refusal", func() bool { return len(u.jobs) == 4 && !u.jobs[3].active() })
+	if msg := u.notice.text(); !strings.Contains(msg, "Server without TLS") || !strings.Contains(msg, "Clear the TLS CA field") {
+		t.Fatalf("notice %q", msg)
+	}
+}
+
+// A TLS CA path that is wrong (missing, or not a certificate) is the job's error, in
+// words that name the field; nothing is sent.
+func TestRealWrongCAPath(t *testing.T) {
+	m := startMaster(t, "plain", 1, 0)
+	h := newHarness(t, dialTransport, func(c *Config) { c.Server = m.addr })
+	u := h.ui
+	dir := t.TempDir()
+	notCert := filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(notCert, []byte("not a certificate\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.typeProgram("out hi")
+	for i, tc := range []struct{ path, reason string }{
+		{filepath.Join(dir, "missing.crt"), "no such file or directory"},
+		{notCert, "no certificate in " + notCert},
+	} {
+		u.tlsCA.SetText(tc.path)
+		test.Tap(u.runBtn)
+		h.until("the failure", func() bool { return len(u.jobs) == i+1 && !u.jobs[i].active() })
+		d := u.detail
+		for _, want := range []string{"The TLS CA file cannot be used", tc.reason, "ca.crt", "clear the field"} {
+			if !strings.Contains(d.message.Text, want) {
+				t.Errorf("%s: message %q lacks %q", tc.path, d.message.Text, want)
+			}
+		}
+		if !strings.Contains(d.title.Text, "TLS CA file unusable") || !strings.Contains(u.notice.text(), "TLS CA file unusable") {
+			t.Fatalf("banner %q notice %q", d.title.Text, u.notice.text())
+		}
 	}
 }

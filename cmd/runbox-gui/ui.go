@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +39,9 @@ const (
 const (
 	prefHost    = "server.host"
 	prefPort    = "server.port"
+	prefTLSCA   = "server.tls_ca"
 	prefOpenDir = "open.dir"
+	prefTestDir = "tests.dir"
 )
 
 // Config configures a window. DefaultConfig fills it for a real app; tests replace the
@@ -46,7 +49,7 @@ const (
 type Config struct {
 	// Dial connects to a server.
 	Dial Dialer
-	// Prefs remembers the server host and port between runs (never the token).
+	// Prefs remembers the server host, port and TLS CA file between runs (never the token).
 	Prefs fyne.Preferences
 	// Clipboard receives copied output.
 	Clipboard fyne.Clipboard
@@ -67,6 +70,8 @@ type Config struct {
 	Server string
 	// Token fills the token field.
 	Token string
+	// TLSCA, when set, replaces the remembered TLS CA file in its field.
+	TLSCA string
 }
 
 // DefaultConfig returns the configuration of a window of app.
@@ -118,6 +123,8 @@ type UI struct {
 
 	// The server row.
 	host, port, token *widget.Entry
+	tlsCA             *widget.Entry // path of the cluster's CA certificate; empty: plaintext
+	browseCA          *widget.Button
 	notice            *notice
 
 	// The program.
@@ -128,6 +135,13 @@ type UI struct {
 	stdin     *widget.Entry
 	openBtn   *widget.Button
 	runBtn    *widget.Button
+
+	// The test cases attached: Run sends them, and the job is judged.
+	tests        []sandbox.TestCase
+	testsDir     string
+	testsLabel   *widget.Label
+	testsBtn     *widget.Button
+	clearTestBtn *widget.Button
 
 	// The jobs, oldest first (the list shows the newest on top).
 	jobs     []*job
@@ -162,12 +176,20 @@ func New(win fyne.Window, cfg Config) (*UI, error) {
 	}
 	u.host.SetText(host)
 	u.port.SetText(port)
+	u.tlsCA = widget.NewEntry()
+	u.tlsCA.SetPlaceHolder("none: plaintext")
+	ca := cfg.Prefs.String(prefTLSCA)
+	if cfg.TLSCA != "" {
+		ca = cfg.TLSCA
+	}
+	u.tlsCA.SetText(ca)
+	u.browseCA = widget.NewButtonWithIcon("", theme.FolderOpenIcon(), u.showBrowseCA)
 	u.notice = newNotice()
 	// Editing the server answers a notice about the server.
-	u.host.OnChanged = func(string) { u.notice.hide() }
-	u.port.OnChanged = func(string) { u.notice.hide() }
-	u.host.OnSubmitted = func(string) { u.run() }
-	u.port.OnSubmitted = func(string) { u.run() }
+	for _, e := range []*widget.Entry{u.host, u.port, u.tlsCA} {
+		e.OnChanged = func(string) { u.notice.hide() }
+		e.OnSubmitted = func(string) { u.run() }
+	}
 
 	u.fileLabel = widget.NewLabel("untitled")
 	u.fileLabel.TextStyle.Italic = true
@@ -182,7 +204,12 @@ func New(win fyne.Window, cfg Config) (*UI, error) {
 	u.stdin = widget.NewMultiLineEntry()
 	u.stdin.TextStyle.Monospace = true
 	u.stdin.Wrapping = fyne.TextWrapOff
-	u.stdin.SetPlaceHolder("Standard input given to the program (optional)")
+	u.testsLabel = widget.NewLabel("")
+	u.testsLabel.Truncation = fyne.TextTruncateEllipsis
+	u.testsBtn = widget.NewButtonWithIcon("Tests…", theme.ListIcon(), u.showTests)
+	u.clearTestBtn = widget.NewButtonWithIcon("", theme.CancelIcon(), u.clearTests)
+	u.clearTestBtn.Importance = widget.LowImportance
+	u.clearTests()
 	u.openBtn = widget.NewButtonWithIcon("Open…", theme.FolderOpenIcon(), u.showOpen)
 	u.runBtn = widget.NewButtonWithIcon("Run", theme.MediaPlayIcon(), u.run)
 	u.runBtn.Importance = widget.HighImportance
@@ -286,19 +313,54 @@ func (u *UI) serverRow() fyne.CanvasObject {
 	label := func(s string) *widget.Label {
 		return widget.NewLabelWithStyle(s, fyne.TextAlignTrailing, fyne.TextStyle{Bold: true})
 	}
-	// TLS: the security issue adds a "TLS CA" file field after the token, feeding Server.
 	return container.NewHBox(
 		label("Server"), withWidth(u.host, 240),
 		label("Port"), withWidth(u.port, 90),
 		label("Token"), withWidth(u.token, 180),
+		label("TLS CA"), withWidth(u.tlsCA, 260), u.browseCA,
 	)
+}
+
+// showBrowseCA picks the TLS CA file with the file dialog.
+func (u *UI) showBrowseCA() {
+	d := dialog.NewFileOpen(func(r fyne.URIReadCloser, err error) {
+		if err != nil {
+			u.notice.show(theme.ColorNameError, "Cannot open the file: "+err.Error())
+			return
+		}
+		if r == nil {
+			return // cancelled
+		}
+		r.Close()
+		u.setCAFile(r.URI())
+	}, u.win)
+	d.SetFilter(storage.NewExtensionFileFilter([]string{".crt", ".pem", ".cer"}))
+	if cur := strings.TrimSpace(u.tlsCA.Text); cur != "" {
+		if l, err := storage.ListerForURI(storage.NewFileURI(filepath.Dir(cur))); err == nil {
+			d.SetLocation(l)
+		}
+	}
+	d.Resize(fyne.NewSize(900, 600))
+	d.Show()
+}
+
+// setCAFile puts a picked CA certificate in the TLS CA field.
+func (u *UI) setCAFile(uri fyne.URI) {
+	if uri.Scheme() != "file" {
+		u.notice.show(theme.ColorNameError, fmt.Sprintf("The TLS CA must be a local file, not %s.", uri))
+		return
+	}
+	u.tlsCA.SetText(filepath.Clean(uri.Path()))
 }
 
 // programPane is the Program tab: the editor and stdin on the left, the jobs on the right.
 func (u *UI) programPane() fyne.CanvasObject {
 	toolbar := container.NewBorder(nil, nil, u.openBtn,
 		container.NewHBox(widget.NewLabel("Language"), u.lang, u.runBtn), u.fileLabel)
-	stdinBox := container.NewBorder(widget.NewLabelWithStyle("Standard input", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}), nil, nil, nil, u.stdin)
+	stdinHeader := container.NewBorder(nil, nil,
+		widget.NewLabelWithStyle("Standard input", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
+		container.NewHBox(u.clearTestBtn, u.testsBtn), u.testsLabel)
+	stdinBox := container.NewBorder(stdinHeader, nil, nil, nil, u.stdin)
 	editors := container.NewVSplit(u.editor, stdinBox)
 	editors.Offset = 0.78
 	left := container.NewBorder(toolbar, nil, nil, nil, editors)
@@ -334,7 +396,8 @@ func (u *UI) server() (Server, error) {
 	if err != nil || p < 1 || p > 65535 {
 		return Server{}, fmt.Errorf("The port %q is not a number between 1 and 65535.", u.port.Text)
 	}
-	return Server{Addr: net.JoinHostPort(host, strconv.Itoa(p)), Token: strings.TrimSpace(u.token.Text)}, nil
+	return Server{Addr: net.JoinHostPort(host, strconv.Itoa(p)), Token: strings.TrimSpace(u.token.Text),
+		CAFile: strings.TrimSpace(u.tlsCA.Text)}, nil
 }
 
 // splitServer splits the -server flag.
@@ -361,17 +424,25 @@ func (u *UI) run() {
 	u.notice.hide()
 	u.cfg.Prefs.SetString(prefHost, strings.TrimSpace(u.host.Text))
 	u.cfg.Prefs.SetString(prefPort, strings.TrimSpace(u.port.Text))
+	u.cfg.Prefs.SetString(prefTLSCA, srv.CAFile)
 
 	lang := languageByLabel(u.lang.Selected)
 	spec := sandbox.Spec{Language: lang, Files: []sandbox.File{{Content: []byte(src)}}}
-	if u.stdin.Text != "" {
+	var tests []string
+	if len(u.tests) > 0 {
+		// A judged run: each case brings its own input.
+		spec.Tests = slices.Clone(u.tests)
+		for _, tc := range u.tests {
+			tests = append(tests, tc.Name)
+		}
+	} else if u.stdin.Text != "" {
 		spec.Stdin = []byte(u.stdin.Text)
 	}
 	name := u.fileName
 	if name == "" {
 		name = "untitled"
 	}
-	j := &job{seq: len(u.jobs) + 1, name: name, lang: lang, server: srv, submitted: u.cfg.Now()}
+	j := &job{seq: len(u.jobs) + 1, name: name, lang: lang, server: srv, tests: tests, submitted: u.cfg.Now()}
 	ctx, cancel := context.WithCancel(u.ctx)
 	j.cancel = cancel
 	u.jobs = append(u.jobs, j)
@@ -546,6 +617,71 @@ func (u *UI) showOpen() {
 	}
 	d.Resize(fyne.NewSize(900, 600))
 	d.Show()
+}
+
+// showTests opens the folder dialog for the test cases.
+func (u *UI) showTests() {
+	d := dialog.NewFolderOpen(func(l fyne.ListableURI, err error) {
+		if err != nil {
+			u.notice.show(theme.ColorNameError, "Cannot open the folder: "+err.Error())
+			return
+		}
+		if l == nil {
+			return // cancelled
+		}
+		u.attachTestsURI(l)
+	}, u.win)
+	dir := u.cfg.Prefs.String(prefTestDir)
+	if dir == "" {
+		dir = u.cfg.Prefs.String(prefOpenDir)
+	}
+	if dir != "" {
+		if l, err := storage.ListerForURI(storage.NewFileURI(dir)); err == nil {
+			d.SetLocation(l)
+		}
+	}
+	d.Resize(fyne.NewSize(900, 600))
+	d.Show()
+}
+
+// attachTestsURI attaches the test cases of a folder picked in the dialog.
+func (u *UI) attachTestsURI(l fyne.URI) {
+	if l.Scheme() != "file" {
+		u.notice.show(theme.ColorNameError, fmt.Sprintf("The tests must be a local folder, not %s.", l))
+		return
+	}
+	u.attachTests(filepath.Clean(l.Path()))
+}
+
+// attachTests reads the test cases of dir (NAME.in and NAME.out): the next Runs send them
+// and the jobs are judged. A folder without usable cases is a notice; the tests attached
+// before stay.
+func (u *UI) attachTests(dir string) {
+	cases, err := loadTests(dir)
+	if err != nil {
+		u.notice.show(theme.ColorNameWarning, "No tests attached: "+err.Error())
+		return
+	}
+	u.notice.hide()
+	u.tests, u.testsDir = cases, dir
+	u.cfg.Prefs.SetString(prefTestDir, filepath.Dir(dir))
+	u.testsLabel.SetText(fmt.Sprintf("%d %s from %s", len(cases), plural(len(cases), "test", "tests"), filepath.Base(dir)))
+	u.testsLabel.Importance = widget.HighImportance
+	u.testsLabel.Refresh()
+	u.clearTestBtn.Show()
+	u.stdin.Disable()
+	u.stdin.SetPlaceHolder("Each test gives its own input (NAME.in); clear the tests to type one here")
+}
+
+// clearTests detaches the test cases: the next Runs are plain runs with this input.
+func (u *UI) clearTests() {
+	u.tests, u.testsDir = nil, ""
+	u.testsLabel.SetText("no tests")
+	u.testsLabel.Importance = widget.LowImportance
+	u.testsLabel.Refresh()
+	u.clearTestBtn.Hide()
+	u.stdin.Enable()
+	u.stdin.SetPlaceHolder("Standard input given to the program (optional)")
 }
 
 // openURI loads a dropped or given file.

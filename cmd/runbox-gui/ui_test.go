@@ -268,6 +268,16 @@ func TestOtherRefusalsAreExplained(t *testing.T) {
 		{scheduler.ErrorOf("crashed_node", "node crashed while running the job"), "Node crashed", "node crashed"},
 		{fmt.Errorf("%w: 10 programs a minute", transport.ErrRateLimited), "Too many programs", "Wait a little"},
 		{errors.New("something odd"), "Error", "something odd"},
+		// TLS: the transport's words name `runbox submit`'s flags; the window names its field.
+		{fmt.Errorf("%w /etc/runbox/ca.crt: tls: open /etc/runbox/ca.crt: permission denied", errBadCA), "TLS CA file unusable",
+			"cannot be used (/etc/runbox/ca.crt: tls: open /etc/runbox/ca.crt: permission denied)"},
+		{scheduler.ErrorOf("unauthorized", "unauthorized: this server requires TLS: connect with --tls-ca FILE (the cluster's CA certificate; see docs/security.md)"),
+			"Server needs TLS", "127.0.0.1:7700 needs TLS"},
+		{fmt.Errorf("%w: the server speaks TLS: connect with --tls-ca FILE (the cluster's CA certificate)", transport.ErrConnect), "Server needs TLS", "TLS CA field"},
+		{fmt.Errorf("%w 127.0.0.1:7700: the server does not speak TLS (a master started without --tls-dir?); connect without --tls-ca: EOF", transport.ErrConnect),
+			"Server without TLS", "Clear the TLS CA field"},
+		{fmt.Errorf("%w: 127.0.0.1:7700: the server's certificate was refused: x509: certificate signed by unknown authority (is --tls-ca the cluster's CA?)", transport.ErrUnauthorized),
+			"Certificate refused", "this cluster's CA certificate"},
 	} {
 		t.Run(tc.title, func(t *testing.T) {
 			fs := newFakeServers()
@@ -655,4 +665,57 @@ func TestEventsPileUpBehindOneDo(t *testing.T) {
 	if queued != 1 {
 		t.Fatalf("%d ticks queued, want 1", queued)
 	}
+}
+
+func TestTLSCAFieldFeedsServerAndIsRemembered(t *testing.T) {
+	fs := newFakeServers()
+	h := newHarness(t, fs.dial, nil)
+	u, prefs := h.ui, h.app.Preferences()
+	if u.tlsCA.Text != "" {
+		t.Fatalf("TLS CA %q at first start, want empty (plaintext)", u.tlsCA.Text)
+	}
+
+	// Browse… opens a file dialog; a file picked there fills the field.
+	test.Tap(u.browseCA)
+	if h.win.Canvas().Overlays().Top() == nil {
+		t.Fatal("Browse did not open a dialog")
+	}
+	h.win.Canvas().Overlays().Top().Hide()
+	ca := filepath.Join(t.TempDir(), "ca.crt")
+	u.setCAFile(storage.NewFileURI(ca))
+	if u.tlsCA.Text != ca {
+		t.Fatalf("picked %s, field shows %q", ca, u.tlsCA.Text)
+	}
+	test.Type(u.token, "s3cret")
+	h.typeProgram("print(1)")
+	test.Tap(u.runBtn)
+	r := fs.next(t)
+	if r.server != (Server{Addr: "127.0.0.1:7700", Token: "s3cret", CAFile: ca}) {
+		t.Fatalf("dialled %+v", r.server)
+	}
+	r.end(sandbox.Result{Status: sandbox.StatusOK}, nil)
+	h.until("the result", func() bool { return !u.jobs[0].active() })
+	if !strings.Contains(u.detail.facts.Text, "server 127.0.0.1:7700 (TLS)") {
+		t.Fatalf("facts %q", u.detail.facts.Text)
+	}
+
+	// The next start shows the CA (a path, not a secret), not the token; -tls-ca wins.
+	h2 := newHarness(t, fs.dial, func(c *Config) { c.Prefs = prefs })
+	if h2.ui.tlsCA.Text != ca || h2.ui.token.Text != "" {
+		t.Fatalf("next start shows TLS CA %q token %q", h2.ui.tlsCA.Text, h2.ui.token.Text)
+	}
+	h3 := newHarness(t, fs.dial, func(c *Config) { c.Prefs = prefs; c.TLSCA = "/etc/runbox/ca.crt" })
+	if h3.ui.tlsCA.Text != "/etc/runbox/ca.crt" {
+		t.Fatalf("-tls-ca shows %q", h3.ui.tlsCA.Text)
+	}
+
+	// Cleared, it is plaintext again, and remembered so.
+	u.tlsCA.SetText("")
+	test.Tap(u.runBtn)
+	r = fs.next(t)
+	if r.server.CAFile != "" || prefs.String(prefTLSCA) != "" {
+		t.Fatalf("cleared: dialled %+v, remembered %q", r.server, prefs.String(prefTLSCA))
+	}
+	r.end(sandbox.Result{Status: sandbox.StatusOK}, nil)
+	h.until("the second result", func() bool { return !u.jobs[1].active() })
 }

@@ -1,0 +1,336 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/theme"
+	"fyne.io/fyne/v2/widget"
+
+	"runbox/sandbox"
+)
+
+// Test case files: NAME.out is a case's expected output, NAME.in its standard input.
+const (
+	testInExt  = ".in"
+	testOutExt = ".out"
+)
+
+// loadTests reads a directory of test cases: each NAME.out is a case named NAME, its
+// expected output, with NAME.in as its standard input (empty when there is none). The
+// cases come in natural order (2 before 10). An .in without its .out, too many cases or
+// too much data is an error that says which.
+func loadTests(dir string) ([]sandbox.TestCase, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	ins, outs := map[string]string{}, map[string]string{}
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		n := e.Name()
+		switch ext := filepath.Ext(n); ext {
+		case testInExt:
+			ins[strings.TrimSuffix(n, ext)] = n
+		case testOutExt:
+			outs[strings.TrimSuffix(n, ext)] = n
+		}
+	}
+	var orphans []string
+	for name, file := range ins {
+		if _, ok := outs[name]; !ok {
+			orphans = append(orphans, file)
+		}
+	}
+	if len(orphans) > 0 {
+		slices.SortFunc(orphans, naturalCompare)
+		return nil, fmt.Errorf("%s in %s: no %s with the expected output", strings.Join(orphans, ", "), dir, plural(len(orphans), "matching .out file", "matching .out files"))
+	}
+	if len(outs) == 0 {
+		return nil, fmt.Errorf("no test cases in %s: a case is NAME.out (the expected output) and NAME.in (its input)", dir)
+	}
+	if len(outs) > sandbox.MaxTests {
+		return nil, fmt.Errorf("%d test cases in %s, a server takes at most %d", len(outs), dir, sandbox.MaxTests)
+	}
+	names := make([]string, 0, len(outs))
+	for name := range outs {
+		names = append(names, name)
+	}
+	slices.SortFunc(names, naturalCompare)
+	cases := make([]sandbox.TestCase, 0, len(names))
+	total := 0
+	for _, name := range names {
+		tc := sandbox.TestCase{Name: name}
+		if tc.Expected, err = os.ReadFile(filepath.Join(dir, outs[name])); err != nil {
+			return nil, err
+		}
+		if in, ok := ins[name]; ok {
+			if tc.Stdin, err = os.ReadFile(filepath.Join(dir, in)); err != nil {
+				return nil, err
+			}
+		}
+		if tc.Expected == nil {
+			tc.Expected = []byte{} // an empty expected output is still one
+		}
+		total += len(tc.Stdin) + len(tc.Expected)
+		if total > sandbox.MaxStdinBytes {
+			return nil, fmt.Errorf("the test cases in %s hold more than %s of input and expected output, the most a server takes",
+				dir, sandbox.FormatSize(sandbox.MaxStdinBytes))
+		}
+		cases = append(cases, tc)
+	}
+	return cases, nil
+}
+
+// naturalCompare orders names as people count: runs of digits by their value.
+func naturalCompare(a, b string) int {
+	for a != "" && b != "" {
+		da, db := digitRun(a), digitRun(b)
+		if da > 0 && db > 0 {
+			na, nb := strings.TrimLeft(a[:da], "0"), strings.TrimLeft(b[:db], "0")
+			if c := cmpInt(len(na), len(nb)); c != 0 {
+				return c
+			}
+			if c := strings.Compare(na, nb); c != 0 {
+				return c
+			}
+			a, b = a[da:], b[db:]
+			continue
+		}
+		if a[0] != b[0] {
+			return cmpInt(int(a[0]), int(b[0]))
+		}
+		a, b = a[1:], b[1:]
+	}
+	return cmpInt(len(a), len(b))
+}
+
+func digitRun(s string) int {
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	return i
+}
+
+func cmpInt(a, b int) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// verdictLabel names a verdict for people.
+func verdictLabel(v sandbox.Verdict) string {
+	switch v {
+	case sandbox.VerdictAccepted:
+		return "Accepted"
+	case sandbox.VerdictWrongAnswer:
+		return "Wrong answer"
+	}
+	return statusTitle(sandbox.Status(v)) // runtime_error, time_limit, ..., compile_error
+}
+
+// verdictColor is a verdict's colour: green accepted, red wrong or crashed, orange a limit.
+func verdictColor(v sandbox.Verdict) fyne.ThemeColorName {
+	switch sandbox.Status(v) {
+	case sandbox.Status(sandbox.VerdictAccepted):
+		return theme.ColorNameSuccess
+	case sandbox.Status(sandbox.VerdictWrongAnswer), sandbox.StatusRuntimeError, sandbox.StatusCompileError:
+		return theme.ColorNameError
+	}
+	return theme.ColorNameWarning
+}
+
+// passed counts the accepted cases.
+func passed(cases []sandbox.CaseResult) int {
+	n := 0
+	for _, c := range cases {
+		if c.Verdict == sandbox.VerdictAccepted {
+			n++
+		}
+	}
+	return n
+}
+
+// verdictTitle is a judged run's line in the job list and on the banner:
+// "Accepted, 3/3 tests", "Wrong answer on test 2, 1/3 passed".
+func verdictTitle(r sandbox.Result) string {
+	t := verdictLabel(r.Verdict)
+	switch {
+	case r.Verdict == sandbox.VerdictAccepted:
+		return fmt.Sprintf("%s, %d/%d tests", t, len(r.Cases), len(r.Cases))
+	case len(r.Cases) == 0:
+		return t
+	}
+	for _, c := range r.Cases {
+		if c.Verdict != sandbox.VerdictAccepted {
+			t += " on test " + c.Name
+			break
+		}
+	}
+	return fmt.Sprintf("%s, %d/%d passed", t, passed(r.Cases), len(r.Cases))
+}
+
+// caseNote is the table's last column: the diff of a wrong answer, else the run's
+// message, else the first line of its standard error.
+func caseNote(c sandbox.CaseResult) string {
+	switch {
+	case c.Diff != "":
+		return c.Diff
+	case c.Message != "":
+		return c.Message
+	case c.Signal != "":
+		return "signal " + c.Signal
+	case c.ExitCode != 0:
+		return fmt.Sprintf("exit code %d", c.ExitCode)
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(c.Stderr)), "\n")
+	return line
+}
+
+// Columns of the verdict table.
+var caseColumns = []struct {
+	title string
+	width float32
+}{{"Test", 110}, {"Verdict", 170}, {"Time", 80}, {"Memory", 90}, {"Difference", 560}}
+
+// caseRow is what the table shows of a case.
+func caseRow(c sandbox.CaseResult) []string {
+	mem := ""
+	if c.Memory > 0 {
+		mem = sandbox.FormatSize(c.Memory)
+	}
+	return []string{c.Name, verdictLabel(c.Verdict), formatDuration(c.Time), mem, caseNote(c)}
+}
+
+// casesText is the verdict table as text, one line per case, tab-separated, for Copy and
+// Save.
+func casesText(cases []sandbox.CaseResult) []byte {
+	if len(cases) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for i, c := range caseColumns {
+		if i > 0 {
+			b.WriteByte('\t')
+		}
+		b.WriteString(c.title)
+	}
+	b.WriteByte('\n')
+	for _, c := range cases {
+		b.WriteString(strings.Join(caseRow(c), "\t"))
+		b.WriteByte('\n')
+	}
+	return []byte(b.String())
+}
+
+// casesView is the Tests tab of a judged job: one row per case, its verdict marked with a
+// coloured icon and coloured text.
+type casesView struct {
+	j     *job
+	table *widget.Table
+}
+
+func newCasesView() *casesView {
+	v := &casesView{}
+	v.table = widget.NewTableWithHeaders(
+		func() (int, int) { return v.rows(), len(caseColumns) },
+		func() fyne.CanvasObject {
+			icon := widget.NewIcon(nil)
+			label := widget.NewLabel("")
+			label.Truncation = fyne.TextTruncateEllipsis
+			return container.NewBorder(nil, nil, icon, nil, label)
+		},
+		v.update)
+	v.table.ShowHeaderColumn = false
+	v.table.CreateHeader = func() fyne.CanvasObject {
+		return widget.NewLabelWithStyle("", fyne.TextAlignLeading, fyne.TextStyle{Bold: true})
+	}
+	v.table.UpdateHeader = func(id widget.TableCellID, o fyne.CanvasObject) {
+		if id.Col >= 0 && id.Col < len(caseColumns) {
+			o.(*widget.Label).SetText(caseColumns[id.Col].title)
+		}
+	}
+	for i, c := range caseColumns {
+		v.table.SetColumnWidth(i, c.width)
+	}
+	return v
+}
+
+// rows: the results once in, else the cases sent, waiting.
+func (v *casesView) rows() int {
+	if v.j == nil {
+		return 0
+	}
+	if len(v.j.res.Cases) > 0 {
+		return len(v.j.res.Cases)
+	}
+	return len(v.j.tests)
+}
+
+func (v *casesView) update(id widget.TableCellID, o fyne.CanvasObject) {
+	cell := o.(*fyne.Container)
+	label := cell.Objects[0].(*widget.Label)
+	icon := cell.Objects[1].(*widget.Icon)
+	text, imp, res := "", widget.MediumImportance, fyne.Resource(nil)
+	if j := v.j; j != nil && id.Row < v.rows() {
+		if len(j.res.Cases) > 0 {
+			c := j.res.Cases[id.Row]
+			text = caseRow(c)[id.Col]
+			if id.Col == 1 {
+				imp, res = verdictLook(c.Verdict)
+			}
+		} else if id.Col == 0 {
+			text = j.tests[id.Row]
+		} else if id.Col == 1 {
+			text = "waiting"
+			if !j.active() {
+				text = "not run"
+			}
+			imp = widget.LowImportance
+		}
+	}
+	label.Importance = imp
+	label.SetText(text)
+	if res == nil {
+		icon.Hide()
+	} else {
+		icon.SetResource(res)
+		icon.Show()
+	}
+}
+
+// verdictLook is a verdict's text colour and mark: a tick, a cross or a warning sign.
+func verdictLook(v sandbox.Verdict) (widget.Importance, fyne.Resource) {
+	switch verdictColor(v) {
+	case theme.ColorNameSuccess:
+		return widget.SuccessImportance, theme.NewSuccessThemedResource(theme.ConfirmIcon())
+	case theme.ColorNameError:
+		return widget.DangerImportance, theme.NewErrorThemedResource(theme.CancelIcon())
+	}
+	return widget.WarningImportance, theme.NewWarningThemedResource(theme.WarningIcon())
+}
+
+// show draws j's cases.
+func (v *casesView) show(j *job) {
+	v.j = j
+	v.table.Refresh()
+}
