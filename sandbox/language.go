@@ -63,9 +63,11 @@ func javaFlags() []string {
 }
 
 // javacFlags run javac on the same JVM, tuned for a short job: C1 only (javac's life is
-// too short for C2 to pay off).
+// too short for C2 to pay off), and javac's class data archive, which the runtime image
+// builds (images/runtime/java/Dockerfile).
 func javacFlags() []string {
-	return []string{"-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1", "-J-XX:MinRAMPercentage=75", "-J-XX:MaxRAMPercentage=75", "-J-XX:-UsePerfData", "-J-Xshare:auto", "-encoding", "UTF-8"}
+	return []string{"-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1", "-J-XX:MinRAMPercentage=75", "-J-XX:MaxRAMPercentage=75", "-J-XX:-UsePerfData",
+		"-J-Xshare:auto", "-J-XX:SharedArchiveFile=/usr/local/lib/runbox/javac.jsa", "-encoding", "UTF-8"}
 }
 
 // Compiled reports whether the language has a compile phase.
