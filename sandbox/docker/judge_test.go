@@ -175,6 +175,7 @@ func TestArtifactRoundTrip(t *testing.T) {
 	if err != nil || res.Status != sandbox.StatusOK || len(res.Artifact) == 0 || len(res.Stdout) > 0 {
 		t.Fatalf("compile only: %v %+v", err, res)
 	}
+	t.Logf("artefact of %d bytes, compiled in %v", len(res.Artifact), res.CompileTime)
 	if res.CompileTime <= 0 || res.Time != 0 {
 		t.Errorf("compile only: compile time %v, run time %v", res.CompileTime, res.Time)
 	}
