@@ -5,7 +5,7 @@
 //
 // Usage:
 //
-//	runbox-gui [-server HOST:PORT] [-token T] [-tls-ca FILE] [-run] [FILE]
+//	runbox-gui [-server HOST:PORT] [-token T] [-tls-ca FILE] [-tests DIR] [-run] [FILE]
 //
 // It is its own Go module (cgo, OpenGL, X11) so that the rest of runbox builds without
 // them; docs/gui.md tells how to build and use it.
@@ -36,6 +36,7 @@ func run(args []string) int {
 	server := fs.String("server", os.Getenv("RUNBOX_SERVER"), "server HOST:PORT to show in the fields (default: the last one used, first 127.0.0.1:7700; $RUNBOX_SERVER)")
 	token := fs.String("token", os.Getenv("RUNBOX_TOKEN"), "bearer token of a secured cluster (default $RUNBOX_TOKEN); never stored")
 	tlsCA := fs.String("tls-ca", os.Getenv("RUNBOX_TLS_CA"), "CA certificate FILE of a TLS cluster, to show in the TLS CA field (default: $RUNBOX_TLS_CA, else the last one used)")
+	testsDir := fs.String("tests", "", "attach the test cases of DIR (NAME.in and NAME.out), as the Tests… button does: Run then judges the program")
 	autorun := fs.Bool("run", false, "send FILE at once, as if Run was pressed")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: runbox-gui [flags] [FILE]\n\nOpens the runbox client window, with FILE in the editor when given.\n\nFlags:\n")
@@ -63,6 +64,15 @@ func run(args []string) int {
 		return 2
 	}
 
+	if *testsDir != "" {
+		if _, err := loadTests(*testsDir); err != nil {
+			fmt.Fprintln(os.Stderr, "runbox-gui: -tests:", err)
+			return 2
+		}
+		if abs, err := filepath.Abs(*testsDir); err == nil {
+			*testsDir = abs
+		}
+	}
 	if *tlsCA != "" {
 		if abs, err := filepath.Abs(*tlsCA); err == nil {
 			*tlsCA = abs // remembered: it must not depend on where the next start is
@@ -78,6 +88,9 @@ func run(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "runbox-gui:", err)
 		return 2
+	}
+	if *testsDir != "" {
+		ui.attachTests(*testsDir)
 	}
 	if file != "" {
 		if abs, err := filepath.Abs(file); err == nil {

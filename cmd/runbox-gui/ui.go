@@ -670,7 +670,7 @@ func (u *UI) attachTests(dir string) {
 	u.testsLabel.Refresh()
 	u.clearTestBtn.Show()
 	u.stdin.Disable()
-	u.stdin.SetPlaceHolder("Each test gives its own input (NAME.in); clear the tests to type one here")
+	u.stdin.SetPlaceHolder("Each test gives its own input (its NAME.in file)")
 }
 
 // clearTests detaches the test cases: the next Runs are plain runs with this input.

@@ -210,7 +210,7 @@ func caseNote(c sandbox.CaseResult) string {
 var caseColumns = []struct {
 	title string
 	width float32
-}{{"Test", 110}, {"Verdict", 170}, {"Time", 80}, {"Memory", 90}, {"Difference", 560}}
+}{{"Test", 60}, {"Verdict", 140}, {"Time", 70}, {"Memory", 75}, {"Difference", 560}}
 
 // caseRow is what the table shows of a case.
 func caseRow(c sandbox.CaseResult) []string {
