@@ -123,7 +123,7 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 		log.Info("sandbox ready", "component", "master", "languages", strings.Join(keys(dr.Images()), ","))
 		runner, max = dr, docker.DefaultConfig().Max
 	}
-	if runner, err = withJudge(runner); err != nil {
+	if runner, err = withJudge(runner, cfg.MaxPrograms); err != nil {
 		return err
 	}
 
@@ -236,9 +236,12 @@ func newDockerRunner(ctx context.Context, node string, pool int, host, tag, runt
 }
 
 // withJudge wraps a node's sandbox in the judge: a Spec with test cases is one job that
-// compiles once and runs its cases in this node's sandboxes (sandbox/judge).
-func withJudge(r sandbox.Runner) (sandbox.Runner, error) {
-	return judge.New(r, judge.DefaultConfig())
+// compiles once and runs its cases in this node's sandboxes (sandbox/judge), at most
+// maxPrograms of them at once (the node's own cap; at least 1).
+func withJudge(r sandbox.Runner, maxPrograms int) (sandbox.Runner, error) {
+	jcfg := judge.DefaultConfig()
+	jcfg.Parallel = max(min(jcfg.Parallel, maxPrograms), 1)
+	return judge.New(r, jcfg)
 }
 
 // reportLoad samples the load every second until ctx ends or the returned stop is

@@ -82,7 +82,7 @@ func serveSlave(ctx context.Context, cfg slaveConfig, log *slog.Logger, runner s
 		defer dr.Close()
 		runner, langs = dr, dr.Images()
 	}
-	runner, err := withJudge(runner)
+	runner, err := withJudge(runner, cfg.MaxPrograms)
 	if err != nil {
 		return err
 	}
