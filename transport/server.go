@@ -369,6 +369,10 @@ func (s *Server) serveStream(st *yamux.Stream, hello Hello, id Identity, budget 
 			writeError(st, fmt.Errorf("%w: bad submit frame: %v", sandbox.ErrInvalidRequest, err))
 			return
 		}
+		if sub.Interactive && len(sub.Spec.Tests) > 0 {
+			writeError(st, fmt.Errorf("%w: a judged program (with tests) reads each case's input, not live stdin: submit it without interactive", sandbox.ErrInvalidRequest))
+			return
+		}
 		release, err := s.admit(id, &sub.Spec)
 		if err != nil {
 			s.auditRefused(id, sub.Spec, err)

@@ -352,6 +352,12 @@ func TestBadStreams(t *testing.T) {
 	if typ, p := first(FrameWait, []byte(`{"id":"nope"}`), -1); typ != FrameError || !strings.Contains(string(p), "not_found") {
 		t.Errorf("wait unknown id: %q %q", typ, p)
 	}
+	judged := prog("cat")
+	judged.Tests = []sandbox.TestCase{{Stdin: []byte("x"), Expected: []byte("x")}}
+	b, _ := json.Marshal(Submit{Spec: judged, Interactive: true})
+	if typ, p := first(FrameSubmit, b, -1); typ != FrameError || !strings.Contains(string(p), "invalid_request") || !strings.Contains(string(p), "interactive") {
+		t.Errorf("interactive judged program: %q %q", typ, p)
+	}
 	if res, err := c.Run(ctx, prog("out fine"), RunOptions{}); err != nil || string(res.Stdout) != "fine\n" {
 		t.Errorf("after bad streams: %v", err)
 	}
