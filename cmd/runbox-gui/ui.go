@@ -142,6 +142,7 @@ type UI struct {
 	testsLabel   *widget.Label
 	testsBtn     *widget.Button
 	clearTestBtn *widget.Button
+	compare      *widget.Select // how the outputs compare; shown with tests
 
 	// The jobs, oldest first (the list shows the newest on top).
 	jobs     []*job
@@ -209,6 +210,8 @@ func New(win fyne.Window, cfg Config) (*UI, error) {
 	u.testsBtn = widget.NewButtonWithIcon("Tests…", theme.ListIcon(), u.showTests)
 	u.clearTestBtn = widget.NewButtonWithIcon("", theme.CancelIcon(), u.clearTests)
 	u.clearTestBtn.Importance = widget.LowImportance
+	u.compare = widget.NewSelect(compareLabels(), nil)
+	u.compare.SetSelected(compareLabel(sandbox.CompareTrim))
 	u.clearTests()
 	u.openBtn = widget.NewButtonWithIcon("Open…", theme.FolderOpenIcon(), u.showOpen)
 	u.runBtn = widget.NewButtonWithIcon("Run", theme.MediaPlayIcon(), u.run)
@@ -359,7 +362,7 @@ func (u *UI) programPane() fyne.CanvasObject {
 		container.NewHBox(widget.NewLabel("Language"), u.lang, u.runBtn), u.fileLabel)
 	stdinHeader := container.NewBorder(nil, nil,
 		widget.NewLabelWithStyle("Standard input", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
-		container.NewHBox(u.clearTestBtn, u.testsBtn), u.testsLabel)
+		container.NewHBox(u.compare, u.clearTestBtn, u.testsBtn), u.testsLabel)
 	stdinBox := container.NewBorder(stdinHeader, nil, nil, nil, u.stdin)
 	editors := container.NewVSplit(u.editor, stdinBox)
 	editors.Offset = 0.78
@@ -432,6 +435,7 @@ func (u *UI) run() {
 	if len(u.tests) > 0 {
 		// A judged run: each case brings its own input.
 		spec.Tests = slices.Clone(u.tests)
+		spec.Compare = compareByLabel(u.compare.Selected)
 		for _, tc := range u.tests {
 			tests = append(tests, tc.Name)
 		}
@@ -669,6 +673,7 @@ func (u *UI) attachTests(dir string) {
 	u.testsLabel.Importance = widget.HighImportance
 	u.testsLabel.Refresh()
 	u.clearTestBtn.Show()
+	u.compare.Show()
 	u.stdin.Disable()
 	u.stdin.SetPlaceHolder("Each test gives its own input (its NAME.in file)")
 }
@@ -680,6 +685,7 @@ func (u *UI) clearTests() {
 	u.testsLabel.Importance = widget.LowImportance
 	u.testsLabel.Refresh()
 	u.clearTestBtn.Hide()
+	u.compare.Hide()
 	u.stdin.Enable()
 	u.stdin.SetPlaceHolder("Standard input given to the program (optional)")
 }

@@ -137,6 +137,42 @@ func plural(n int, one, many string) string {
 	return many
 }
 
+// compareModes are the comparisons a judged run offers, with their labels.
+var compareModes = []struct {
+	mode  sandbox.Compare
+	label string
+}{
+	{sandbox.CompareTrim, "Trim lines"}, // trailing blanks of each line and trailing empty lines ignored
+	{sandbox.CompareTokens, "Tokens"},   // whitespace-separated tokens
+	{sandbox.CompareExact, "Exact"},     // byte for byte
+}
+
+func compareLabels() []string {
+	var out []string
+	for _, m := range compareModes {
+		out = append(out, m.label)
+	}
+	return out
+}
+
+func compareLabel(c sandbox.Compare) string {
+	for _, m := range compareModes {
+		if m.mode == c {
+			return m.label
+		}
+	}
+	return compareModes[0].label
+}
+
+func compareByLabel(label string) sandbox.Compare {
+	for _, m := range compareModes {
+		if m.label == label {
+			return m.mode
+		}
+	}
+	return sandbox.CompareTrim
+}
+
 // verdictLabel names a verdict for people.
 func verdictLabel(v sandbox.Verdict) string {
 	switch v {

@@ -74,7 +74,7 @@ func TestTestsFolderIsSentAndJudged(t *testing.T) {
 		"README.md": "not a case",
 	})
 
-	if u.testsLabel.Text != "no tests" || u.clearTestBtn.Visible() {
+	if u.testsLabel.Text != "no tests" || u.clearTestBtn.Visible() || u.compare.Visible() {
 		t.Fatalf("at start: %q, clear shown %v", u.testsLabel.Text, u.clearTestBtn.Visible())
 	}
 	test.Tap(u.testsBtn) // the folder dialog
@@ -95,7 +95,7 @@ func TestTestsFolderIsSentAndJudged(t *testing.T) {
 		names = append(names, tc.Name)
 	}
 	if !slices.Equal(names, []string{"1", "2", "10"}) || string(r.spec.Tests[1].Stdin) != "10 20\n" ||
-		string(r.spec.Tests[1].Expected) != "30\n" || r.spec.Stdin != nil {
+		string(r.spec.Tests[1].Expected) != "30\n" || r.spec.Stdin != nil || r.spec.Compare != sandbox.CompareTrim {
 		t.Fatalf("sent tests %q (%+v), stdin %q", names, r.spec.Tests, r.spec.Stdin)
 	}
 	if err := r.spec.Validate(); err != nil {
@@ -147,9 +147,16 @@ func TestTestsFolderIsSentAndJudged(t *testing.T) {
 		t.Fatalf("copied %q", got)
 	}
 
-	// All accepted: green, and the title says so.
+	// All accepted: green, and the title says so. The comparison is the user's.
+	if !u.compare.Visible() {
+		t.Fatal("no comparison choice with tests attached")
+	}
+	u.compare.SetSelected(compareLabel(sandbox.CompareTokens))
 	test.Tap(u.runBtn)
 	r = fs.next(t)
+	if r.spec.Compare != sandbox.CompareTokens {
+		t.Fatalf("compare %q, want tokens", r.spec.Compare)
+	}
 	r.end(sandbox.Result{Status: sandbox.StatusOK, Verdict: sandbox.VerdictAccepted, Cases: []sandbox.CaseResult{
 		{Name: "1", Verdict: sandbox.VerdictAccepted}, {Name: "2", Verdict: sandbox.VerdictAccepted}, {Name: "10", Verdict: sandbox.VerdictAccepted}}}, nil)
 	h.until("the second verdict", func() bool { return len(u.jobs) == 2 && !u.jobs[1].active() })
