@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Language is one row of the language table: how to compile and run a program in it.
@@ -151,13 +152,18 @@ func languages() []Language {
 	}
 }
 
-// Languages returns the language table.
-func Languages() []Language { return languages() }
+// table is the language table, built once: Lookup runs for every request (Validate, the
+// runners), and building the rows each time showed in the dispatch profile. It is never
+// modified; the rows' slices are shared with callers, who only read them.
+var table = sync.OnceValue(languages)
+
+// Languages returns the language table (a copy of the list; the rows are read-only).
+func Languages() []Language { return slices.Clone(table()) }
 
 // LanguageNames lists the canonical names, comma-separated.
 func LanguageNames() string {
 	var names []string
-	for _, l := range languages() {
+	for _, l := range table() {
 		names = append(names, l.Name)
 	}
 	return strings.Join(names, ", ")
@@ -166,7 +172,7 @@ func LanguageNames() string {
 // Lookup finds a language by name or alias, case-insensitively.
 func Lookup(name string) (Language, bool) {
 	name = strings.ToLower(strings.TrimSpace(name))
-	for _, l := range languages() {
+	for _, l := range table() {
 		if l.Name == name || slices.Contains(l.Aliases, name) {
 			return l, true
 		}
@@ -177,7 +183,7 @@ func Lookup(name string) (Language, bool) {
 // Detect guesses the language from a file name's extension.
 func Detect(filename string) (Language, bool) {
 	ext := strings.ToLower(filepath.Ext(filename))
-	for _, l := range languages() {
+	for _, l := range table() {
 		if slices.Contains(l.Extensions, ext) {
 			return l, true
 		}
