@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/yamux"
 	"golang.org/x/sync/semaphore"
 
+	"runbox/internal/frame"
 	"runbox/sandbox"
 	"runbox/scheduler"
 )
@@ -274,7 +275,7 @@ func (s *Server) readRequest(r io.Reader, session *semaphore.Weighted) (typ byte
 		}
 		defer s.requestBytes.Release(int64(n))
 	}
-	payload, err = readPayload(r, n)
+	payload, err = frame.ReadPayload(r, n)
 	return typ, payload, err
 }
 

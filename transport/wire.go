@@ -5,12 +5,11 @@
 package transport
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 
+	"runbox/internal/frame"
 	"runbox/scheduler"
 )
 
@@ -86,72 +85,31 @@ func Code(err error) string { return scheduler.CodeOf(err, codes...) }
 func errorFromWire(e Error) error { return scheduler.ErrorOf(e.Code, e.Message, codes...) }
 
 // WriteFrame writes one frame: type, 4-byte big-endian length, payload.
-func WriteFrame(w io.Writer, typ byte, payload []byte) error {
-	buf := make([]byte, 5+len(payload))
-	buf[0] = typ
-	binary.BigEndian.PutUint32(buf[1:5], uint32(len(payload)))
-	copy(buf[5:], payload)
-	_, err := w.Write(buf)
-	return err
-}
+func WriteFrame(w io.Writer, typ byte, payload []byte) error { return frame.Write(w, typ, payload) }
 
 // ReadFrame reads one frame whose payload is at most max bytes; a larger declared length
-// is ErrProtocol and nothing more is read.
+// is ErrProtocol and nothing more is read. Past 64 KiB the payload's buffer grows with
+// the bytes that arrive, never to a length the peer only declared.
 func ReadFrame(r io.Reader, max int) (typ byte, payload []byte, err error) {
 	typ, n, err := readHeader(r, max)
 	if err != nil {
 		return typ, nil, err
 	}
-	payload, err = readPayload(r, n)
+	payload, err = frame.ReadPayload(r, n)
 	if err != nil {
 		return typ, nil, err
 	}
 	return typ, payload, nil
 }
 
-// readHeader reads a frame's type and payload length, at most max.
+// readHeader reads a frame's type and payload length, at most max (else ErrProtocol).
 func readHeader(r io.Reader, max int) (typ byte, n int, err error) {
-	var hdr [5]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return 0, 0, err
+	typ, n, err = frame.ReadHeader(r, max)
+	if errors.Is(err, frame.ErrTooLarge) {
+		err = fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
-	size := binary.BigEndian.Uint32(hdr[1:5])
-	if int64(size) > int64(max) {
-		return hdr[0], 0, fmt.Errorf("%w: frame %q of %d bytes is over the %d byte cap", ErrProtocol, hdr[0], size, max)
-	}
-	return hdr[0], int(size), nil
+	return typ, n, err
 }
 
-// eagerPayload is the largest payload read into a buffer of its declared size at once.
-// Above it the buffer grows with the bytes that arrive, so a peer that declares a large
-// frame and sends nothing holds no more than this much of the reader's memory.
-const eagerPayload = 64 << 10
-
-// readPayload reads exactly n bytes.
-func readPayload(r io.Reader, n int) ([]byte, error) {
-	if n <= eagerPayload {
-		payload := make([]byte, n)
-		if _, err := io.ReadFull(r, payload); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-		return payload, nil
-	}
-	payload := make([]byte, 0, eagerPayload)
-	for len(payload) < n {
-		if len(payload) == cap(payload) {
-			payload = slices.Grow(payload, min(n, 2*cap(payload))-len(payload))
-		}
-		m, err := r.Read(payload[len(payload):min(n, cap(payload))])
-		payload = payload[:len(payload)+m]
-		if err != nil && len(payload) < n {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-	}
-	return payload, nil
-}
+// eagerPayload is the largest payload read at its declared size at once (frame.Eager).
+const eagerPayload = frame.Eager

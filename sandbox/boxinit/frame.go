@@ -31,11 +31,12 @@
 package boxinit
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"time"
+
+	"runbox/internal/frame"
 )
 
 // Frame types.
@@ -69,32 +70,16 @@ func WriteFrame(w io.Writer, typ byte, payload []byte) error {
 	if len(payload) > MaxFrame {
 		return ErrFrameTooLarge
 	}
-	buf := make([]byte, 5+len(payload))
-	buf[0] = typ
-	binary.BigEndian.PutUint32(buf[1:5], uint32(len(payload)))
-	copy(buf[5:], payload)
-	_, err := w.Write(buf)
-	return err
+	return frame.Write(w, typ, payload)
 }
 
 // ReadFrame reads one frame whose payload is at most max bytes.
 func ReadFrame(r io.Reader, max int) (typ byte, payload []byte, err error) {
-	var hdr [5]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return 0, nil, err
+	typ, payload, err = frame.Read(r, max)
+	if errors.Is(err, frame.ErrTooLarge) {
+		err = fmt.Errorf("%w: %v", ErrFrameTooLarge, err)
 	}
-	n := binary.BigEndian.Uint32(hdr[1:5])
-	if int64(n) > int64(max) {
-		return hdr[0], nil, fmt.Errorf("%w: %d bytes, cap %d", ErrFrameTooLarge, n, max)
-	}
-	payload = make([]byte, n)
-	if _, err := io.ReadFull(r, payload); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return hdr[0], nil, err
-	}
-	return hdr[0], payload, nil
+	return typ, payload, err
 }
 
 // File is a file to write into the scratch directory before compiling.
