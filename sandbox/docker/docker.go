@@ -323,54 +323,65 @@ func (r *Runner) removeNow(ctx context.Context, id string) error {
 
 // Run implements sandbox.Runner.
 func (r *Runner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (sandbox.Result, error) {
-	fail := sandbox.Result{ExitCode: -1}
+	ctx, rt, lim, end, err := r.admit(ctx, spec)
+	if err != nil {
+		return sandbox.Result{ExitCode: -1}, err
+	}
+	defer end()
+	b, err := r.acquire(ctx, rt, boxLimitsOf(lim))
+	if err != nil {
+		if ctx.Err() != nil {
+			return sandbox.Result{ExitCode: -1}, ctx.Err()
+		}
+		return sandbox.Result{ExitCode: -1}, err
+	}
+	defer r.remove(b)
+	return r.runIn(ctx, b, rt, spec, lim, streams)
+}
+
+// admit checks spec and counts a Run in: it returns the Run's context (which Close
+// cancels), the language's runtime, the limits with the defaults filled in, and end, to
+// call when the Run is over.
+func (r *Runner) admit(ctx context.Context, spec sandbox.Spec) (context.Context, *runtime, sandbox.Limits, func(), error) {
+	var none sandbox.Limits
 	if err := spec.Validate(); err != nil {
-		return fail, err
+		return nil, nil, none, nil, err
 	}
 	if err := spec.Limits.Check(r.cfg.Max); err != nil {
-		return fail, err
+		return nil, nil, none, nil, err
 	}
 	lang, _ := sandbox.Lookup(spec.Language)
 	if len(spec.Tests) > 0 {
-		return fail, fmt.Errorf("%w: test cases need a judging runner (sandbox/judge) around the sandbox", sandbox.ErrInvalidRequest)
+		return nil, nil, none, nil, fmt.Errorf("%w: test cases need a judging runner (sandbox/judge) around the sandbox", sandbox.ErrInvalidRequest)
 	}
 	if (spec.CompileOnly || len(spec.Artifact) > 0) && !lang.Compiled() {
-		return fail, fmt.Errorf("%w: %s is not compiled: no compile-only run, no artefact", sandbox.ErrInvalidRequest, lang.Name)
+		return nil, nil, none, nil, fmt.Errorf("%w: %s is not compiled: no compile-only run, no artefact", sandbox.ErrInvalidRequest, lang.Name)
 	}
 	if len(spec.Artifact) > boxinit.MaxArtifact {
-		return fail, fmt.Errorf("%w: artefact of %d bytes, at most %d", sandbox.ErrTooLarge, len(spec.Artifact), boxinit.MaxArtifact)
+		return nil, nil, none, nil, fmt.Errorf("%w: artefact of %d bytes, at most %d", sandbox.ErrTooLarge, len(spec.Artifact), boxinit.MaxArtifact)
 	}
 	rt, ok := r.langs[lang.Name]
 	if !ok {
-		return fail, fmt.Errorf("%w: %q is not served here", sandbox.ErrUnknownLanguage, lang.Name)
+		return nil, nil, none, nil, fmt.Errorf("%w: %q is not served here", sandbox.ErrUnknownLanguage, lang.Name)
 	}
 	if rt.err != nil {
-		return fail, rt.err
+		return nil, nil, none, nil, rt.err
 	}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return fail, sandbox.ErrClosed
+		return nil, nil, none, nil, sandbox.ErrClosed
 	}
 	r.runs.Add(1)
 	r.mu.Unlock()
-	defer r.runs.Done()
-	// Close cancels the Runs in flight.
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(r.ctx, cancel)
-	defer stop()
-	lim := spec.Limits.WithDefaults(r.cfg.Defaults)
-
-	b, err := r.acquire(ctx, rt, boxLimitsOf(lim))
-	if err != nil {
-		if ctx.Err() != nil {
-			return fail, ctx.Err()
-		}
-		return fail, err
+	stop := context.AfterFunc(r.ctx, cancel) // Close cancels the Runs in flight
+	end := func() {
+		stop()
+		cancel()
+		r.runs.Done()
 	}
-	defer r.remove(b)
-	return r.runIn(ctx, b, rt, spec, lim, streams)
+	return ctx, rt, spec.Limits.WithDefaults(r.cfg.Defaults), end, nil
 }
 
 // acquire takes a pooled box when the limits allow, else starts a fresh one.

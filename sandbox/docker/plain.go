@@ -2,7 +2,6 @@ package docker
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -44,33 +43,11 @@ func (p *Plain) Close() error { return p.r.Close() }
 func (p *Plain) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (sandbox.Result, error) {
 	r := p.r
 	fail := sandbox.Result{ExitCode: -1}
-	if err := spec.Validate(); err != nil {
+	ctx, rt, lim, end, err := r.admit(ctx, spec)
+	if err != nil {
 		return fail, err
 	}
-	if err := spec.Limits.Check(r.cfg.Max); err != nil {
-		return fail, err
-	}
-	lang, _ := sandbox.Lookup(spec.Language)
-	rt, ok := r.langs[lang.Name]
-	if !ok {
-		return fail, fmt.Errorf("%w: %q is not served here", sandbox.ErrUnknownLanguage, lang.Name)
-	}
-	if rt.err != nil {
-		return fail, rt.err
-	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return fail, sandbox.ErrClosed
-	}
-	r.runs.Add(1)
-	r.mu.Unlock()
-	defer r.runs.Done()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(r.ctx, cancel)
-	defer stop()
-	lim := spec.Limits.WithDefaults(r.cfg.Defaults)
+	defer end()
 
 	b, err := r.startBox(ctx, rt, boxLimitsOf(lim), false) // create, attach, start
 	if err != nil {
