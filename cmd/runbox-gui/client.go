@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"strings"
 	"sync"
 
 	"runbox/sandbox"
@@ -39,9 +41,29 @@ type Server struct {
 	CAFile string
 }
 
-// errBadCA: the TLS CA file cannot be read or holds no certificate. The program was not
+// caError: the TLS CA file cannot be read or holds no certificate. The program was not
 // sent anywhere.
-var errBadCA = errors.New("unusable TLS CA file")
+type caError struct {
+	file string
+	err  error // from transport.ClientTLS
+}
+
+func (e *caError) Error() string { return fmt.Sprintf("unusable TLS CA file %s: %v", e.file, e.err) }
+func (e *caError) Unwrap() error { return e.err }
+
+// reason says what is wrong with the file, without repeating its name: "no such file or
+// directory", "permission denied", "it holds no PEM certificate".
+func (e *caError) reason() string {
+	var pe *fs.PathError
+	if errors.As(e.err, &pe) {
+		return pe.Err.Error()
+	}
+	msg := strings.TrimPrefix(e.err.Error(), "tls: ")
+	if strings.HasPrefix(msg, "no certificate in ") {
+		return "it holds no PEM certificate"
+	}
+	return msg
+}
 
 // Dialer connects to a server. Its error wraps transport.ErrConnect when the server cannot
 // be reached and transport.ErrUnauthorized when it refused the token.
@@ -55,7 +77,7 @@ func dialTransport(ctx context.Context, s Server) (Client, error) {
 	if s.CAFile != "" {
 		tc, err := transport.ClientTLS(s.CAFile, "", "")
 		if err != nil {
-			return nil, fmt.Errorf("%w %s: %v", errBadCA, s.CAFile, err)
+			return nil, &caError{file: s.CAFile, err: err}
 		}
 		cfg.TLS = tc
 	}

@@ -215,8 +215,9 @@ const (
 
 func tlsTroubleOf(err error) tlsTrouble {
 	msg := err.Error()
+	var ce *caError
 	switch {
-	case errors.Is(err, errBadCA):
+	case errors.As(err, &ce):
 		return tlsBadCA
 	// "this server requires TLS" (its refusal frame), "the server speaks TLS" (its TLS
 	// answer to a plaintext hello).
@@ -274,12 +275,13 @@ func failureTitle(err error) string {
 // explain tells the user, in a sentence or two, why a job could not run and what to do.
 func explain(err error, addr string) string {
 	msg := err.Error()
+	var ce *caError
 	switch tlsTroubleOf(err) {
 	case tlsBadCA:
-		detail := strings.TrimPrefix(msg, errBadCA.Error()+" ")
-		return fmt.Sprintf("The TLS CA file cannot be used (%s).\n"+
+		errors.As(err, &ce)
+		return fmt.Sprintf("The TLS CA file %s cannot be used: %s.\n"+
 			"Pick the cluster's CA certificate (the ca.crt of `runbox certs init`) with the button next to TLS CA, "+
-			"or clear the field for a server without TLS; then press Run again.", detail)
+			"or clear the field for a server without TLS; then press Run again.", ce.file, ce.reason())
 	case tlsNeeded:
 		return fmt.Sprintf("The server %s needs TLS: it refuses plaintext connections.\n"+
 			"Put the cluster's CA certificate (ca.crt) in the TLS CA field at the top and press Run again.", addr)

@@ -287,13 +287,13 @@ func TestRealWrongCAPath(t *testing.T) {
 	h.typeProgram("out hi")
 	for i, tc := range []struct{ path, reason string }{
 		{filepath.Join(dir, "missing.crt"), "no such file or directory"},
-		{notCert, "no certificate in " + notCert},
+		{notCert, "it holds no PEM certificate"},
 	} {
 		u.tlsCA.SetText(tc.path)
 		test.Tap(u.runBtn)
 		h.until("the failure", func() bool { return len(u.jobs) == i+1 && !u.jobs[i].active() })
 		d := u.detail
-		for _, want := range []string{"The TLS CA file cannot be used", tc.reason, "ca.crt", "clear the field"} {
+		for _, want := range []string{"The TLS CA file " + tc.path + " cannot be used: " + tc.reason, "ca.crt", "clear the field"} {
 			if !strings.Contains(d.message.Text, want) {
 				t.Errorf("%s: message %q lacks %q", tc.path, d.message.Text, want)
 			}

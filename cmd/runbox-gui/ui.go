@@ -8,6 +8,7 @@ import (
 	"image/color"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -399,8 +400,13 @@ func (u *UI) server() (Server, error) {
 	if err != nil || p < 1 || p > 65535 {
 		return Server{}, fmt.Errorf("The port %q is not a number between 1 and 65535.", u.port.Text)
 	}
-	return Server{Addr: net.JoinHostPort(host, strconv.Itoa(p)), Token: strings.TrimSpace(u.token.Text),
-		CAFile: strings.TrimSpace(u.tlsCA.Text)}, nil
+	ca := strings.TrimSpace(u.tlsCA.Text)
+	if rest, ok := strings.CutPrefix(ca, "~/"); ok {
+		if home, err := os.UserHomeDir(); err == nil {
+			ca = filepath.Join(home, rest)
+		}
+	}
+	return Server{Addr: net.JoinHostPort(host, strconv.Itoa(p)), Token: strings.TrimSpace(u.token.Text), CAFile: ca}, nil
 }
 
 // splitServer splits the -server flag.

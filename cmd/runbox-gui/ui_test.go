@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -269,8 +271,8 @@ func TestOtherRefusalsAreExplained(t *testing.T) {
 		{fmt.Errorf("%w: 10 programs a minute", transport.ErrRateLimited), "Too many programs", "Wait a little"},
 		{errors.New("something odd"), "Error", "something odd"},
 		// TLS: the transport's words name `runbox submit`'s flags; the window names its field.
-		{fmt.Errorf("%w /etc/runbox/ca.crt: tls: open /etc/runbox/ca.crt: permission denied", errBadCA), "TLS CA file unusable",
-			"cannot be used (/etc/runbox/ca.crt: tls: open /etc/runbox/ca.crt: permission denied)"},
+		{&caError{"/etc/runbox/ca.crt", fmt.Errorf("tls: %w", &fs.PathError{Op: "open", Path: "/etc/runbox/ca.crt", Err: syscall.EACCES})},
+			"TLS CA file unusable", "The TLS CA file /etc/runbox/ca.crt cannot be used: permission denied."},
 		{scheduler.ErrorOf("unauthorized", "unauthorized: this server requires TLS: connect with --tls-ca FILE (the cluster's CA certificate; see docs/security.md)"),
 			"Server needs TLS", "127.0.0.1:7700 needs TLS"},
 		{fmt.Errorf("%w: the server speaks TLS: connect with --tls-ca FILE (the cluster's CA certificate)", transport.ErrConnect), "Server needs TLS", "TLS CA field"},
@@ -707,6 +709,13 @@ func TestTLSCAFieldFeedsServerAndIsRemembered(t *testing.T) {
 	h3 := newHarness(t, fs.dial, func(c *Config) { c.Prefs = prefs; c.TLSCA = "/etc/runbox/ca.crt" })
 	if h3.ui.tlsCA.Text != "/etc/runbox/ca.crt" {
 		t.Fatalf("-tls-ca shows %q", h3.ui.tlsCA.Text)
+	}
+
+	// A path from the home directory, as people type it.
+	u.tlsCA.SetText("~/runbox/ca.crt")
+	home, _ := os.UserHomeDir()
+	if srv, err := u.server(); err != nil || srv.CAFile != filepath.Join(home, "runbox", "ca.crt") {
+		t.Fatalf("~/runbox/ca.crt gives %+v %v", srv, err)
 	}
 
 	// Cleared, it is plaintext again, and remembered so.
