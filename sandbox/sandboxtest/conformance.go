@@ -19,10 +19,12 @@ func Program(lang, source string) sandbox.Spec {
 	return sandbox.Spec{Language: lang, Files: []sandbox.File{{Content: []byte(source)}}}
 }
 
-// compiled gives a compiled program the longest compile time a server allows: the suite
-// checks outcomes, not speed, and g++ on a loaded 2-core machine can pass 10 s.
+// compiled gives a compiled program the longest compile time a server allows, and 20 s
+// to run: the suite checks outcomes, not speed, and on a loaded 2-core machine g++ can
+// pass 10 s and a JVM take seconds to start.
 func compiled(spec sandbox.Spec) sandbox.Spec {
 	spec.Limits.CompileTime = sandbox.MaxLimits().CompileTime
+	spec.Limits.RunTime = 20 * time.Second
 	return spec
 }
 
