@@ -139,7 +139,6 @@ type UI struct {
 
 	// The test cases attached: Run sends them, and the job is judged.
 	tests        []sandbox.TestCase
-	testsDir     string
 	testsLabel   *widget.Label
 	testsBtn     *widget.Button
 	clearTestBtn *widget.Button
@@ -673,7 +672,7 @@ func (u *UI) attachTests(dir string) {
 		return
 	}
 	u.notice.hide()
-	u.tests, u.testsDir = cases, dir
+	u.tests = cases
 	u.cfg.Prefs.SetString(prefTestDir, filepath.Dir(dir))
 	u.testsLabel.SetText(fmt.Sprintf("%d %s from %s", len(cases), plural(len(cases), "test", "tests"), filepath.Base(dir)))
 	u.testsLabel.Importance = widget.HighImportance
@@ -686,7 +685,7 @@ func (u *UI) attachTests(dir string) {
 
 // clearTests detaches the test cases: the next Runs are plain runs with this input.
 func (u *UI) clearTests() {
-	u.tests, u.testsDir = nil, ""
+	u.tests = nil
 	u.testsLabel.SetText("no tests")
 	u.testsLabel.Importance = widget.LowImportance
 	u.testsLabel.Refresh()
