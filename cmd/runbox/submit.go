@@ -57,6 +57,7 @@ type submitConfig struct {
 	Lang        string
 	Stdin       string
 	TimeLimit   time.Duration
+	CompileTime time.Duration
 	MemoryLimit string
 	JSON        bool
 	Verbose     bool
@@ -113,6 +114,7 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&cfg.Lang, "lang", "", "language: "+sandbox.LanguageNames()+" (default: from the file extension)")
 	fs.StringVar(&cfg.Stdin, "stdin", "", "file given to the program as standard input; - streams this terminal's input live")
 	fs.DurationVar(&cfg.TimeLimit, "time-limit", 0, "run time limit, e.g. 2s or 500ms (default: the server's)")
+	fs.DurationVar(&cfg.CompileTime, "compile-time", 0, "compile time limit of C, C++, Go and Java, e.g. 30s (default: the server's)")
 	fs.StringVar(&cfg.MemoryLimit, "memory-limit", "", "memory limit, e.g. 128MiB (default: the server's)")
 	fs.BoolVar(&cfg.JSON, "json", false, "print one JSON object per file instead of the program's output")
 	fs.BoolVar(&cfg.Verbose, "v", false, "print the job id, node, time and memory on stderr")
@@ -131,6 +133,7 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	var limits sandbox.Limits
 	limits.RunTime = cfg.TimeLimit
+	limits.CompileTime = cfg.CompileTime
 	if cfg.MemoryLimit != "" {
 		n, err := units.RAMInBytes(cfg.MemoryLimit)
 		if err != nil || n <= 0 {
