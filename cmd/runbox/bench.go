@@ -72,6 +72,12 @@ func helloWorld(lang string) string {
 		return "#include <stdio.h>\nint main(void) { puts(\"hello, world\"); return 0; }\n"
 	case "cpp":
 		return "#include <iostream>\nint main() { std::cout << \"hello, world\\n\"; }\n"
+	case "go":
+		return "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hello, world\") }\n"
+	case "java":
+		return "public class Main { public static void main(String[] a) { System.out.println(\"hello, world\"); } }\n"
+	case "javascript":
+		return "console.log('hello, world');\n"
 	}
 	return "print('hello, world')\n"
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"runbox/sandbox"
 	"runbox/sandbox/sandboxtest"
 )
 
@@ -174,5 +175,19 @@ func TestBenchBaselineDocker(t *testing.T) {
 	}
 	if rep.Ratio.P50 <= 0 || rep.Ratio.Throughput <= 0 {
 		t.Errorf("ratio %+v", rep.Ratio)
+	}
+}
+
+// Every language of the table has its own hello-world for bench (a missing one would
+// send Python to the Go sandbox).
+func TestHelloWorldForEveryLanguage(t *testing.T) {
+	t.Parallel()
+	for _, l := range sandbox.Languages() {
+		if l.Name != "python" && helloWorld(l.Name) == helloWorld("python") {
+			t.Errorf("no hello-world in %s", l.Name)
+		}
+		if !strings.Contains(helloWorld(l.Name), "hello, world") {
+			t.Errorf("the %s hello-world does not print %q", l.Name, helloOutput)
+		}
 	}
 }
