@@ -50,6 +50,13 @@ func TestAutoscaleDocker(t *testing.T) {
 		if ids := clusterContainers(t, node); len(ids) > 0 {
 			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
 		}
+		// The sandboxes of slaves removed above before they could remove their own.
+		out, _ := exec.Command("docker", "ps", "-a", "--filter", "label=runbox.sandbox=1", "--format", `{{.ID}} {{.Label "runbox.owner"}}`).Output()
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if id, owner, _ := strings.Cut(l, " "); strings.HasPrefix(owner, "runbox-"+node+"-slave-") {
+				exec.Command("docker", "rm", "-f", id).Run()
+			}
+		}
 	})
 	// Runs after the master stopped (cleanups run last first): it removed everything it
 	// started, the slave it had created ahead of time included.
