@@ -230,23 +230,13 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 // submitText runs one program with its output streaming to stdout and stderr.
 func submitText(ctx context.Context, client *transport.Client, file string, spec sandbox.Spec, live bool, cfg *submitConfig, stdin io.Reader, stdout, stderr io.Writer) int {
 	var id string
-	opts := transport.RunOptions{Handler: transport.Handler{
-		Accepted: func(s string) { id = s },
-		Output: func(c sandbox.Chunk) {
-			if c.Stream == sandbox.Stdout {
-				stdout.Write(c.Data)
-			} else {
-				stderr.Write(c.Data)
-			}
-		},
-		Reconnecting: func(err error) {
-			fmt.Fprintf(stderr, "runbox: connection lost (%v); reconnecting to wait for job %s\n", err, id)
-		},
-	}}
-	if cfg.Verbose {
-		opts.Handler.Queued = func(p int) { fmt.Fprintf(stderr, "runbox: %s queued at position %d\n", file, p) }
-		opts.Handler.Started = func(n string) { fmt.Fprintf(stderr, "runbox: %s running on %s\n", file, n) }
-	}
+	opts := transport.RunOptions{Handler: textHandler(file, &id, cfg.Verbose, stderr, func(c sandbox.Chunk) {
+		if c.Stream == sandbox.Stdout {
+			stdout.Write(c.Data)
+		} else {
+			stderr.Write(c.Data)
+		}
+	})}
 	if live {
 		ch := make(chan []byte)
 		opts.Stdin = ch
@@ -416,4 +406,22 @@ func explain(err error) string {
 		return "interrupted"
 	}
 	return err.Error()
+}
+
+// textHandler is the Handler of a job followed in text: it keeps the job's id in *id,
+// sends output to output, tells of a lost connection with the id, and with -v of the
+// queue position and the node.
+func textHandler(file string, id *string, verbose bool, stderr io.Writer, output func(sandbox.Chunk)) transport.Handler {
+	h := transport.Handler{
+		Accepted: func(s string) { *id = s },
+		Output:   output,
+		Reconnecting: func(err error) {
+			fmt.Fprintf(stderr, "runbox: connection lost (%v); reconnecting to wait for job %s\n", err, *id)
+		},
+	}
+	if verbose {
+		h.Queued = func(p int) { fmt.Fprintf(stderr, "runbox: %s queued at position %d\n", file, p) }
+		h.Started = func(n string) { fmt.Fprintf(stderr, "runbox: %s running on %s\n", file, n) }
+	}
+	return h
 }

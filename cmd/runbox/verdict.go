@@ -109,21 +109,11 @@ func digitRun(s string) int {
 // own codes when the job could not run.
 func submitJudged(ctx context.Context, client *transport.Client, file string, spec sandbox.Spec, cfg *submitConfig, stdout, stderr io.Writer) int {
 	var id string
-	opts := transport.RunOptions{Handler: transport.Handler{
-		Accepted: func(s string) { id = s },
-		Output: func(c sandbox.Chunk) {
-			if c.Stream == sandbox.Compile {
-				stderr.Write(c.Data)
-			}
-		},
-		Reconnecting: func(err error) {
-			fmt.Fprintf(stderr, "runbox: connection lost (%v); reconnecting to wait for job %s\n", err, id)
-		},
-	}}
-	if cfg.Verbose {
-		opts.Handler.Queued = func(p int) { fmt.Fprintf(stderr, "runbox: %s queued at position %d\n", file, p) }
-		opts.Handler.Started = func(n string) { fmt.Fprintf(stderr, "runbox: %s running on %s\n", file, n) }
-	}
+	opts := transport.RunOptions{Handler: textHandler(file, &id, cfg.Verbose, stderr, func(c sandbox.Chunk) {
+		if c.Stream == sandbox.Compile { // the cases' output is in the verdict table
+			stderr.Write(c.Data)
+		}
+	})}
 	res, err := client.Run(ctx, spec, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "runbox submit: %s: %v\n", file, explain(err))
