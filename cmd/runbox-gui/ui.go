@@ -338,8 +338,18 @@ func (u *UI) showBrowseCA() {
 		u.setCAFile(r.URI())
 	}, u.win)
 	d.SetFilter(storage.NewExtensionFileFilter([]string{".crt", ".pem", ".cer"}))
+	dir := ""
 	if cur := strings.TrimSpace(u.tlsCA.Text); cur != "" {
-		if l, err := storage.ListerForURI(storage.NewFileURI(filepath.Dir(cur))); err == nil {
+		dir = filepath.Dir(cur)
+	}
+	showIn(d, dir)
+}
+
+// showIn shows a file dialog at a comfortable size, in folder dir when it is set and can
+// be listed.
+func showIn(d *dialog.FileDialog, dir string) {
+	if dir != "" {
+		if l, err := storage.ListerForURI(storage.NewFileURI(dir)); err == nil {
 			d.SetLocation(l)
 		}
 	}
@@ -619,13 +629,7 @@ func (u *UI) showOpen() {
 		exts = append(exts, l.Extensions...)
 	}
 	d.SetFilter(storage.NewExtensionFileFilter(exts))
-	if dir := u.cfg.Prefs.String(prefOpenDir); dir != "" {
-		if l, err := storage.ListerForURI(storage.NewFileURI(dir)); err == nil {
-			d.SetLocation(l)
-		}
-	}
-	d.Resize(fyne.NewSize(900, 600))
-	d.Show()
+	showIn(d, u.cfg.Prefs.String(prefOpenDir))
 }
 
 // showTests opens the folder dialog for the test cases.
@@ -644,13 +648,7 @@ func (u *UI) showTests() {
 	if dir == "" {
 		dir = u.cfg.Prefs.String(prefOpenDir)
 	}
-	if dir != "" {
-		if l, err := storage.ListerForURI(storage.NewFileURI(dir)); err == nil {
-			d.SetLocation(l)
-		}
-	}
-	d.Resize(fyne.NewSize(900, 600))
-	d.Show()
+	showIn(d, dir)
 }
 
 // attachTestsURI attaches the test cases of a folder picked in the dialog.
