@@ -141,20 +141,27 @@ func waitReady(t *testing.T, addr string, want int) {
 // removeOwners removes the sandbox containers of nodes that were killed -9 (their own
 // reaper would remove them on their next start): a slave's owner is runbox-NODE, a
 // master's runbox-NODE-PORT.
+// Two passes: a create the engine was still serving when its node was killed lands after
+// the first.
 func removeOwners(t *testing.T, nodes ...string) {
 	t.Cleanup(func() {
-		out, _ := exec.Command("docker", "ps", "-a", "--filter", "label=runbox.sandbox=1", "--format", `{{.ID}} {{.Label "runbox.owner"}}`).Output()
-		var ids []string
-		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-			id, owner, _ := strings.Cut(l, " ")
-			for _, n := range nodes {
-				if owner == "runbox-"+n || strings.HasPrefix(owner, "runbox-"+n+"-") {
-					ids = append(ids, id)
+		for pass := range 2 {
+			if pass > 0 {
+				time.Sleep(2 * time.Second)
+			}
+			out, _ := exec.Command("docker", "ps", "-a", "--filter", "label=runbox.sandbox=1", "--format", `{{.ID}} {{.Label "runbox.owner"}}`).Output()
+			var ids []string
+			for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				id, owner, _ := strings.Cut(l, " ")
+				for _, n := range nodes {
+					if owner == "runbox-"+n || strings.HasPrefix(owner, "runbox-"+n+"-") {
+						ids = append(ids, id)
+					}
 				}
 			}
-		}
-		if len(ids) > 0 {
-			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+			if len(ids) > 0 {
+				exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+			}
 		}
 	})
 }
