@@ -40,6 +40,11 @@ type Config struct {
 	// in the container's file cache (about half of a Python hello's time here), at the cost
 	// of that command's CPU for every pooled container that waits more than 200 ms.
 	PoolWarm bool
+	// PoolStagger spaces the pools' first containers when the Runner starts: one per
+	// language first, then the second of each, and so on, PoolStagger apart. Started all at
+	// once, a dozen containers and their warm-ups (a compiler each) held both cores of a
+	// small machine for seconds, and the first programs ran into their time limits.
+	PoolStagger time.Duration
 	// Grace is how long past its compile and run limits a container may take to answer
 	// before the Runner kills it (runbox-init enforces the limits itself; this is the backstop).
 	Grace time.Duration
@@ -52,14 +57,15 @@ type Config struct {
 // DefaultConfig returns a Config for a local engine with a warm pool of two per language.
 func DefaultConfig() Config {
 	return Config{
-		Owner:      "runbox",
-		ImageTag:   "latest",
-		Defaults:   sandbox.DefaultLimits(),
-		Max:        sandbox.MaxLimits(),
-		PoolSize:   2,
-		PoolMaxAge: 5 * time.Minute,
-		PoolWarm:   true,
-		Grace:      3 * time.Second,
+		Owner:       "runbox",
+		ImageTag:    "latest",
+		Defaults:    sandbox.DefaultLimits(),
+		Max:         sandbox.MaxLimits(),
+		PoolSize:    2,
+		PoolMaxAge:  5 * time.Minute,
+		PoolWarm:    true,
+		PoolStagger: 500 * time.Millisecond,
+		Grace:       3 * time.Second,
 	}
 }
 
@@ -86,6 +92,9 @@ func (c Config) Validate() error {
 	}
 	if c.PoolSize > 0 && c.PoolMaxAge <= 0 {
 		return fmt.Errorf("docker runner: pool max age must be positive")
+	}
+	if c.PoolStagger < 0 {
+		return fmt.Errorf("docker runner: pool stagger must not be negative")
 	}
 	if c.Grace <= 0 {
 		return fmt.Errorf("docker runner: grace must be positive")

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -151,15 +152,22 @@ func newRunner(ctx context.Context, api dockerAPI, cfg Config) (*Runner, error) 
 		log.Info("removed leftover containers", "count", n)
 	}
 	if cfg.PoolSize > 0 {
-		for _, rt := range r.langs {
-			if rt.err == nil {
-				// One filler per pooled container: after a burst takes the whole pool, its
-				// containers start again side by side, not one after the other.
+		var pools []*pool
+		for _, name := range slices.Sorted(maps.Keys(r.langs)) {
+			if rt := r.langs[name]; rt.err == nil {
 				rt.pool = newPool(r, rt)
-				for range cfg.PoolSize {
-					r.fillers.Add(1)
-					go func() { defer r.fillers.Done(); rt.pool.fill(r.ctx) }()
-				}
+				pools = append(pools, rt.pool)
+			}
+		}
+		// One filler per pooled container: after a burst takes the whole pool, its
+		// containers start again side by side, not one after the other. At start, the
+		// fillers' first containers come PoolStagger apart, a round of languages at a time.
+		next := time.Duration(0)
+		for range cfg.PoolSize {
+			for _, p := range pools {
+				r.fillers.Add(1)
+				go func(delay time.Duration) { defer r.fillers.Done(); p.fill(r.ctx, delay) }(next)
+				next += cfg.PoolStagger
 			}
 		}
 	}

@@ -3,6 +3,8 @@ package docker
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,8 +22,9 @@ import (
 // every ContainerCreate until it is closed, whatever the request's context says: an
 // engine that goes on creating after the client gave up.
 type fakeEngine struct {
-	createGate chan struct{}
-	created    chan string // receives each created id, when set
+	createGate  chan struct{}
+	created     chan string // receives each created id, when set
+	attachBlock bool        // ContainerAttach waits for its context to end
 
 	mu         sync.Mutex
 	containers map[string]bool
@@ -53,7 +56,11 @@ func (f *fakeEngine) ContainerCreate(ctx context.Context, cfg *container.Config,
 	return container.CreateResponse{ID: id}, nil
 }
 
-func (f *fakeEngine) ContainerAttach(context.Context, string, container.AttachOptions) (types.HijackedResponse, error) {
+func (f *fakeEngine) ContainerAttach(ctx context.Context, _ string, _ container.AttachOptions) (types.HijackedResponse, error) {
+	if f.attachBlock {
+		<-ctx.Done()
+		return types.HijackedResponse{}, ctx.Err()
+	}
 	return types.HijackedResponse{}, errors.New("fake: no attach")
 }
 
@@ -142,5 +149,40 @@ func TestCreateAfterCancelIsRemoved(t *testing.T) {
 	}
 	if n := f.count(); n != 0 {
 		t.Errorf("%d containers left", n)
+	}
+}
+
+// At start the pools' first containers come one language at a time, PoolStagger apart:
+// a round of every language, then the next round.
+func TestPoolsStartStaggered(t *testing.T) {
+	t.Parallel()
+	f := newFakeEngine()
+	f.attachBlock = true // each filler holds its one create: no retries to interleave
+	f.created = make(chan string, 16)
+	cfg := DefaultConfig()
+	cfg.Languages = []string{"python", "c", "cpp"}
+	cfg.PoolSize = 2
+	cfg.PoolStagger = 100 * time.Millisecond
+	r, err := newRunner(context.Background(), f, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got []string
+	for range 6 {
+		select {
+		case id := <-f.created:
+			for _, l := range []string{"python", "cpp", "c"} { // cpp before c: "-c-" is in neither
+				if strings.Contains(id, "-"+l+"-") {
+					got = append(got, l)
+					break
+				}
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d creates: %v", len(got), got)
+		}
+	}
+	if want := []string{"c", "cpp", "python", "c", "cpp", "python"}; !slices.Equal(got, want) {
+		t.Errorf("creates in the order %v, want %v", got, want)
 	}
 }

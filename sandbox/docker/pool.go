@@ -44,9 +44,17 @@ func (p *pool) get() *box {
 	}
 }
 
-// fill starts boxes and hands them to the pool until ctx ends. Failures back off
-// exponentially (the engine may be busy or restarting) and are logged once per streak.
-func (p *pool) fill(ctx context.Context) {
+// fill starts boxes and hands them to the pool until ctx ends, the first one after delay.
+// Failures back off exponentially (the engine may be busy or restarting) and are logged
+// once per streak.
+func (p *pool) fill(ctx context.Context, delay time.Duration) {
+	if delay > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		b, err := p.r.startBox(ctx, p.rt, p.limits, p.r.cfg.PoolWarm)
