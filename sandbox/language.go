@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Language is one row of the language table: how to compile and run a program in it.
@@ -31,6 +32,11 @@ type Language struct {
 	// root filesystem is a mount of its own, cold at start), and is killed when the
 	// program arrives. Its output and exit status are ignored.
 	Warm []string
+	// CompileTime, when longer than the server's default compile time, is the compile
+	// limit of a program that asks for none (at most the server's maximum): a JVM or the
+	// go command starting in a fresh container, its files not yet cached, can take more
+	// than 10 s on a busy machine.
+	CompileTime time.Duration
 	// Env is the language's own environment, KEY=value, added to runbox-init's fixed
 	// one (boxinit.DefaultConfig) for the compile and run commands: where a toolchain
 	// keeps its caches (under /tmp, the only writable place), and switches that keep it
@@ -117,9 +123,10 @@ func languages() []Language {
 			Source:     "main.go",
 			// GOPATH mode (GO111MODULE=off): the package in the working directory, all its
 			// .go files, no go.mod, standard library only. The build cache is per program.
-			Compile: []string{"go", "build", "-o", "main", "."},
-			Run:     []string{"./main"},
-			Env:     goEnv("/tmp"),
+			Compile:     []string{"go", "build", "-o", "main", "."},
+			CompileTime: 30 * time.Second,
+			Run:         []string{"./main"},
+			Env:         goEnv("/tmp"),
 			// A hello that imports fmt: the go command, compiler, linker and the standard
 			// library's sources and archives, with the cache in the warm-up's directory.
 			Warm: []string{"sh", "-c", "printf 'package main\\nimport \"fmt\"\\nfunc main() { fmt.Println() }\\n' >main.go && " +
@@ -130,9 +137,10 @@ func languages() []Language {
 			Extensions: []string{".java"},
 			Image:      "runbox/runtime-java",
 			// javac wants a public class in a file of its name: the program's class is Main.
-			Source:  "Main.java",
-			Compile: append(append([]string{"javac"}, javacFlags()...), "Main.java"),
-			Run:     append(append([]string{"java"}, javaFlags()...), "Main"),
+			Source:      "Main.java",
+			Compile:     append(append([]string{"javac"}, javacFlags()...), "Main.java"),
+			CompileTime: 30 * time.Second,
+			Run:         append(append([]string{"java"}, javaFlags()...), "Main"),
 			// The same compile and run of a hello: the JVM, javac's classes, the class data.
 			Warm: []string{"sh", "-c", "printf 'class Main { public static void main(String[] a) { System.out.println(); } }\\n' >Main.java && " +
 				"javac " + strings.Join(javacFlags(), " ") + " Main.java && exec java " + strings.Join(javaFlags(), " ") + " Main"},

@@ -117,3 +117,25 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// A language's own compile time replaces the server's shorter default, never a time the
+// request asked for, and never past the server's maximum.
+func TestLimitsForLanguageCompileTime(t *testing.T) {
+	t.Parallel()
+	cfg := DefaultConfig()
+	java, _ := sandbox.Lookup("java")
+	c, _ := sandbox.Lookup("c")
+	if got := limitsFor(sandbox.Limits{}, c, cfg).CompileTime; got != cfg.Defaults.CompileTime {
+		t.Errorf("c: %v, want the server's default %v", got, cfg.Defaults.CompileTime)
+	}
+	if got := limitsFor(sandbox.Limits{}, java, cfg).CompileTime; got != java.CompileTime || got <= cfg.Defaults.CompileTime {
+		t.Errorf("java: %v, want its own %v", got, java.CompileTime)
+	}
+	if got := limitsFor(sandbox.Limits{CompileTime: 2 * time.Second}, java, cfg).CompileTime; got != 2*time.Second {
+		t.Errorf("java asking 2s: %v", got)
+	}
+	cfg.Max.CompileTime = 20 * time.Second
+	if got := limitsFor(sandbox.Limits{}, java, cfg).CompileTime; got != 20*time.Second {
+		t.Errorf("java under a 20s maximum: %v", got)
+	}
+}

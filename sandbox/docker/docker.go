@@ -389,7 +389,17 @@ func (r *Runner) admit(ctx context.Context, spec sandbox.Spec) (context.Context,
 		cancel()
 		r.runs.Done()
 	}
-	return ctx, rt, spec.Limits.WithDefaults(r.cfg.Defaults), end, nil
+	return ctx, rt, limitsFor(spec.Limits, lang, r.cfg), end, nil
+}
+
+// limitsFor fills a request's zero limits: the server's defaults, and the language's
+// longer compile time (at most the server's maximum) when it has one.
+func limitsFor(asked sandbox.Limits, lang sandbox.Language, cfg Config) sandbox.Limits {
+	lim := asked.WithDefaults(cfg.Defaults)
+	if asked.CompileTime == 0 && lang.CompileTime > lim.CompileTime {
+		lim.CompileTime = min(lang.CompileTime, cfg.Max.CompileTime)
+	}
+	return lim
 }
 
 // acquire takes a pooled box when the limits allow, else starts a fresh one.
