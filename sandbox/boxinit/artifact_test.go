@@ -17,9 +17,9 @@ import (
 	"time"
 )
 
-// serveFrames runs Serve on a request, an optional artefact and stdin, and returns every
-// frame it wrote, artefact bytes gathered.
-func serveFrames(t *testing.T, dir string, req Request, artifact []byte, stdin string) (tr transcript, art []byte) {
+// serveFrames runs Serve on a request, an optional artefact and stdin (a frame each), and
+// returns every frame it wrote, artefact bytes gathered.
+func serveFrames(t *testing.T, dir string, req Request, artifact []byte, stdin ...string) (tr transcript, art []byte) {
 	t.Helper()
 	var in bytes.Buffer
 	if artifact != nil {
@@ -30,8 +30,8 @@ func serveFrames(t *testing.T, dir string, req Request, artifact []byte, stdin s
 	for c := range slices.Chunk(artifact, 1000) { // smaller than the runner's: many frames
 		WriteFrame(&in, FrameArtifact, c)
 	}
-	if stdin != "" {
-		WriteFrame(&in, FrameStdin, []byte(stdin))
+	for _, part := range stdin {
+		WriteFrame(&in, FrameStdin, []byte(part))
 	}
 	WriteFrame(&in, FrameStdinEOF, nil)
 	var out bytes.Buffer
@@ -127,7 +127,7 @@ func TestServeCompileOnlyFailures(t *testing.T) {
 	if tr.result.Outcome != OutcomeCompileError || !strings.Contains(tr.result.Message, "symbolic link") || len(art) > 0 {
 		t.Errorf("symlink: result %+v, %d artefact bytes", tr.result, len(art))
 	}
-	tr, _ = serveFrames(t, t.TempDir(), Request{Run: sh("true"), RunTime: time.Second, Output: 10, CompileOnly: true}, nil, "")
+	tr, _ = serveFrames(t, t.TempDir(), Request{Run: sh("true"), RunTime: time.Second, Output: 10, CompileOnly: true}, nil)
 	if tr.result.Outcome != OutcomeStartError {
 		t.Errorf("compile only without a compiler: result %+v", tr.result)
 	}

@@ -25,47 +25,12 @@ type transcript struct {
 	result                  Result
 }
 
-func serve(t *testing.T, req Request, stdin ...[]byte) transcript {
+// serve runs Serve on req and stdin in a scratch directory of its own (serveFrames).
+func serve(t *testing.T, req Request, stdin ...string) transcript {
 	t.Helper()
-	var in bytes.Buffer
-	b, _ := json.Marshal(req)
-	WriteFrame(&in, FrameRequest, b)
-	for _, s := range stdin {
-		WriteFrame(&in, FrameStdin, s)
-	}
-	WriteFrame(&in, FrameStdinEOF, nil)
-	var out bytes.Buffer
-	cfg := DefaultConfig()
-	cfg.Dir = t.TempDir()
-	cfg.CgroupRoot = t.TempDir() // no cgroup files: the rusage fallback
-	if err := Serve(&in, &out, cfg); err != nil {
-		t.Fatalf("Serve: %v", err)
-	}
-	var tr transcript
-	for {
-		typ, p, err := ReadFrame(&out, MaxFrame)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch typ {
-		case FrameStdout:
-			tr.stdout.Write(p)
-		case FrameStderr:
-			tr.stderr.Write(p)
-		case FrameCompile:
-			tr.compile.Write(p)
-		case FrameStarted:
-			tr.started = true
-		case FrameResult:
-			if err := json.Unmarshal(p, &tr.result); err != nil {
-				t.Fatal(err)
-			}
-		default:
-			t.Fatalf("unexpected frame %q", typ)
-		}
+	tr, art := serveFrames(t, t.TempDir(), req, nil, stdin...)
+	if art != nil {
+		t.Errorf("an artefact of %d bytes from a request that asked for none", len(art))
 	}
 	return tr
 }
@@ -77,7 +42,7 @@ func TestServeRunsAndStreams(t *testing.T) {
 		Files:   []File{{Name: "main.sh", Content: []byte("cat; echo out; echo err >&2; exit 3")}},
 		Run:     []string{"/bin/sh", "main.sh"},
 		RunTime: 5 * time.Second, Output: 1 << 20,
-	}, []byte("in-"), []byte("put\n"))
+	}, "in-", "put\n")
 	if !tr.started {
 		t.Error("no started frame")
 	}
