@@ -98,13 +98,23 @@ func (f *fakeProv) Stop(_ context.Context, name string) error {
 
 func (f *fakeProv) List(context.Context) ([]string, error) { return nil, nil }
 
+// oneSlotScheduler is a scheduler whose master runs one program at a time on the Fake,
+// closed when the test ends.
+func oneSlotScheduler(t *testing.T) *Scheduler {
+	cfg := DefaultConfig()
+	cfg.MaxPrograms = 1
+	cfg.HeartbeatTimeout = time.Hour
+	s, err := New(cfg, &sandboxtest.Fake{}, NewMemJournal(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func TestAutoscalerScalesOutAndIn(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg := DefaultConfig()
-		cfg.MaxPrograms = 1
-		cfg.HeartbeatTimeout = time.Hour
-		s, _ := New(cfg, &sandboxtest.Fake{}, NewMemJournal(100))
-		defer s.Close()
+		s := oneSlotScheduler(t)
 		prov := &fakeProv{s: s, handles: map[string]*NodeHandle{}}
 		p := DefaultScalePolicy()
 		a, err := NewAutoscaler(s, prov, p, "auto", nil)
@@ -176,11 +186,7 @@ func (p *preparingProv) Discard(context.Context) error {
 // one after each start, and discards what is prepared when it stops.
 func TestAutoscalerPreparesTheNextSlave(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg := DefaultConfig()
-		cfg.MaxPrograms = 1
-		cfg.HeartbeatTimeout = time.Hour
-		s, _ := New(cfg, &sandboxtest.Fake{}, NewMemJournal(100))
-		defer s.Close()
+		s := oneSlotScheduler(t)
 		prov := &preparingProv{fakeProv: fakeProv{s: s, handles: map[string]*NodeHandle{}}}
 		p := DefaultScalePolicy()
 		p.MaxSlaves = 1
