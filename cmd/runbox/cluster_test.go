@@ -205,7 +205,11 @@ func load(t *testing.T, addr string, clients, jobs int, onResult func(int)) []ou
 				var o outcome
 				for {
 					o = outcome{c: c, j: j}
-					o.res, o.err = cl.Run(context.Background(), sandbox.Spec{Language: "python", Files: []sandbox.File{{Content: []byte(pyJob(c, j))}}},
+					// 30 s to run: the test is about each job's one answer, and the three
+					// nodes' warm pools (every language) starting at once can hold a 0.1 s
+					// program past the default 5 s on this 2-core machine.
+					o.res, o.err = cl.Run(context.Background(), sandbox.Spec{Language: "python", Files: []sandbox.File{{Content: []byte(pyJob(c, j))}},
+						Limits: sandbox.Limits{RunTime: 30 * time.Second}},
 						transport.RunOptions{Handler: transport.Handler{Accepted: func(id string) { o.id = id }}})
 					// Refused before it was accepted (the master was down, or full): nothing
 					// was lost; submit it again, as a user would.
