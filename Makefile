@@ -39,8 +39,11 @@ build: ## build bin/runbox and bin/runbox-init (static, CGO_ENABLED=0)
 # with CGO_ENABLED=1 and a C compiler (.ci/run installs gcc); the shipped
 # binaries stay CGO_ENABLED=0. The Docker tests need the images, and in CI
 # they must run, not skip: hence the images prerequisite.
+# -p 1: one package at a time. The Docker-heavy packages (cmd/runbox's process tests,
+# sandbox/docker's conformance in six languages, docs' guides) each load the 2-core
+# machine on their own; run side by side they pushed programs past their time limits.
 test: images ## build the images, then run every test with -race (needs Docker and the GUI's -dev packages)
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 45m ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -p 1 -timeout 60m ./...
 	$(MAKE) test-gui
 
 # The GUI is its own module (cgo, OpenGL, X11): see docs/install.md for its Debian
