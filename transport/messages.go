@@ -88,7 +88,8 @@ type Result struct {
 	Cases   []Case          `json:"cases,omitempty"`
 }
 
-// Case is one test case's result in a judged job's Result.
+// Case is one test case's result in a judged job's Result: sandbox.CaseResult's fields, in
+// its order (so that each converts to the other), under the wire's names.
 type Case struct {
 	Name     string          `json:"name"`
 	Verdict  sandbox.Verdict `json:"verdict"`
@@ -107,8 +108,7 @@ func resultToWire(r *sandbox.Result) Result {
 		CompileTime: r.CompileTime, Memory: r.Memory, Message: r.Message, Node: r.Node, Attempts: r.Attempts,
 		Verdict: r.Verdict}
 	for _, c := range r.Cases {
-		w.Cases = append(w.Cases, Case{Name: c.Name, Verdict: c.Verdict, ExitCode: c.ExitCode, Signal: c.Signal,
-			Time: c.Time, CPUTime: c.CPUTime, Memory: c.Memory, Message: c.Message, Diff: c.Diff, Stderr: c.Stderr})
+		w.Cases = append(w.Cases, Case(c))
 	}
 	return w
 }
@@ -123,8 +123,7 @@ func (r Result) sandboxResult(stdout, stderr, compile []byte) sandbox.Result {
 func casesFromWire(cases []Case) []sandbox.CaseResult {
 	var out []sandbox.CaseResult
 	for _, c := range cases {
-		out = append(out, sandbox.CaseResult{Name: c.Name, Verdict: c.Verdict, ExitCode: c.ExitCode, Signal: c.Signal,
-			Time: c.Time, CPUTime: c.CPUTime, Memory: c.Memory, Message: c.Message, Diff: c.Diff, Stderr: c.Stderr})
+		out = append(out, sandbox.CaseResult(c))
 	}
 	return out
 }
