@@ -45,7 +45,7 @@ type ServerConfig struct {
 	// RequestBytes bounds the request payloads being received at once, over every
 	// connection (SessionRequestBytes over one): a request frame larger than 64 KiB reserves
 	// its declared size before its bytes are read, and a request that does not fit is
-	// answered busy at once. Zero takes the default.
+	// answered busy (its bytes are read and dropped). Zero takes the default.
 	RequestBytes, SessionRequestBytes int64
 }
 
@@ -255,7 +255,7 @@ func (s *Server) serveConn(conn net.Conn) {
 
 // readRequest reads a stream's first frame. A payload over eagerPayload first reserves
 // its size in the session's and the server's budgets; when either is spent the request is
-// refused with ErrBusy before its bytes are read.
+// refused with ErrBusy, its bytes read and dropped, never held.
 func (s *Server) readRequest(r io.Reader, session *semaphore.Weighted) (typ byte, payload []byte, err error) {
 	typ, n, err := readHeader(r, MaxRequestFrame)
 	if err != nil {
@@ -474,14 +474,19 @@ func (s *Server) serveJob(st *yamux.Stream, job *scheduler.Job, from int) {
 		}
 	}()
 
+	// end closes our side, which ends the client's reads; the reader goroutine ends with
+	// the client's close, or at the deadline if the client never closes.
+	end := func() {
+		st.Close()
+		st.SetReadDeadline(time.Now().Add(s.cfg.FirstFrameTimeout))
+	}
 	var buf bytes.Buffer // the events at hand leave in one stream write
 	for {
 		events, done, err := job.Events(ctx, from)
 		if err != nil {
-			if ctx.Err() == nil { // a cursor out of range: answer and end as below
+			if ctx.Err() == nil { // a cursor out of range
 				writeError(st, err)
-				st.Close()
-				st.SetReadDeadline(time.Now().Add(s.cfg.FirstFrameTimeout))
+				end()
 			}
 			return
 		}
@@ -494,10 +499,7 @@ func (s *Server) serveJob(st *yamux.Stream, job *scheduler.Job, from int) {
 			return
 		}
 		if done {
-			// Closing our side ends the client's reads; the reader goroutine ends with the
-			// client's close, or at the deadline if the client never closes.
-			st.Close()
-			st.SetReadDeadline(time.Now().Add(s.cfg.FirstFrameTimeout))
+			end()
 			return
 		}
 	}
