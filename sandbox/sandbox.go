@@ -102,6 +102,17 @@ type TestCase struct {
 	Limits *Limits `json:"limits,omitempty"`
 }
 
+// MaxParallelCases is the most cases of one judged run that run at once, each in its own
+// sandbox: a judge never runs more, and Spec.Slots counts that many.
+const MaxParallelCases = 4
+
+// Slots is how many sandboxes the Spec holds at once at most: 1 for a plain run, up to
+// MaxParallelCases for a judged one. A scheduler gives a job this many program slots and
+// a quota counts it this many times, so that a judged run is charged what it really uses.
+func (s Spec) Slots() int {
+	return max(1, min(len(s.Tests), MaxParallelCases))
+}
+
 // Compare is how a judged run compares a program's stdout with the expected output.
 type Compare string
 

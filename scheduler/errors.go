@@ -19,6 +19,9 @@ var (
 	ErrCrashedNode = errors.New("node crashed while running the job")
 	// ErrShuttingDown: the server is stopping; the job stays in the journal.
 	ErrShuttingDown = errors.New("server shutting down")
+	// ErrStorageFull: the journal cannot take the job (its disk is full, or it holds its
+	// byte bound of unfinished jobs); nothing accepted is lost, new jobs are refused.
+	ErrStorageFull = errors.New("storage full")
 	// ErrInternal: anything else.
 	ErrInternal = errors.New("internal error")
 )
@@ -38,6 +41,7 @@ var codes = []struct {
 	{"unknown_language", sandbox.ErrUnknownLanguage},
 	{"too_large", sandbox.ErrTooLarge},
 	{"unavailable", sandbox.ErrUnavailable},
+	{"storage_full", ErrStorageFull},
 	{"internal", ErrInternal},
 }
 

@@ -56,6 +56,10 @@ type Job struct {
 	Spec        sandbox.Spec
 	Interactive bool
 	Submitted   time.Time
+	// Owner is who submitted the job (a token's name; "" when the server has no
+	// tokens). It is journaled, so that it still decides who may see the job after a
+	// restart.
+	Owner string
 
 	stdin     chan []byte   // live stdin for interactive jobs, nil otherwise
 	stdinMu   sync.Mutex    // serialises sends with CloseStdin
@@ -83,8 +87,8 @@ func (j *Job) currentLease(lease int) bool {
 	return j.lease == lease
 }
 
-func newJob(id string, spec sandbox.Spec, interactive bool, now time.Time) *Job {
-	j := &Job{ID: id, Spec: spec, Interactive: interactive, Submitted: now, state: StateQueued,
+func newJob(id, owner string, spec sandbox.Spec, interactive bool, now time.Time) *Job {
+	j := &Job{ID: id, Owner: owner, Spec: spec, Interactive: interactive, Submitted: now, state: StateQueued,
 		changed: make(chan struct{}), doneCh: make(chan struct{})}
 	if interactive {
 		j.stdin = make(chan []byte, 16)
@@ -155,6 +159,7 @@ func (j *Job) Events(ctx context.Context, from int) (events []Event, done bool, 
 // Info is a snapshot of a job for status views.
 type Info struct {
 	ID        string         `json:"id"`
+	Owner     string         `json:"owner,omitempty"`
 	Language  string         `json:"language"`
 	State     State          `json:"state"`
 	Node      string         `json:"node,omitempty"`
@@ -170,7 +175,7 @@ type Info struct {
 func (j *Job) Info() Info {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	in := Info{ID: j.ID, Language: j.Spec.Language, State: j.state, Node: j.node, Attempts: j.attempts,
+	in := Info{ID: j.ID, Owner: j.Owner, Language: j.Spec.Language, State: j.state, Node: j.node, Attempts: j.attempts,
 		Submitted: j.Submitted, Started: j.started, Finished: j.finished}
 	if n := len(j.events); n > 0 && j.events[n-1].Kind == EventDone {
 		if e := j.events[n-1]; e.Err != nil {

@@ -14,6 +14,7 @@ type Record struct {
 	ID          string          `json:"id"`
 	Spec        sandbox.Spec    `json:"spec"`
 	Interactive bool            `json:"interactive,omitempty"`
+	Owner       string          `json:"owner,omitempty"`
 	Submitted   time.Time       `json:"submitted"`
 	Done        bool            `json:"done"`
 	Result      *sandbox.Result `json:"result,omitempty"`

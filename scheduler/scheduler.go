@@ -154,7 +154,7 @@ func New(cfg Config, local sandbox.Runner, journal Journal) (*Scheduler, error) 
 	for _, rec := range pending {
 		// An interactive job's live input is gone with its client: it reruns with the
 		// input it was submitted with.
-		j := newJob(rec.ID, rec.Spec, false, rec.Submitted)
+		j := newJob(rec.ID, rec.Owner, rec.Spec, false, rec.Submitted)
 		j.attempts = rec.Attempts
 		j.accepted = true
 		s.jobs[j.ID] = j
@@ -189,6 +189,11 @@ func (s *Scheduler) capacityLocked() (capacity, running int) {
 // When every slot and the queue are full it returns ErrBusy at once. An interactive job
 // takes live input through Job.SendStdin.
 func (s *Scheduler) Submit(spec sandbox.Spec, interactive bool) (*Job, error) {
+	return s.SubmitAs("", spec, interactive)
+}
+
+// SubmitAs is Submit for a job that owner submitted (Job.Owner, journaled with it).
+func (s *Scheduler) SubmitAs(owner string, spec sandbox.Spec, interactive bool) (*Job, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
@@ -196,7 +201,7 @@ func (s *Scheduler) Submit(spec sandbox.Spec, interactive bool) (*Job, error) {
 		return nil, err
 	}
 	now := s.now()
-	j := newJob(newID(now), spec, interactive, now)
+	j := newJob(newID(now), owner, spec, interactive, now)
 
 	s.mu.Lock()
 	if s.closed {
@@ -219,7 +224,7 @@ func (s *Scheduler) Submit(spec sandbox.Spec, interactive bool) (*Job, error) {
 	s.queue = append(s.queue, j)
 	s.mu.Unlock()
 
-	if err := s.journal.Accept(Record{ID: j.ID, Spec: spec, Interactive: interactive, Submitted: now}); err != nil {
+	if err := s.journal.Accept(Record{ID: j.ID, Owner: owner, Spec: spec, Interactive: interactive, Submitted: now}); err != nil {
 		s.mu.Lock()
 		s.removeQueuedLocked(j)
 		delete(s.jobs, j.ID)
@@ -407,7 +412,7 @@ func (s *Scheduler) finish(j *Job, res sandbox.Result, err error) {
 	now := s.now()
 	j.mu.Lock()
 	res.Node, res.Attempts = j.node, j.attempts
-	rec := Record{ID: j.ID, Spec: j.Spec, Interactive: j.Interactive, Submitted: j.Submitted, Done: true, Attempts: j.attempts, Finished: now}
+	rec := Record{ID: j.ID, Owner: j.Owner, Spec: j.Spec, Interactive: j.Interactive, Submitted: j.Submitted, Done: true, Attempts: j.attempts, Finished: now}
 	if err != nil {
 		rec.ErrCode, rec.ErrMessage = CodeOf(err), err.Error()
 	} else {
@@ -479,7 +484,7 @@ func (s *Scheduler) Get(id string) (*Job, error) {
 
 // jobFromRecord rebuilds a finished job's event log from its record.
 func jobFromRecord(rec Record) *Job {
-	j := newJob(rec.ID, rec.Spec, false, rec.Submitted)
+	j := newJob(rec.ID, rec.Owner, rec.Spec, false, rec.Submitted)
 	j.state, j.attempts, j.finished = StateDone, rec.Attempts, rec.Finished
 	if rec.Result != nil {
 		j.node = rec.Result.Node

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -253,16 +254,11 @@ type TokenStore struct {
 	mu       sync.Mutex
 	running  map[string]int           // by token name: jobs admitted and not ended
 	limiters map[string]*rate.Limiter // by token name
-	owners   map[string]string        // job id → token name
-	order    []string                 // owners' keys, oldest first, to bound the map
 }
-
-// maxOwners bounds how many job owners a TokenStore remembers.
-const maxOwners = 100000
 
 // ParseTokens reads a tokens file (see TokensFormat); name is used in errors.
 func ParseTokens(r io.Reader, name string) (*TokenStore, error) {
-	ts := &TokenStore{running: map[string]int{}, limiters: map[string]*rate.Limiter{}, owners: map[string]string{}}
+	ts := &TokenStore{running: map[string]int{}, limiters: map[string]*rate.Limiter{}}
 	seen := map[string]bool{}
 	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
@@ -432,37 +428,38 @@ func (s *Server) admit(id Identity, spec *sandbox.Spec) (release func(ended bool
 	}, nil
 }
 
-// ownJob records that the identity submitted job id (with a tokens file).
-func (s *Server) ownJob(id Identity, job string) {
-	ts := s.cfg.Tokens
-	if ts == nil || id.token == nil {
-		return
+// ownerOf is the owner a job that id submits is journaled with: the token's name when the
+// server has a tokens file, "" (anyone's) on a server without one.
+func (s *Server) ownerOf(id Identity) string {
+	if s.cfg.Tokens == nil {
+		return ""
 	}
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	ts.owners[job] = id.Name
-	ts.order = append(ts.order, job)
-	if len(ts.order) > maxOwners {
-		delete(ts.owners, ts.order[0])
-		ts.order = ts.order[1:]
-	}
+	return id.Name
 }
 
-// mayAccess reports, as scheduler.ErrNotFound (not telling whether it exists), when a
-// job another token submitted is asked for. Jobs whose owner is not known (submitted
-// before a master restart) are open to every authenticated client.
-func (s *Server) mayAccess(id Identity, job string) error {
-	ts := s.cfg.Tokens
-	if ts == nil {
-		return nil
-	}
-	ts.mu.Lock()
-	owner, known := ts.owners[job]
-	ts.mu.Unlock()
-	if known && owner != id.Name {
-		return fmt.Errorf("%w: %s", scheduler.ErrNotFound, job)
+// mayAccess reports, as scheduler.ErrNotFound (not telling whether it exists), when id
+// asks for a job another token submitted. The owner is journaled with the job, so this
+// holds after a master restart too; a job journaled without one (by a server without a
+// tokens file) is no token's.
+func (s *Server) mayAccess(id Identity, job *scheduler.Job) error {
+	if s.cfg.Tokens != nil && job.Owner != s.ownerOf(id) {
+		return fmt.Errorf("%w: %s", scheduler.ErrNotFound, job.ID)
 	}
 	return nil
+}
+
+// visible keeps, on a server with a tokens file, the jobs of a snapshot that id submitted:
+// a token sees the nodes and its own jobs, never another's job ids.
+func (s *Server) visible(id Identity, snap scheduler.Snapshot) scheduler.Snapshot {
+	if s.cfg.Tokens == nil {
+		return snap
+	}
+	owner := s.ownerOf(id)
+	mine := func(jobs []scheduler.Info) []scheduler.Info {
+		return slices.DeleteFunc(jobs, func(in scheduler.Info) bool { return in.Owner != owner })
+	}
+	snap.Running, snap.Queued, snap.Recent = mine(snap.Running), mine(snap.Queued), mine(snap.Recent)
+	return snap
 }
 
 // auditJob waits for an admitted job's end, then releases its slot and writes its audit

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -262,6 +263,92 @@ func TestOtherTokensJobsAreHidden(t *testing.T) {
 	}
 	if res, err := alice.Wait(context.Background(), id, Handler{}); err != nil || string(res.Stdout) != "alice's secret\n" {
 		t.Errorf("alice reads her job: %v %+v", err, res)
+	}
+}
+
+// TestJobOwnersSurviveRestart: the owner is journaled with the job, so after a master
+// restart a token still cannot read, cancel or list another token's jobs.
+func TestJobOwnersSurviveRestart(t *testing.T) {
+	t.Parallel()
+	toks := map[string]string{}
+	var file strings.Builder
+	for _, name := range []string{"alice", "bob"} {
+		tok, hash := NewToken()
+		toks[name] = tok
+		fmt.Fprintf(&file, "%s %s\n", name, hash)
+	}
+	journal := scheduler.NewMemJournal(100)
+	// serve starts a master on journal; stop stops it the way a dying master would
+	// leave its journal (the scheduler is closed, the records stay).
+	serve := func() (addr string, stop func()) {
+		store, err := ParseTokens(strings.NewReader(file.String()), "tokens")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sched, err := scheduler.New(scheduler.DefaultConfig(), &sandboxtest.Fake{}, journal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := DefaultServerConfig()
+		cfg.Tokens = store
+		srv, err := NewServer(cfg, sched)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve(ln)
+		return ln.Addr().String(), func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			srv.Shutdown(ctx)
+			sched.Close()
+		}
+	}
+	addr, stop := serve()
+	alice := dialT(t, addr, withToken(toks["alice"]))
+	var id string
+	if _, err := alice.Run(context.Background(), prog("out alice's secret"), RunOptions{Handler: Handler{Accepted: func(s string) { id = s }}}); err != nil {
+		t.Fatal(err)
+	}
+	alice.Close()
+	stop()
+
+	addr, stop = serve()
+	defer stop()
+	bob := dialT(t, addr, withToken(toks["bob"]))
+	if _, err := bob.Wait(context.Background(), id, Handler{}); !errors.Is(err, scheduler.ErrNotFound) {
+		t.Errorf("after a restart bob reads alice's job: %v", err)
+	}
+	if err := bob.Cancel(context.Background(), id); !errors.Is(err, scheduler.ErrNotFound) {
+		t.Errorf("after a restart bob cancels alice's job: %v", err)
+	}
+	alice = dialT(t, addr, withToken(toks["alice"]))
+	if res, err := alice.Wait(context.Background(), id, Handler{}); err != nil || string(res.Stdout) != "alice's secret\n" {
+		t.Errorf("after a restart alice reads her job: %v %+v", err, res)
+	}
+	// status lists a token's own jobs only.
+	if _, err := bob.Run(context.Background(), prog("out bob"), RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Run(context.Background(), prog("out alice again"), RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]*Client{"alice": alice, "bob": bob} {
+		snap, err := c.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(snap.Recent) != 1 {
+			t.Errorf("%s's status lists %d recent jobs, want her or his one: %+v", name, len(snap.Recent), snap.Recent)
+		}
+		for _, in := range snap.Recent {
+			if in.Owner != name {
+				t.Errorf("%s's status lists %s's job %s", name, in.Owner, in.ID)
+			}
+		}
 	}
 }
 

@@ -380,14 +380,13 @@ func (s *Server) serveStream(st *yamux.Stream, hello Hello, id Identity, budget 
 			writeError(st, err)
 			return
 		}
-		job, err := s.sched.Submit(sub.Spec, sub.Interactive)
+		job, err := s.sched.SubmitAs(s.ownerOf(id), sub.Spec, sub.Interactive)
 		if err != nil {
 			release(false)
 			s.auditRefused(id, sub.Spec, err)
 			writeError(st, err)
 			return
 		}
-		s.ownJob(id, job.ID)
 		s.wg.Add(1)
 		go s.auditJob(job, id, release)
 		log.Debug("job accepted", "job", job.ID, "language", sub.Spec.Language)
@@ -398,11 +397,10 @@ func (s *Server) serveStream(st *yamux.Stream, hello Hello, id Identity, budget 
 			writeError(st, fmt.Errorf("%w: bad wait frame: %v", sandbox.ErrInvalidRequest, err))
 			return
 		}
-		if err := s.mayAccess(id, w.ID); err != nil {
-			writeError(st, err)
-			return
-		}
 		job, err := s.sched.Get(w.ID)
+		if err == nil {
+			err = s.mayAccess(id, job)
+		}
 		if err != nil {
 			writeError(st, err)
 			return
@@ -418,17 +416,20 @@ func (s *Server) serveStream(st *yamux.Stream, hello Hello, id Identity, budget 
 			writeError(st, fmt.Errorf("%w: bad cancel frame: %v", sandbox.ErrInvalidRequest, err))
 			return
 		}
-		if err := s.mayAccess(id, c.ID); err != nil {
-			writeError(st, err)
-			return
+		job, err := s.sched.Get(c.ID)
+		if err == nil {
+			err = s.mayAccess(id, job)
 		}
-		if err := s.sched.Cancel(c.ID); err != nil {
+		if err == nil {
+			err = s.sched.Cancel(c.ID)
+		}
+		if err != nil {
 			writeError(st, err)
 			return
 		}
 		writeJSON(st, FrameAccepted, Accepted{ID: c.ID})
 	case FrameStatus:
-		writeJSON(st, FrameStatus, s.sched.Snapshot(20))
+		writeJSON(st, FrameStatus, s.visible(id, s.sched.Snapshot(20)))
 	default:
 		writeError(st, fmt.Errorf("%w: unexpected first frame %q", ErrProtocol, typ))
 	}

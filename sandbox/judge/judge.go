@@ -36,15 +36,16 @@ type Config struct {
 	Parallel int
 }
 
-// DefaultConfig runs up to as many cases at once as the machine has CPUs, at most 4.
+// DefaultConfig runs up to as many cases at once as the machine has CPUs, at most
+// sandbox.MaxParallelCases.
 func DefaultConfig() Config {
-	return Config{Parallel: min(runtime.NumCPU(), 4)}
+	return Config{Parallel: min(runtime.NumCPU(), sandbox.MaxParallelCases)}
 }
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
-	if c.Parallel < 1 {
-		return errors.New("judge: parallel must be at least 1")
+	if c.Parallel < 1 || c.Parallel > sandbox.MaxParallelCases {
+		return fmt.Errorf("judge: parallel %d, want 1..%d (a scheduler charges a judged run sandbox.Spec.Slots)", c.Parallel, sandbox.MaxParallelCases)
 	}
 	return nil
 }
