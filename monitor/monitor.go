@@ -40,8 +40,9 @@ type Config struct {
 	// Title names the cluster on the dashboard (the master's node name, say).
 	Title string
 	// Token, when set, is required on every path but /healthz: as an `Authorization:
-	// Bearer` header, a `?token=` query (the dashboard then keeps it in a cookie) or that
-	// cookie. Empty: the monitor is open to whoever reaches its port.
+	// Bearer` header, or the cookie that the dashboard's login form (a POST, so that the
+	// token never is in an address) sets. A token in the address (`?token=`) is refused.
+	// Empty: the monitor is open to whoever reaches its port, and shows no job owners.
 	Token string
 	// Interval is how often the cluster is sampled for the charts and pushed to the
 	// dashboard (changes are pushed sooner).
@@ -50,17 +51,49 @@ type Config struct {
 	History time.Duration
 	// Recent is how many finished jobs the dashboard and /api/status list.
 	Recent int
+
 	// MaxStreams bounds the dashboards connected at once (each holds an /events stream);
 	// past it /events answers 503.
 	MaxStreams int
+	// ReservedStreams of the MaxStreams are kept for authorised viewers: holders of the
+	// Token, or, when no Token is set, viewers on the master's own machine (loopback).
+	// Others share the rest, so that a flood of anonymous viewers cannot lock the
+	// operator out.
+	ReservedStreams int
+	// MaxStreamsPerAddr bounds the streams of one anonymous viewer's address (an IPv4
+	// address or an IPv6 /64); past it /events answers 429. Authorised viewers are bound
+	// by MaxStreams only (a proxy or an SSH tunnel shows them all from one address).
+	MaxStreamsPerAddr int
+	// StreamWriteTimeout bounds the sending of one event: a viewer that stops reading is
+	// dropped after it. It replaces WriteTimeout on /events, whose response never ends.
+	StreamWriteTimeout time.Duration
+
+	// ReadHeaderTimeout bounds the reading of a request's headers: a client that dribbles
+	// them is cut off.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds the reading of a whole request, headers and body.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds a response, from the end of its request's headers (/events
+	// excepted: see StreamWriteTimeout).
+	WriteTimeout time.Duration
+	// IdleTimeout closes a kept-alive connection that sends no new request.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers (the request line included); past it the
+	// server answers 431.
+	MaxHeaderBytes int
+
 	// Logger receives the monitor's logs; nil discards them.
 	Logger *slog.Logger
 }
 
 // DefaultConfig returns the master's defaults: a sample a second, ten minutes of charts,
-// the last 30 jobs.
+// the last 30 jobs, 32 dashboards (8 of them kept for the operator, 4 per anonymous
+// address), and timeouts that cut a slow client within seconds.
 func DefaultConfig() Config {
-	return Config{Title: "runbox", Interval: time.Second, History: 10 * time.Minute, Recent: 30, MaxStreams: 32}
+	return Config{Title: "runbox", Interval: time.Second, History: 10 * time.Minute, Recent: 30,
+		MaxStreams: 32, ReservedStreams: 8, MaxStreamsPerAddr: 4, StreamWriteTimeout: 10 * time.Second,
+		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
+		IdleTimeout: 60 * time.Second, MaxHeaderBytes: 32 << 10}
 }
 
 // Validate reports the first invalid field.
@@ -74,6 +107,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("monitor: recent %d, want 0 or more", c.Recent)
 	case c.MaxStreams < 1:
 		return fmt.Errorf("monitor: max streams %d, want at least 1", c.MaxStreams)
+	case c.ReservedStreams < 0 || c.ReservedStreams > c.MaxStreams:
+		return fmt.Errorf("monitor: reserved streams %d, want 0 to max streams (%d)", c.ReservedStreams, c.MaxStreams)
+	case c.MaxStreamsPerAddr < 1:
+		return fmt.Errorf("monitor: max streams per address %d, want at least 1", c.MaxStreamsPerAddr)
+	case c.StreamWriteTimeout <= 0 || c.ReadHeaderTimeout <= 0 || c.ReadTimeout <= 0 || c.WriteTimeout <= 0 || c.IdleTimeout <= 0:
+		return errors.New("monitor: the stream write, read header, read, write and idle timeouts must be positive")
+	case c.ReadTimeout < c.ReadHeaderTimeout:
+		return fmt.Errorf("monitor: read timeout %v shorter than the read header timeout %v", c.ReadTimeout, c.ReadHeaderTimeout)
+	case c.MaxHeaderBytes < 4<<10:
+		return fmt.Errorf("monitor: max header bytes %d, want at least 4 KiB", c.MaxHeaderBytes)
 	}
 	return nil
 }
@@ -95,7 +138,8 @@ type Monitor struct {
 
 	src     atomic.Pointer[sourceBox] // nil until Attach
 	probing atomic.Bool               // a /readyz probe waits on the source
-	streams atomic.Int32              // open /events streams
+	session string                    // the login cookie's value; "" without a Token
+	streams streamSlots               // open /events streams
 	poke    chan struct{}             // buffered(1): something changed, publish soon
 	stopped chan struct{}             // closed when Run returns
 	running atomic.Bool               // Run was called
@@ -133,7 +177,8 @@ func New(cfg Config, src Source) (*Monitor, error) {
 	}
 	m := &Monitor{cfg: cfg, log: log.With("component", "monitor"), now: time.Now,
 		poke: make(chan struct{}, 1), stopped: make(chan struct{}),
-		results: map[string]jobResult{}, changed: make(chan struct{})}
+		results: map[string]jobResult{}, changed: make(chan struct{}),
+		session: sessionValue(cfg.Token), streams: streamSlots{perAddr: map[string]int{}}}
 	m.metrics = newMetrics(m.snapshotForMetrics)
 	m.handler = m.routes()
 	if src != nil {

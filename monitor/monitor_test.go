@@ -126,10 +126,20 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("default config: %v", err)
 	}
 	for name, mod := range map[string]func(*monitor.Config){
-		"zero interval":   func(c *monitor.Config) { c.Interval = 0 },
-		"short history":   func(c *monitor.Config) { c.History = c.Interval / 2 },
-		"negative recent": func(c *monitor.Config) { c.Recent = -1 },
-		"no streams":      func(c *monitor.Config) { c.MaxStreams = 0 },
+		"zero interval":    func(c *monitor.Config) { c.Interval = 0 },
+		"short history":    func(c *monitor.Config) { c.History = c.Interval / 2 },
+		"negative recent":  func(c *monitor.Config) { c.Recent = -1 },
+		"no streams":       func(c *monitor.Config) { c.MaxStreams = 0 },
+		"reserve past max": func(c *monitor.Config) { c.ReservedStreams = c.MaxStreams + 1 },
+		"negative reserve": func(c *monitor.Config) { c.ReservedStreams = -1 },
+		"no per address":   func(c *monitor.Config) { c.MaxStreamsPerAddr = 0 },
+		"no stream write":  func(c *monitor.Config) { c.StreamWriteTimeout = 0 },
+		"no header read":   func(c *monitor.Config) { c.ReadHeaderTimeout = 0 },
+		"no read":          func(c *monitor.Config) { c.ReadTimeout = 0 },
+		"read < header":    func(c *monitor.Config) { c.ReadTimeout = c.ReadHeaderTimeout / 2 },
+		"no write":         func(c *monitor.Config) { c.WriteTimeout = 0 },
+		"no idle":          func(c *monitor.Config) { c.IdleTimeout = 0 },
+		"tiny headers":     func(c *monitor.Config) { c.MaxHeaderBytes = 100 },
 	} {
 		c := monitor.DefaultConfig()
 		mod(&c)
@@ -557,73 +567,12 @@ func TestEventsTickWithSamples(t *testing.T) {
 func TestEventsStreamsAreBounded(t *testing.T) {
 	t.Parallel()
 	cfg := monitor.DefaultConfig()
-	cfg.MaxStreams = 1
+	cfg.MaxStreams, cfg.ReservedStreams = 1, 0
 	_, srv := newMonitor(t, cfg, &fakeSource{snap: cluster()})
 	events := readEvents(t, srv.URL+"/events")
 	next(t, events) // the first stream is open
 	if resp, _ := get(t, srv.URL+"/events"); resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("second stream: %s, want 503", resp.Status)
-	}
-}
-
-func TestTokenRequired(t *testing.T) {
-	t.Parallel()
-	cfg := monitor.DefaultConfig()
-	cfg.Token = "s3cret"
-	_, srv := newMonitor(t, cfg, &fakeSource{snap: cluster()})
-
-	if resp, _ := get(t, srv.URL+"/healthz"); resp.StatusCode != 200 {
-		t.Errorf("/healthz without a token: %s, want 200", resp.Status)
-	}
-	for _, path := range []string{"/", "/static/app.js", "/events", "/api/status", "/metrics", "/readyz"} {
-		resp, body := get(t, srv.URL+path)
-		if resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
-			t.Errorf("%s without a token: %s %q, want 401 with WWW-Authenticate: Bearer", path, resp.Status, body)
-		}
-		if resp, _ := get(t, srv.URL+path, "Authorization", "Bearer wrong"); resp.StatusCode != 401 {
-			t.Errorf("%s with a wrong token: %s, want 401", path, resp.Status)
-		}
-		if resp, _ := get(t, srv.URL+path+"?token=wrong"); resp.StatusCode != 401 {
-			t.Errorf("%s?token=wrong: %s, want 401", path, resp.Status)
-		}
-	}
-	for _, path := range []string{"/", "/api/status", "/metrics", "/readyz"} {
-		if resp, _ := get(t, srv.URL+path, "Authorization", "Bearer s3cret"); resp.StatusCode != 200 {
-			t.Errorf("%s with the bearer token: %s, want 200", path, resp.Status)
-		}
-	}
-	readEvents(t, srv.URL+"/events", "Authorization", "Bearer s3cret") // fails the test unless 200
-
-	// A browser asking for the page gets a form, which sends ?token=; the answer keeps it in
-	// a cookie and sends the browser back to the page without it in the address.
-	resp, body := get(t, srv.URL+"/", "Accept", "text/html")
-	if resp.StatusCode != 401 || !strings.Contains(body, `name="token"`) || strings.Contains(body, "s3cret") {
-		t.Errorf("page without a token: %s, want 401 and a token form:\n%s", resp.Status, body)
-	}
-	resp, _ = get(t, srv.URL+"/?token=s3cret")
-	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
-		t.Fatalf("/?token=: %s to %q, want 303 to /", resp.Status, resp.Header.Get("Location"))
-	}
-	var cookie *http.Cookie
-	for _, c := range resp.Cookies() {
-		if c.Name == "runbox_token" {
-			cookie = c
-		}
-	}
-	if cookie == nil || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode {
-		t.Fatalf("cookie %+v, want an HttpOnly SameSite=Strict runbox_token", cookie)
-	}
-	for _, path := range []string{"/", "/static/app.css", "/api/status"} {
-		if resp, _ := get(t, srv.URL+path, "Cookie", cookie.Name+"="+cookie.Value); resp.StatusCode != 200 {
-			t.Errorf("%s with the cookie: %s, want 200", path, resp.Status)
-		}
-	}
-	readEvents(t, srv.URL+"/events", "Cookie", cookie.Name+"="+cookie.Value)
-	if resp, _ := get(t, srv.URL+"/api/status", "Cookie", cookie.Name+"=wrong"); resp.StatusCode != 401 {
-		t.Errorf("/api/status with a wrong cookie: %s, want 401", resp.Status)
-	}
-	if resp, _ := get(t, srv.URL+"/metrics?token=s3cret"); resp.StatusCode != 200 {
-		t.Errorf("/metrics?token=: %s, want 200", resp.Status)
 	}
 }
 

@@ -186,6 +186,10 @@ func (m *Monitor) viewOf(now time.Time, snap scheduler.Snapshot, ok bool) View {
 
 func (m *Monitor) jobViewLocked(in scheduler.Info) JobView {
 	jv := JobView{Info: in}
+	if m.cfg.Token == "" {
+		// Owners are token names: only the operator, who holds the token, sees them.
+		jv.Owner = ""
+	}
 	if in.State != scheduler.StateDone {
 		return jv
 	}

@@ -204,18 +204,19 @@
     });
     $("nodes").replaceChildren(...cards);
   }
+  const owner = (j) => ({ text: j.owner || "–", cls: "owner" });
   function renderJobs(v) {
     fill($("running").tBodies[0], v.running.map((j) => row([
-      { text: shortID(j.id), cls: "id", title: j.id }, { text: j.language }, { text: j.node || "–" },
+      { text: shortID(j.id), cls: "id", title: j.id }, owner(j), { text: j.language }, { text: j.node || "–" },
       { text: dur(now() - ms(j.started)), cls: "num" }, { text: j.attempts, cls: "num opt" },
     ])));
     fill($("queued").tBodies[0], v.queued.map((j, i) => row([
-      { text: i + 1, cls: "num" }, { text: shortID(j.id), cls: "id", title: j.id }, { text: j.language },
+      { text: i + 1, cls: "num" }, { text: shortID(j.id), cls: "id", title: j.id }, owner(j), { text: j.language },
       { text: dur(now() - ms(j.submitted)), cls: "num" },
     ])));
     fill($("recent").tBodies[0], v.recent.map((j) => row([
       { text: ago(j.finished), title: new Date(ms(j.finished)).toLocaleString() },
-      { text: shortID(j.id), cls: "id", title: j.id }, { text: j.language }, { text: j.node || "–", cls: "opt" },
+      { text: shortID(j.id), cls: "id", title: j.id }, owner(j), { text: j.language }, { text: j.node || "–", cls: "opt" },
       { node: badge(j.outcome || "error"), title: j.error || "" },
       { text: j.time_ms !== undefined ? dur(j.time_ms) : j.compile_ms !== undefined ? "compile " + dur(j.compile_ms) : "–", cls: "num",
         title: j.compile_ms !== undefined ? "compile " + dur(j.compile_ms) : "" },
@@ -229,6 +230,11 @@
     ])));
     $("running-count").textContent = v.running.length ? "· " + v.running.length : "";
     $("queued-count").textContent = v.queued.length ? "· " + v.queued.length : "";
+    // Owners come only to the token's holder (the master sends none otherwise): their
+    // column shows when a job of the list has one.
+    for (const [id, list] of [["running", v.running], ["queued", v.queued], ["recent", v.recent]]) {
+      $(id).classList.toggle("with-owner", list.some((j) => j.owner));
+    }
     for (const [id, list] of [["running", v.running], ["queued", v.queued], ["recent", v.recent], ["events", v.node_events || []]]) {
       $(id).classList.toggle("hidden", list.length === 0);
       $(id + "-empty").classList.toggle("hidden", list.length > 0);
