@@ -10,11 +10,14 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
 	"time"
 
+	"runbox/internal/clientconf"
 	"runbox/monitor"
 	"runbox/sandbox"
 	"runbox/sandbox/docker"
@@ -43,11 +46,17 @@ type masterConfig struct {
 	LogLevel     string
 	TLSDir       string // security: see certs.go
 	Tokens       string
+
+	// The dashboard's token (see httpToken): a file, or $RUNBOX_HTTP_TOKEN; never a
+	// flag's value, which every user of the machine sees in the process list.
+	HTTPTokenFile string
+	HTTPToken     string
 }
 
 func (c *masterConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", ":7700", "cluster protocol address (clients and slaves)")
-	fs.StringVar(&c.HTTP, "http", ":7780", "HTTP address of the dashboard, /metrics, /api/status, /healthz and /readyz (empty: off)")
+	fs.StringVar(&c.HTTP, "http", "127.0.0.1:7780", "HTTP address of the dashboard, /metrics, /api/status, /healthz and /readyz: loopback unless told otherwise, e.g. :7780 (empty: off)")
+	fs.StringVar(&c.HTTPTokenFile, "http-token-file", "", "file holding the token that the dashboard, /api/status, /events and /metrics require (default: $"+httpTokenEnv+"; neither: no token)")
 	fs.StringVar(&c.Node, "node", "master", "this node's name, shown in results and status")
 	fs.IntVar(&c.MaxPrograms, "max-programs", runtime.NumCPU(), "programs run at once on this machine's sandbox")
 	fs.Float64Var(&c.CPUThreshold, "cpu-threshold", 80, "CPU percentage past which new programs go to slaves even with free slots (0: off)")
@@ -93,6 +102,7 @@ func runMaster(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		fmt.Fprintln(stderr, "runbox master:", err)
 		return exitUsage
 	}
+	cfg.HTTPToken = os.Getenv(httpTokenEnv)
 	if err := serveMaster(ctx, cfg, log, nil, nil); err != nil {
 		log.Error("master stopped", "err", err)
 		return exitUnavailable
@@ -139,6 +149,9 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 	scfg.Logger = log
 	mcfg := monitor.DefaultConfig()
 	mcfg.Title, mcfg.Logger = cfg.Node, log
+	if mcfg.Token, err = httpToken(cfg); err != nil {
+		return err
+	}
 	mon, err := monitor.New(mcfg, nil) // the scheduler is attached once it exists
 	if err != nil {
 		return err
@@ -183,6 +196,7 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 	defer stopScaler()
 
 	var hsrv *http.Server
+	var httpAddr string
 	if cfg.HTTP != "" {
 		hln, err := net.Listen("tcp", cfg.HTTP)
 		if err != nil {
@@ -194,11 +208,16 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 		monDone := make(chan struct{})
 		go func() { defer close(monDone); mon.Run(mctx) }()
 		defer func() { stopMon(); <-monDone }()
-		hsrv = &http.Server{Handler: mon, ReadHeaderTimeout: 5 * time.Second}
+		hsrv = mon.Server()              // with the monitor's timeouts
 		hsrv.RegisterOnShutdown(stopMon) // the dashboards' event streams end with the server
 		go func() { errc <- hsrv.Serve(hln) }()
+		httpAddr = hln.Addr().String()
+		if mcfg.Token == "" && !isLoopback(hln.Addr()) {
+			log.Warn("the dashboard, /api/status and /metrics are open to everyone on a non-loopback address: give a token (--http-token-file or $"+httpTokenEnv+")",
+				"component", "master", "http", httpAddr)
+		}
 	}
-	log.Info("master ready", "component", "master", "listen", ln.Addr().String(), "http", cfg.HTTP,
+	log.Info("master ready", "component", "master", "listen", ln.Addr().String(), "http", httpAddr,
 		"max_programs", cfg.MaxPrograms, "queue", cfg.Queue)
 	if ready != nil {
 		ready(ln.Addr().String())
@@ -220,6 +239,29 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 		serveErr = nil
 	}
 	return serveErr
+}
+
+// httpTokenEnv names the environment variable of the dashboard's token.
+const httpTokenEnv = "RUNBOX_HTTP_TOKEN"
+
+// httpToken is the token of the dashboard and the HTTP API: the --http-token-file's line,
+// else $RUNBOX_HTTP_TOKEN, else none.
+func httpToken(cfg masterConfig) (string, error) {
+	if cfg.HTTPTokenFile == "" {
+		return cfg.HTTPToken, nil
+	}
+	tok, err := clientconf.ReadToken(cfg.HTTPTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("--http-token-file: %w", err)
+	}
+	return tok, nil
+}
+
+// isLoopback says whether a listener's address is a loopback one (an unspecified
+// address, 0.0.0.0 or ::, is every interface).
+func isLoopback(a net.Addr) bool {
+	ap, err := netip.ParseAddrPort(a.String())
+	return err == nil && ap.Addr().IsLoopback()
 }
 
 // newDockerRunner is the Docker sandbox of a master or slave named node: its containers
