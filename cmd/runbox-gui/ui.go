@@ -73,6 +73,24 @@ type Config struct {
 	Token string
 	// TLSCA, when set, replaces the remembered TLS CA file in its field.
 	TLSCA string
+
+	// The client directory's credentials (clientDefaults: what `make cluster` wrote, or
+	// $RUNBOX_TOKEN), for when the user gives none.
+	//
+	// DefaultToken is sent when the Token field is empty, and never shown: the field
+	// stays empty and its placeholder says where the token comes from (DefaultTokenFrom).
+	DefaultToken     string
+	DefaultTokenFrom string
+	// DefaultTokenCA, when set, is the CA file written with DefaultToken: the token is
+	// sent only to a server that this CA vouches for (the TLS CA field names it), never
+	// in clear or to another cluster.
+	DefaultTokenCA string
+	// DefaultTLSCA fills the TLS CA field when TLSCA is empty and no CA file that still
+	// exists is remembered.
+	DefaultTLSCA string
+	// Problem, when set, is shown in the notice at start (a token file that cannot be
+	// read, say).
+	Problem string
 }
 
 // DefaultConfig returns the configuration of a window of app.
@@ -169,7 +187,6 @@ func New(win fyne.Window, cfg Config) (*UI, error) {
 	u.port = widget.NewEntry()
 	u.port.SetPlaceHolder(DefaultPort)
 	u.token = widget.NewPasswordEntry()
-	u.token.SetPlaceHolder("none")
 	u.token.SetText(cfg.Token)
 	host, port := cfg.Prefs.StringWithFallback(prefHost, DefaultHost), cfg.Prefs.StringWithFallback(prefPort, DefaultPort)
 	if cfg.Server != "" {
@@ -179,17 +196,18 @@ func New(win fyne.Window, cfg Config) (*UI, error) {
 	u.port.SetText(port)
 	u.tlsCA = widget.NewEntry()
 	u.tlsCA.SetPlaceHolder("none: plaintext")
-	ca := cfg.Prefs.String(prefTLSCA)
-	if cfg.TLSCA != "" {
-		ca = cfg.TLSCA
-	}
-	u.tlsCA.SetText(ca)
+	u.tlsCA.SetText(startCA(cfg))
 	u.browseCA = widget.NewButtonWithIcon("", theme.FolderOpenIcon(), u.showBrowseCA)
 	u.notice = newNotice()
 	// Editing the server answers a notice about the server.
 	for _, e := range []*widget.Entry{u.host, u.port, u.tlsCA} {
 		e.OnChanged = func(string) { u.notice.hide() }
 		e.OnSubmitted = func(string) { u.run() }
+	}
+	u.tlsCA.OnChanged = func(string) { u.notice.hide(); u.showTokenSource() }
+	u.showTokenSource()
+	if cfg.Problem != "" {
+		u.notice.show(theme.ColorNameError, cfg.Problem)
 	}
 
 	u.fileLabel = widget.NewLabel("untitled")
@@ -409,13 +427,67 @@ func (u *UI) server() (Server, error) {
 	if err != nil || p < 1 || p > 65535 {
 		return Server{}, fmt.Errorf("The port %q is not a number between 1 and 65535.", u.port.Text)
 	}
-	ca := strings.TrimSpace(u.tlsCA.Text)
-	if rest, ok := strings.CutPrefix(ca, "~/"); ok {
+	ca := expandHome(strings.TrimSpace(u.tlsCA.Text))
+	tok := strings.TrimSpace(u.token.Text)
+	if tok == "" && u.defaultTokenFor(ca) {
+		tok = u.cfg.DefaultToken
+	}
+	return Server{Addr: net.JoinHostPort(host, strconv.Itoa(p)), Token: tok, CAFile: ca}, nil
+}
+
+// expandHome reads a leading ~/ as the home directory, as people type paths.
+func expandHome(path string) string {
+	if rest, ok := strings.CutPrefix(path, "~/"); ok {
 		if home, err := os.UserHomeDir(); err == nil {
-			ca = filepath.Join(home, rest)
+			return filepath.Join(home, rest)
 		}
 	}
-	return Server{Addr: net.JoinHostPort(host, strconv.Itoa(p)), Token: strings.TrimSpace(u.token.Text), CAFile: ca}, nil
+	return path
+}
+
+// startCA is what the TLS CA field shows at start: -tls-ca (or $RUNBOX_TLS_CA), else the
+// CA file remembered if it still exists, else the client directory's, else what is
+// remembered (nothing, or a file gone).
+func startCA(cfg Config) string {
+	remembered := cfg.Prefs.String(prefTLSCA)
+	switch {
+	case cfg.TLSCA != "":
+		return cfg.TLSCA
+	case remembered != "" && fileExists(expandHome(remembered)):
+		return remembered
+	case cfg.DefaultTLSCA != "":
+		return cfg.DefaultTLSCA
+	}
+	return remembered
+}
+
+func fileExists(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// defaultTokenFor says whether the client directory's token goes to a server reached
+// with the CA file ca (a path, ~ expanded).
+func (u *UI) defaultTokenFor(ca string) bool {
+	if u.cfg.DefaultToken == "" {
+		return false
+	}
+	if u.cfg.DefaultTokenCA == "" {
+		return true
+	}
+	return ca != "" && filepath.Clean(ca) == filepath.Clean(expandHome(u.cfg.DefaultTokenCA))
+}
+
+// showTokenSource sets the empty Token field's placeholder: where the token that goes
+// instead comes from, or none. The token itself is never shown.
+func (u *UI) showTokenSource() {
+	hint := "none"
+	if u.defaultTokenFor(expandHome(strings.TrimSpace(u.tlsCA.Text))) {
+		hint = "from " + u.cfg.DefaultTokenFrom
+	}
+	if u.token.PlaceHolder != hint {
+		u.token.SetPlaceHolder(hint)
+	}
 }
 
 // splitServer splits the -server flag.
