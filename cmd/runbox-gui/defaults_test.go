@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"fyne.io/fyne/v2/storage"
 	"fyne.io/fyne/v2/test"
 
 	"runbox/sandbox"
@@ -36,7 +37,7 @@ func getenv(m map[string]string) func(string) string { return func(k string) str
 func TestClientDefaultsReadTheClientDirectory(t *testing.T) {
 	env, _ := clientDir(t, "rbx_s3cret")
 	d := clientDefaults(getenv(env))
-	want := defaults{token: "rbx_s3cret", tokenFrom: "~/.config/runbox/token", tokenCA: "~/.config/runbox/ca.crt", ca: "~/.config/runbox/ca.crt"}
+	want := defaults{token: "rbx_s3cret", tokenFrom: "~/.config/runbox", tokenCA: "~/.config/runbox/ca.crt", ca: "~/.config/runbox/ca.crt"}
 	if d != want {
 		t.Fatalf("defaults %+v, want %+v", d, want)
 	}
@@ -81,7 +82,7 @@ func TestClientDefaultsSayWhyTheTokenFileIsUnusable(t *testing.T) {
 // withDefaults configures a window as main does with the client directory's credentials.
 func withDefaults(ca string) func(*Config) {
 	return func(c *Config) {
-		c.DefaultToken, c.DefaultTokenFrom, c.DefaultTokenCA = "rbx_s3cret", "~/.config/runbox/token", ca
+		c.DefaultToken, c.DefaultTokenFrom, c.DefaultTokenCA = "rbx_s3cret", "~/.config/runbox", ca
 		c.DefaultTLSCA = ca
 	}
 }
@@ -94,7 +95,7 @@ func TestClientDirectoryTokenIsUsedNotShown(t *testing.T) {
 	if u.tlsCA.Text != ca {
 		t.Fatalf("TLS CA field %q, want the client directory's %s", u.tlsCA.Text, ca)
 	}
-	if u.token.Text != "" || u.token.PlaceHolder != "from ~/.config/runbox/token" {
+	if u.token.Text != "" || u.token.PlaceHolder != "from ~/.config/runbox" {
 		t.Fatalf("token field %q, placeholder %q; want it empty, saying where the token comes from", u.token.Text, u.token.PlaceHolder)
 	}
 	h.typeProgram("print(1)")
@@ -127,7 +128,7 @@ func TestClientDirectoryTokenIsUsedNotShown(t *testing.T) {
 	u.tlsCA.SetText(other)
 	run(Server{Addr: "127.0.0.1:7700", CAFile: other})
 	u.tlsCA.SetText(ca)
-	if u.token.PlaceHolder != "from ~/.config/runbox/token" {
+	if u.token.PlaceHolder != "from ~/.config/runbox" {
 		t.Fatalf("placeholder %q with the directory's CA again", u.token.PlaceHolder)
 	}
 	run(Server{Addr: "127.0.0.1:7700", Token: "rbx_s3cret", CAFile: ca})
@@ -175,5 +176,11 @@ func TestUnreadableTokenFileIsSaid(t *testing.T) {
 	}
 	if h.ui.token.PlaceHolder != "none" {
 		t.Fatalf("placeholder %q, want none", h.ui.token.PlaceHolder)
+	}
+	// Opening a file (as main does with FILE) answers the notices; main shows it again.
+	h.ui.load(storage.NewFileURI(filepath.Join(t.TempDir(), "p.py")), strings.NewReader("print(1)"))
+	h.ui.showProblem()
+	if got := h.ui.notice.text(); got != problem {
+		t.Fatalf("notice after opening a file %q, want %q", got, problem)
 	}
 }

@@ -109,6 +109,7 @@ func run(args []string) int {
 			file = abs
 		}
 		ui.load(storage.NewFileURI(file), bytes.NewReader(src))
+		ui.showProblem() // opening the file answered it
 		if *autorun {
 			ui.run()
 		}
@@ -123,7 +124,7 @@ func run(args []string) int {
 // defaults are the credentials the window uses when the user gives none.
 type defaults struct {
 	token     string // $RUNBOX_TOKEN, else the client directory's token file
-	tokenFrom string // where token comes from, for the Token field's placeholder
+	tokenFrom string // where token comes from (the directory, or $RUNBOX_TOKEN), for the Token field's placeholder
 	tokenCA   string // the CA file written with the token file: the token goes only with it
 	ca        string // the client directory's ca.crt, when it exists
 	problem   string // a token file that cannot be read, in words for the notice
@@ -161,7 +162,7 @@ func clientDefaults(getenv func(string) string) defaults {
 		d.problem = fmt.Sprintf("The token file %s cannot be used (%s): programs go without a token. "+
 			"Fix the file (make cluster writes it), or type the token in the Token field.", tildePath(path, getenv), reason)
 	default:
-		d.token, d.tokenFrom = tok, tildePath(path, getenv)
+		d.token, d.tokenFrom = tok, tildePath(dir, getenv)
 		d.tokenCA = d.ca // "" when the directory holds no CA: the token goes everywhere
 	}
 	return d

@@ -206,9 +206,7 @@ func New(win fyne.Window, cfg Config) (*UI, error) {
 	}
 	u.tlsCA.OnChanged = func(string) { u.notice.hide(); u.showTokenSource() }
 	u.showTokenSource()
-	if cfg.Problem != "" {
-		u.notice.show(theme.ColorNameError, cfg.Problem)
-	}
+	u.showProblem()
 
 	u.fileLabel = widget.NewLabel("untitled")
 	u.fileLabel.TextStyle.Italic = true
@@ -335,9 +333,9 @@ func (u *UI) serverRow() fyne.CanvasObject {
 		return widget.NewLabelWithStyle(s, fyne.TextAlignTrailing, fyne.TextStyle{Bold: true})
 	}
 	return container.NewHBox(
-		label("Server"), withWidth(u.host, 240),
+		label("Server"), withWidth(u.host, 220),
 		label("Port"), withWidth(u.port, 90),
-		label("Token"), withWidth(u.token, 180),
+		label("Token"), withWidth(u.token, 200),
 		label("TLS CA"), withWidth(u.tlsCA, 260), u.browseCA,
 	)
 }
@@ -433,6 +431,14 @@ func (u *UI) server() (Server, error) {
 		tok = u.cfg.DefaultToken
 	}
 	return Server{Addr: net.JoinHostPort(host, strconv.Itoa(p)), Token: tok, CAFile: ca}, nil
+}
+
+// showProblem shows Config.Problem in the notice, when there is one. New does; so does
+// main after opening a file, which answers the notices before it.
+func (u *UI) showProblem() {
+	if u.cfg.Problem != "" {
+		u.notice.show(theme.ColorNameError, u.cfg.Problem)
+	}
 }
 
 // expandHome reads a leading ~/ as the home directory, as people type paths.
