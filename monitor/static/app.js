@@ -283,7 +283,11 @@
       onView(u.view);
       trim();
     });
-    es.onerror = () => setConn("down", "reconnecting…");
+    es.onerror = () => {
+      setConn("down", "reconnecting…");
+      // A refused stream (503, 429: every slot taken) closes for good: try again later.
+      if (es.readyState === EventSource.CLOSED) setTimeout(connect, 10000);
+    };
   }
   function poll() {
     fetch("/api/status", { credentials: "same-origin" }).then((r) => r.json()).then(onView)
