@@ -46,7 +46,7 @@ up() {
 		-v "$volume:/data" -v /var/run/docker.sock:/var/run/docker.sock \
 		--label "runbox.cluster=$cluster" --label runbox.role=master \
 		--log-opt max-size=10m --log-opt max-file=3 \
-		"$image" master --node master --data /data \
+		"$image" master --node master --data /data --http :7780 \
 		--max-programs "${RUNBOX_MAX_PROGRAMS:-2}" \
 		--autoscale docker --cluster "$cluster" --slave-network "$net" --advertise "$master:7700" \
 		--max-slaves "${RUNBOX_MAX_SLAVES:-4}" --slave-capacity "${RUNBOX_SLAVE_CAPACITY:-2}" \
