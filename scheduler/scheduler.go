@@ -291,7 +291,8 @@ func (s *Scheduler) SubmitAs(owner string, spec sandbox.Spec, interactive bool) 
 		jobs := len(s.queue)
 		s.mu.Unlock()
 		s.observe(func(o Observer) { o.JobRejected() })
-		return nil, fmt.Errorf("%w: %d of %d program slot(s) in use and %d job(s) queued, the limit; try another server or retry later", ErrBusy, used, capacity, jobs)
+		// used counts program slots: a judged job runs several programs at once.
+		return nil, fmt.Errorf("%w: %d program(s) running and %d queued, the limit; try another server or retry later", ErrBusy, used, jobs)
 	}
 	// Hold the place in the queue while the journal writes; dispatch skips the job until
 	// it is accepted.
