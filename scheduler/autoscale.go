@@ -72,7 +72,7 @@ type ScaleSlave struct {
 // ScaleState is what the autoscaler decides from.
 type ScaleState struct {
 	Now       time.Time
-	Queued    int     // accepted jobs waiting for a slot
+	Queued    int     // program slots that accepted jobs waiting for a slot need (a judged job: several)
 	MasterCPU float64 // the master's CPU percentage
 	// MasterRunning counts the programs the master runs itself.
 	MasterRunning int
@@ -297,7 +297,10 @@ func (a *Autoscaler) Step(ctx context.Context) ScaleDecision {
 	snap := a.s.Snapshot(0)
 	now := time.Now()
 	a.mu.Lock()
-	st := ScaleState{Now: now, Queued: len(snap.Queued), LastUp: a.lastUp}
+	st := ScaleState{Now: now, LastUp: a.lastUp}
+	for _, q := range snap.Queued {
+		st.Queued += max(q.Slots, 1)
+	}
 	registered := map[string]NodeInfo{}
 	for _, n := range snap.Nodes {
 		if n.Role == RoleMaster {

@@ -22,6 +22,10 @@ var (
 	// ErrStorageFull: the journal cannot take the job (its disk is full, or it holds its
 	// byte bound of unfinished jobs); nothing accepted is lost, new jobs are refused.
 	ErrStorageFull = errors.New("storage full")
+	// ErrNameTaken: a node asked to join under the name of a live node. Registering under a
+	// live node's name would evict it (and take its jobs), so it is refused; the name is
+	// free again once that node is lost or gone.
+	ErrNameTaken = errors.New("node name taken")
 	// ErrInternal: anything else.
 	ErrInternal = errors.New("internal error")
 )
@@ -42,6 +46,7 @@ var codes = []struct {
 	{"too_large", sandbox.ErrTooLarge},
 	{"unavailable", sandbox.ErrUnavailable},
 	{"storage_full", ErrStorageFull},
+	{"name_taken", ErrNameTaken},
 	{"internal", ErrInternal},
 }
 

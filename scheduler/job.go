@@ -52,7 +52,10 @@ type Event struct {
 
 // Job is one accepted program. Its methods are safe for concurrent use.
 type Job struct {
-	ID          string
+	ID string
+	// Spec is what the job runs. When the job ends its inputs are dropped (see
+	// WithoutInputs: files' contents, stdin, test cases' data), so that a retained result
+	// does not keep them in memory; read them before Done is closed, or keep a copy.
 	Spec        sandbox.Spec
 	Interactive bool
 	Submitted   time.Time
@@ -78,6 +81,15 @@ type Job struct {
 	cancelled bool
 	lease     int  // bumped on every dispatch and re-queue; a result under an old lease is stale
 	accepted  bool // journaled; under the scheduler's mu
+	ending    bool // finish has begun: a job ends once
+	ended     bool // EventDone appended and doneCh closed
+
+	slots int // Spec.Slots(), fixed at submission
+
+	// Under the scheduler's mu:
+	bytes     int64   // what the finished job holds in memory (events and result)
+	unsynced  *Record // its final record, while the journal has not taken it
+	finishErr string  // the last journal error for it, logged once
 }
 
 // currentLease reports whether lease is the job's current one.
@@ -89,7 +101,7 @@ func (j *Job) currentLease(lease int) bool {
 
 func newJob(id, owner string, spec sandbox.Spec, interactive bool, now time.Time) *Job {
 	j := &Job{ID: id, Owner: owner, Spec: spec, Interactive: interactive, Submitted: now, state: StateQueued,
-		changed: make(chan struct{}), doneCh: make(chan struct{})}
+		changed: make(chan struct{}), doneCh: make(chan struct{}), slots: spec.Slots()}
 	if interactive {
 		j.stdin = make(chan []byte, 16)
 	}
@@ -111,6 +123,20 @@ const MaxChunk = 32 << 10
 func (j *Job) appendOutput(s sandbox.Stream, data []byte) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	j.appendOutputLocked(s, data)
+}
+
+// appendOutputLease is appendOutput for the dispatch under lease; output of a stale
+// lease is dropped.
+func (j *Job) appendOutputLease(lease int, s sandbox.Stream, data []byte) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.lease == lease {
+		j.appendOutputLocked(s, data)
+	}
+}
+
+func (j *Job) appendOutputLocked(s sandbox.Stream, data []byte) {
 	for len(data) > 0 {
 		n := min(len(data), MaxChunk)
 		j.appendLocked(Event{Kind: EventOutput, Chunk: sandbox.Chunk{Stream: s, Data: append([]byte(nil), data[:n]...)}})
@@ -158,9 +184,11 @@ func (j *Job) Events(ctx context.Context, from int) (events []Event, done bool, 
 
 // Info is a snapshot of a job for status views.
 type Info struct {
-	ID        string         `json:"id"`
-	Owner     string         `json:"owner,omitempty"`
-	Language  string         `json:"language"`
+	ID       string `json:"id"`
+	Owner    string `json:"owner,omitempty"`
+	Language string `json:"language"`
+	// Slots is how many program slots the job holds while it runs (Spec.Slots).
+	Slots     int            `json:"slots,omitempty"`
 	State     State          `json:"state"`
 	Node      string         `json:"node,omitempty"`
 	Attempts  int            `json:"attempts"`
@@ -175,7 +203,7 @@ type Info struct {
 func (j *Job) Info() Info {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	in := Info{ID: j.ID, Owner: j.Owner, Language: j.Spec.Language, State: j.state, Node: j.node, Attempts: j.attempts,
+	in := Info{ID: j.ID, Owner: j.Owner, Language: j.Spec.Language, Slots: j.slots, State: j.state, Node: j.node, Attempts: j.attempts,
 		Submitted: j.Submitted, Started: j.started, Finished: j.finished}
 	if n := len(j.events); n > 0 && j.events[n-1].Kind == EventDone {
 		if e := j.events[n-1]; e.Err != nil {
@@ -230,4 +258,95 @@ func newID(now time.Time) string {
 	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli()))
 	rand.Read(b[8:])
 	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[2:]))
+}
+
+// outputSlack is how far past its caps one attempt's output may go (chunk and frame
+// boundaries) before the master drops the rest.
+const outputSlack = 64 << 10
+
+// outputBudget is the most output one attempt adds to a job's event log: the run's
+// stdout+stderr cap, the compiler output's own cap (the same Limits.Output) and
+// outputSlack. A node that sends more (a hostile or broken slave) is not believed.
+func outputBudget(spec sandbox.Spec) int64 {
+	lim := spec.Limits.WithDefaults(sandbox.DefaultLimits())
+	return 2*lim.Output + outputSlack
+}
+
+// Caps of what a node's Result may hold beyond the output caps.
+const (
+	maxResultText = 4 << 10 // Message, a case's Diff and Message, Signal
+	maxNodeName   = 256
+)
+
+// clipResult cuts what a node answered to what the job's limits allow: stdout, stderr and
+// the compiler's output to the output cap (plus slack) each, at most one case result per
+// test case, each with at most MaxCaseStderr of stderr, and short texts. The artefact
+// never leaves the node that compiled it.
+func clipResult(res sandbox.Result, spec sandbox.Spec) sandbox.Result {
+	lim := spec.Limits.WithDefaults(sandbox.DefaultLimits())
+	limit := int(lim.Output + outputSlack)
+	res.Stdout = clip(res.Stdout, limit)
+	res.Stderr = clip(res.Stderr, limit)
+	res.CompileOutput = clip(res.CompileOutput, limit)
+	res.Message = clipString(res.Message, maxResultText)
+	res.Signal = clipString(res.Signal, 64)
+	res.Node = clipString(res.Node, maxNodeName)
+	res.Artifact = nil
+	if len(res.Cases) > len(spec.Tests) {
+		res.Cases = res.Cases[:len(spec.Tests)]
+	}
+	for i := range res.Cases {
+		c := &res.Cases[i]
+		c.Name = clipString(c.Name, 128)
+		c.Message = clipString(c.Message, maxResultText)
+		c.Diff = clipString(c.Diff, maxResultText)
+		c.Signal = clipString(c.Signal, 64)
+		c.Stderr = clip(c.Stderr, sandbox.MaxCaseStderr)
+	}
+	return res
+}
+
+func clip(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n:n]
+	}
+	return b
+}
+
+func clipString(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// jobOverhead approximates what a finished job holds beyond its output and result.
+const jobOverhead = 1 << 10
+
+// bytesLocked is what the job holds in memory once finished: its output events, its
+// result and a fixed overhead (its inputs are dropped by then).
+func (j *Job) bytesLocked() int64 {
+	n := int64(jobOverhead) + InputBytes(j.Spec)
+	for _, e := range j.events {
+		n += int64(len(e.Chunk.Data)) + 64
+		if e.Result != nil {
+			n += ResultBytes(*e.Result)
+		}
+	}
+	return n
+}
+
+// attemptTimeout is how long the master waits for one dispatch of spec on a node that
+// runs parallel programs at once: the compile and run limits (for a judged run, the
+// compile limit and one run limit per wave of cases run side by side, plus caseGrace per
+// wave for starting their sandboxes), plus grace. Zero limits count as the sandbox's
+// defaults.
+func attemptTimeout(spec sandbox.Spec, parallel int, grace, caseGrace time.Duration) time.Duration {
+	lim := spec.Limits.WithDefaults(sandbox.DefaultLimits())
+	if len(spec.Tests) == 0 {
+		return lim.CompileTime + lim.RunTime + grace
+	}
+	p := max(1, min(parallel, sandbox.MaxParallelCases))
+	waves := (len(spec.Tests) + p - 1) / p
+	return lim.CompileTime + time.Duration(waves)*(lim.RunTime+caseGrace) + grace
 }

@@ -31,7 +31,8 @@ func (l Load) MemPercent() float64 {
 
 // NodeSpec is what a node declares when it joins.
 type NodeSpec struct {
-	// Name is unique in the cluster; a node joining with the name of a live one replaces it.
+	// Name is unique in the cluster: a node joining with the name of a live one is refused
+	// (ErrNameTaken) until that one is lost.
 	Name string `json:"name"`
 	// Capacity is how many programs the node runs at once.
 	Capacity int `json:"capacity"`
@@ -54,6 +55,7 @@ type node struct {
 	role     string
 	runner   sandbox.Runner
 	running  map[*Job]bool // jobs whose current lease is here
+	used     int           // program slots the running jobs hold (Spec.Slots each)
 	load     Load
 	lastBeat time.Time
 	joined   time.Time
@@ -61,6 +63,23 @@ type node struct {
 	gone     bool
 	done     int // jobs finished here
 	onLost   func(reason error)
+}
+
+// add and remove keep running and used in step.
+func (n *node) add(j *Job) {
+	if !n.running[j] {
+		n.running[j] = true
+		n.used += j.slots
+	}
+}
+
+func (n *node) remove(j *Job) bool {
+	if !n.running[j] {
+		return false
+	}
+	delete(n.running, j)
+	n.used -= j.slots
+	return true
 }
 
 func (n *node) serves(lang string) bool {
@@ -73,7 +92,8 @@ func (n *node) serves(lang string) bool {
 
 // Candidate is a node as placement sees it.
 type Candidate struct {
-	Local    bool
+	Local bool
+	// Running is the program slots in use; Capacity the slots the node has.
 	Running  int
 	Capacity int
 	CPU      float64
@@ -81,18 +101,42 @@ type Candidate struct {
 	Eligible bool
 }
 
-// Place chooses where a job runs: the index of a candidate, or -1 when none has room.
-// The master (Local) runs jobs itself while it has a free slot and its CPU is under
-// cpuThreshold (0: no CPU threshold); past either, jobs go to the slave with the lowest
-// share of its capacity in use, then the lowest CPU, then the lowest index. When no slave
-// has room either, the master takes the job if it has a slot (CPU alone never stops it:
-// a busy master is better than a queued job).
-func Place(cands []Candidate, cpuThreshold float64) int {
+// room reports whether c can take a job that needs need slots: it fits in the free
+// slots, or (oversize) it needs more than the node has and the node runs nothing, so that
+// a job bigger than every node still runs somewhere, alone.
+func (c Candidate) room(need int, oversize bool) bool {
+	if !c.Eligible || c.Capacity <= 0 {
+		return false
+	}
+	if oversize {
+		return need > c.Capacity && c.Running == 0
+	}
+	return c.Running+need <= c.Capacity
+}
+
+// Place chooses where a job that holds need program slots (its Spec.Slots; less than 1
+// counts as 1) runs: the index of a candidate, or -1 when none has room. A node has room
+// when the job fits in its free slots. The master (Local) runs jobs itself while it has
+// room and its CPU is under cpuThreshold (0: no CPU threshold); past either, jobs go to
+// the slave with the lowest share of its capacity in use, then the lowest CPU, then the
+// lowest index. When no slave has room either, the master takes the job if it has room
+// (CPU alone never stops it: a busy master is better than a queued job). A job that
+// needs more slots than a node has fits nowhere; it then goes, by the same rules, to a
+// node that runs nothing at all (so it is never stuck), and holds that node whole.
+func Place(cands []Candidate, need int, cpuThreshold float64) int {
+	need = max(need, 1)
+	if i := place(cands, need, cpuThreshold, false); i >= 0 {
+		return i
+	}
+	return place(cands, need, cpuThreshold, true)
+}
+
+func place(cands []Candidate, need int, cpuThreshold float64, oversize bool) int {
 	local := -1
 	best := -1
 	var bestShare, bestCPU float64
 	for i, c := range cands {
-		if !c.Eligible || c.Running >= c.Capacity {
+		if !c.room(need, oversize) {
 			continue
 		}
 		if c.Local {

@@ -42,7 +42,7 @@ func TestPlace(t *testing.T) {
 		{"master with no slots", []Candidate{local(0, 0, 0), slave(0, 1, 0)}, 80, 1},
 		{"nothing at all", nil, 80, -1},
 	} {
-		if got := Place(c.cands, c.threshold); got != c.want {
+		if got := Place(c.cands, 1, c.threshold); got != c.want {
 			t.Errorf("%s: Place = %d, want %d", c.name, got, c.want)
 		}
 	}
@@ -246,15 +246,40 @@ func TestHeartbeatTimeout(t *testing.T) {
 	})
 }
 
-func TestReplacedNodeName(t *testing.T) {
+// TestNameTaken: a second node under a live node's name is refused (registering under its
+// name must not evict it, nor take its jobs); once that node is lost the name is free.
+func TestNameTaken(t *testing.T) {
 	t.Parallel()
 	s, _ := New(func() Config { c := DefaultConfig(); c.MaxPrograms = 0; c.HeartbeatTimeout = time.Hour; return c }(), nil, NewMemJournal(10))
 	defer s.Close()
+	first := newGate("s1")
 	lost := make(chan error, 1)
-	s.AddNode(NodeSpec{Name: "s1", Capacity: 1}, &sandboxtest.Fake{}, func(err error) { lost <- err })
-	s.AddNode(NodeSpec{Name: "s1", Capacity: 1}, &sandboxtest.Fake{}, nil)
-	if err := <-lost; err == nil {
-		t.Error("old connection not told")
+	h, err := s.AddNode(NodeSpec{Name: "s1", Capacity: 1}, first, func(err error) { lost <- err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _ := s.Submit(prog("job"), false)
+	<-first.started
+	_, err = s.AddNode(NodeSpec{Name: "s1", Capacity: 1}, &sandboxtest.Fake{}, nil)
+	if !errors.Is(err, ErrNameTaken) || CodeOf(err) != "name_taken" {
+		t.Fatalf("second s1: %v (code %s), want ErrNameTaken", err, CodeOf(err))
+	}
+	select {
+	case err := <-lost:
+		t.Fatalf("the live node was evicted: %v", err)
+	default:
+	}
+	if snap := s.Snapshot(0); len(snap.Nodes) != 2 || snap.Nodes[1].Running != 1 {
+		t.Errorf("after the refused join: %+v", snap.Nodes)
+	}
+	first.release <- nil
+	if evs := wait(t, j); evs[len(evs)-1].Result == nil || evs[len(evs)-1].Result.Node != "s1" {
+		t.Errorf("the live node's job: %+v", evs[len(evs)-1])
+	}
+
+	h.Lost(errors.New("connection closed"))
+	if _, err := s.AddNode(NodeSpec{Name: "s1", Capacity: 1}, &sandboxtest.Fake{}, nil); err != nil {
+		t.Errorf("s1 again after the first was lost: %v", err)
 	}
 	if n := len(s.Snapshot(0).Nodes); n != 2 {
 		t.Errorf("%d nodes, want master + one s1", n)
@@ -285,7 +310,7 @@ func BenchmarkPlace1000(b *testing.B) {
 	}
 	b.ResetTimer()
 	for b.Loop() {
-		if Place(cands, 80) < 0 {
+		if Place(cands, 1, 80) < 0 {
 			b.Fatal("no place")
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -31,15 +32,28 @@ type Config struct {
 	Queue int
 	// MaxLimits are the largest limits a request may ask for.
 	MaxLimits sandbox.Limits
-	// Retain is how many finished jobs stay in memory for clients that come back for their
-	// result by id (older ones are still answered from the journal while it has them).
-	Retain int
+	// Retain, RetainBytes and RetainAge bound the finished jobs kept in memory for
+	// clients that come back for their result by id (older ones are still answered from
+	// the journal while it has them): at most Retain jobs, holding at most RetainBytes of
+	// output and results (a finished job's inputs are dropped), none older than RetainAge
+	// (0: no age bound). The oldest go first. A job whose end the journal has not taken
+	// yet stays, whatever the bounds.
+	Retain      int
+	RetainBytes int64
+	RetainAge   time.Duration
 	// HeartbeatTimeout: a slave that reported no load for this long is lost, and its jobs
 	// run again elsewhere.
 	HeartbeatTimeout time.Duration
-	// MaxAttempts caps how often a job is dispatched when its nodes keep dying; past it the
-	// job ends with ErrCrashedNode (a program that kills every node is stopped).
+	// MaxAttempts caps how often a job is dispatched when its nodes keep dying, hang, or
+	// the master itself dies while it runs (attempts are journaled when each starts); past
+	// it the job ends with ErrCrashedNode (a program that kills every node is stopped).
 	MaxAttempts int
+	// DispatchGrace is added to a job's compile and run limits to make the deadline of one
+	// dispatch; CaseGrace is added per wave of a judged job's cases. A node that has not
+	// answered by then (its engine hangs, or it never answers) loses the attempt: it is
+	// cancelled and the job runs again, up to MaxAttempts.
+	DispatchGrace time.Duration
+	CaseGrace     time.Duration
 	// Observer, when set, hears of every finished job and node event (for metrics).
 	Observer Observer
 	// Logger receives the scheduler's logs; nil discards them.
@@ -61,7 +75,8 @@ type Observer interface {
 // DefaultConfig returns the defaults of `runbox master`.
 func DefaultConfig() Config {
 	return Config{Node: "master", MaxPrograms: 2, Queue: 100, MaxLimits: sandbox.MaxLimits(), Retain: 1000,
-		HeartbeatTimeout: 3 * time.Second, MaxAttempts: 3}
+		RetainBytes: DefaultRetainBytes, RetainAge: 24 * time.Hour,
+		HeartbeatTimeout: 3 * time.Second, MaxAttempts: 3, DispatchGrace: 30 * time.Second, CaseGrace: 2 * time.Second}
 }
 
 // Validate reports the first invalid field.
@@ -77,6 +92,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("scheduler: queue %d, want 0 or more", c.Queue)
 	case c.Retain < 0:
 		return fmt.Errorf("scheduler: retain %d, want 0 or more", c.Retain)
+	case c.RetainBytes < 0:
+		return fmt.Errorf("scheduler: retain bytes %d, want 0 or more", c.RetainBytes)
+	case c.RetainAge < 0:
+		return fmt.Errorf("scheduler: retain age %v, want 0 (no age bound) or more", c.RetainAge)
+	case c.DispatchGrace <= 0 || c.CaseGrace < 0:
+		return errors.New("scheduler: dispatch grace must be positive, case grace 0 or more")
 	case c.HeartbeatTimeout <= 0:
 		return errors.New("scheduler: heartbeat timeout must be positive")
 	case c.MaxAttempts < 1:
@@ -98,13 +119,22 @@ type Scheduler struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // job goroutines and the heartbeat monitor
 
+	// onOutput, when set (tests), is called with each chunk a node sends, before it is
+	// logged.
+	onOutput func(sandbox.Chunk)
+
 	mu       sync.Mutex
 	closed   bool
 	local    *node
 	nodes    []*node         // local first, then slaves in join order
-	jobs     map[string]*Job // queued, running, and the last Retain finished
+	jobs     map[string]*Job // queued, running, and the retained finished ones
 	queue    []*Job
 	finished []*Job // retained finished jobs, oldest first
+	// finishedBytes is what the retained finished jobs hold (Job.bytes).
+	finishedBytes int64
+	// unsynced are finished jobs whose end the journal has not taken yet (a full disk):
+	// they stay in memory and the monitor retries.
+	unsynced []*Job
 	totals   Totals
 	events   []NodeEvent // recent node joins and losses, newest last
 	// pendingNotes are node events not yet told to the Observer (told once mu is released).
@@ -131,7 +161,10 @@ type NodeEvent struct {
 }
 
 // New returns a Scheduler running jobs on local (the master's own sandbox) and re-queues
-// the journal's pending jobs (those accepted by an earlier run and never finished).
+// the journal's pending jobs (those accepted by an earlier run and never finished). A
+// pending job that already used its MaxAttempts dispatches was running each time a node
+// (or the master itself) died: it ends with ErrCrashedNode instead of running again. A
+// pending record that no longer passes validation ends with its error.
 func New(cfg Config, local sandbox.Runner, journal Journal) (*Scheduler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -146,23 +179,49 @@ func New(cfg Config, local sandbox.Runner, journal Journal) (*Scheduler, error) 
 	s.local = &node{NodeSpec: NodeSpec{Name: cfg.Node, Capacity: cfg.MaxPrograms}, role: RoleMaster, runner: local,
 		running: map[*Job]bool{}, joined: s.now()}
 	s.nodes = []*node{s.local}
-	pending, err := journal.Pending()
+	var pending []Record
+	err := s.journalCall("read", func() (err error) { pending, err = journal.Pending(); return err })
 	if err != nil {
 		return nil, fmt.Errorf("read journal: %w", err)
 	}
+	type ending struct {
+		j   *Job
+		err error
+	}
+	var ends []ending
 	s.mu.Lock()
+	requeued := 0
 	for _, rec := range pending {
+		if rec.ID == "" || s.jobs[rec.ID] != nil {
+			s.log.Error("journal: pending record skipped: no id, or an id seen before", "job", rec.ID)
+			continue
+		}
 		// An interactive job's live input is gone with its client: it reruns with the
 		// input it was submitted with.
 		j := newJob(rec.ID, rec.Owner, rec.Spec, false, rec.Submitted)
-		j.attempts = rec.Attempts
+		j.attempts = max(rec.Attempts, 0)
 		j.accepted = true
 		s.jobs[j.ID] = j
-		s.queue = append(s.queue, j)
+		switch err := validate(rec.Spec, cfg.MaxLimits); {
+		case err != nil:
+			ends = append(ends, ending{j, fmt.Errorf("journaled job no longer valid: %w", err)})
+		case j.attempts >= cfg.MaxAttempts:
+			ends = append(ends, ending{j, fmt.Errorf("%w: the job was running each time a node died, %d times (the last time the master itself stopped); it is not run again, the program may be what kills them",
+				ErrCrashedNode, j.attempts)})
+		default:
+			s.queue = append(s.queue, j)
+			requeued++
+		}
 	}
-	if len(pending) > 0 {
-		s.log.Info("re-queued jobs from the journal", "count", len(pending))
+	if requeued > 0 {
+		s.log.Info("re-queued jobs from the journal", "count", requeued)
 	}
+	s.mu.Unlock()
+	for _, e := range ends {
+		s.log.Warn("journaled job ends at restart", "job", e.j.ID, "attempts", e.j.attempts, "err", e.err)
+		s.finish(e.j, sandbox.Result{ExitCode: -1}, e.err)
+	}
+	s.mu.Lock()
 	s.dispatchLocked()
 	s.mu.Unlock()
 	s.wg.Add(1)
@@ -170,34 +229,47 @@ func New(cfg Config, local sandbox.Runner, journal Journal) (*Scheduler, error) 
 	return s, nil
 }
 
+func validate(spec sandbox.Spec, max sandbox.Limits) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	return spec.Limits.Check(max)
+}
+
 // Epoch identifies this scheduler's run: a job's event log is only valid within one
 // epoch (after a master restart, a pending job's log starts again from its first event).
 func (s *Scheduler) Epoch() string { return s.epoch }
 
-// capacityLocked is the number of programs the cluster runs at once, and how many run.
-func (s *Scheduler) capacityLocked() (capacity, running int) {
+// capacityLocked is the number of program slots of the nodes that take jobs, how many
+// slots every node's running jobs hold, and the largest capacity of one node.
+func (s *Scheduler) capacityLocked() (capacity, used, biggest int) {
 	for _, n := range s.nodes {
 		if !n.gone && !n.draining {
 			capacity += n.Capacity
+			biggest = max(biggest, n.Capacity)
 		}
-		running += len(n.running)
+		used += n.used
 	}
-	return capacity, running
+	return capacity, used, biggest
+}
+
+// needLocked is the slots a job counts for in the queue's accounting: its Slots, but no
+// more than the largest node has (such a job runs alone on a node).
+func needLocked(j *Job, biggest int) int {
+	return min(j.slots, max(biggest, 1))
 }
 
 // Submit validates and accepts a job: it is journaled, then either started or queued.
-// When every slot and the queue are full it returns ErrBusy at once. An interactive job
-// takes live input through Job.SendStdin.
+// When every slot and the queue are full it returns ErrBusy at once; when the journal
+// cannot take it, ErrStorageFull. An interactive job takes live input through
+// Job.SendStdin.
 func (s *Scheduler) Submit(spec sandbox.Spec, interactive bool) (*Job, error) {
 	return s.SubmitAs("", spec, interactive)
 }
 
 // SubmitAs is Submit for a job that owner submitted (Job.Owner, journaled with it).
 func (s *Scheduler) SubmitAs(owner string, spec sandbox.Spec, interactive bool) (*Job, error) {
-	if err := spec.Validate(); err != nil {
-		return nil, err
-	}
-	if err := spec.Limits.Check(s.cfg.MaxLimits); err != nil {
+	if err := validate(spec, s.cfg.MaxLimits); err != nil {
 		return nil, err
 	}
 	now := s.now()
@@ -208,15 +280,19 @@ func (s *Scheduler) SubmitAs(owner string, spec sandbox.Spec, interactive bool) 
 		s.mu.Unlock()
 		return nil, ErrShuttingDown
 	}
-	capacity, running := s.capacityLocked()
-	if len(s.queue) >= max(capacity-running, 0)+s.cfg.Queue {
+	// Slots, not jobs: a judged job holds up to sandbox.MaxParallelCases of them.
+	capacity, used, biggest := s.capacityLocked()
+	queued := 0
+	for _, q := range s.queue {
+		queued += needLocked(q, biggest)
+	}
+	if queued+needLocked(j, biggest) > max(capacity-used, 0)+s.cfg.Queue {
 		s.totals.Rejected++
-		queued := len(s.queue)
+		jobs := len(s.queue)
 		s.mu.Unlock()
-		if s.cfg.Observer != nil {
-			s.cfg.Observer.JobRejected()
-		}
-		return nil, fmt.Errorf("%w: %d program(s) running and %d queued, the limit; try another server or retry later", ErrBusy, running, queued)
+		s.observe(func(o Observer) { o.JobRejected() })
+		// used counts program slots: a judged job runs several programs at once.
+		return nil, fmt.Errorf("%w: %d program(s) running and %d queued, the limit; try another server or retry later", ErrBusy, used, jobs)
 	}
 	// Hold the place in the queue while the journal writes; dispatch skips the job until
 	// it is accepted.
@@ -224,11 +300,19 @@ func (s *Scheduler) SubmitAs(owner string, spec sandbox.Spec, interactive bool) 
 	s.queue = append(s.queue, j)
 	s.mu.Unlock()
 
-	if err := s.journal.Accept(Record{ID: j.ID, Owner: owner, Spec: spec, Interactive: interactive, Submitted: now}); err != nil {
+	err := s.journalCall("accept", func() error {
+		return s.journal.Accept(Record{ID: j.ID, Owner: owner, Spec: spec, Interactive: interactive, Submitted: now})
+	})
+	if err != nil {
 		s.mu.Lock()
 		s.removeQueuedLocked(j)
 		delete(s.jobs, j.ID)
+		s.dispatchLocked()
 		s.mu.Unlock()
+		if errors.Is(err, ErrStorageFull) {
+			s.log.Warn("job refused: the journal is full", "err", err)
+			return nil, fmt.Errorf("accept job: %w", err)
+		}
 		return nil, fmt.Errorf("%w: journal: %v", ErrInternal, err)
 	}
 	s.mu.Lock()
@@ -237,6 +321,31 @@ func (s *Scheduler) SubmitAs(owner string, spec sandbox.Spec, interactive bool) 
 	s.dispatchLocked()
 	s.mu.Unlock()
 	return j, nil
+}
+
+// journalCall runs one journal operation; a panic in it (a damaged file can make a
+// storage library panic) becomes an ErrInternal error, not the process's end.
+func (s *Scheduler) journalCall(op string, f func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic in the journal", "op", op, "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("%w: journal %s: panic: %v", ErrInternal, op, p)
+		}
+	}()
+	return f()
+}
+
+// observe tells the Observer, if any; a panic in it is logged, never the process's end.
+func (s *Scheduler) observe(f func(Observer)) {
+	if s.cfg.Observer == nil {
+		return
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic in the observer", "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	f(s.cfg.Observer)
 }
 
 // dispatchLocked places queued jobs while some node has room, oldest first (a job no
@@ -256,7 +365,7 @@ func (s *Scheduler) dispatchLocked() {
 		n := s.placeLocked(j)
 		if n == nil {
 			kept = append(kept, j)
-			if capacity, running := s.capacityLocked(); running >= capacity {
+			if capacity, used, _ := s.capacityLocked(); used >= capacity {
 				kept = append(kept, s.queue[i+1:]...)
 				break
 			}
@@ -283,11 +392,11 @@ func (s *Scheduler) placeLocked(j *Job) *node {
 	s.cands = s.cands[:0]
 	for _, n := range s.nodes {
 		s.cands = append(s.cands, Candidate{
-			Local: n == s.local, Running: len(n.running), Capacity: n.Capacity, CPU: n.load.CPU,
+			Local: n == s.local, Running: n.used, Capacity: n.Capacity, CPU: n.load.CPU,
 			Eligible: !n.gone && !n.draining && n.serves(lang.Name),
 		})
 	}
-	if i := Place(s.cands, s.cfg.CPUThreshold); i >= 0 {
+	if i := Place(s.cands, j.slots, s.cfg.CPUThreshold); i >= 0 {
 		return s.nodes[i]
 	}
 	return nil
@@ -310,49 +419,189 @@ func (s *Scheduler) removeQueuedLocked(j *Job) bool {
 	return false
 }
 
-// launchLocked runs j on n in a goroutine the scheduler owns, under a new lease.
+// launchLocked runs j on n in a goroutine the scheduler owns, under a new lease and a
+// deadline (attemptTimeout).
 func (s *Scheduler) launchLocked(j *Job, n *node) {
-	ctx, cancel := context.WithCancel(s.ctx)
+	timeout := attemptTimeout(j.Spec, n.Capacity, s.cfg.DispatchGrace, s.cfg.CaseGrace)
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	j.mu.Lock()
 	j.state = StateRunning
 	j.node = n.Name
 	j.attempts++
 	j.lease++
-	lease := j.lease
+	a := attempt{j: j, n: n, lease: j.lease, number: j.attempts, spec: j.Spec, timeout: timeout,
+		rec: Record{ID: j.ID, Submitted: j.Submitted, Attempts: j.attempts}}
 	j.started = s.now()
 	j.cancel = cancel
 	j.appendLocked(Event{Kind: EventStarted, Node: n.Name})
 	j.mu.Unlock()
-	n.running[j] = true
+	n.add(j)
 
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer cancel()
-		streams := &sandbox.Streams{
-			Output: func(c sandbox.Chunk) {
-				if j.currentLease(lease) {
-					j.appendOutput(c.Stream, c.Data)
-				}
-			},
-		}
-		if j.stdin != nil {
-			streams.Stdin = j.stdin
-		}
-		res, err := n.runner.Run(ctx, j.Spec, streams)
-		s.complete(j, n, lease, res, err)
+		s.run(ctx, cancel, a)
 	}()
 }
 
-// complete handles the end of one dispatch: a stale lease is dropped, a lost node's job
-// runs again (up to MaxAttempts), anything else finishes the job.
-func (s *Scheduler) complete(j *Job, n *node, lease int, res sandbox.Result, err error) {
-	s.mu.Lock()
-	if !n.running[j] || !j.currentLease(lease) {
-		s.mu.Unlock()
-		return // the node was declared lost and the job moved on: this result is stale
+// attempt is one dispatch of a job.
+type attempt struct {
+	j       *Job
+	n       *node
+	lease   int
+	number  int
+	spec    sandbox.Spec
+	timeout time.Duration
+	rec     Record // for Journal.Dispatch
+}
+
+// run is one attempt, in its own goroutine: journal the attempt, run it under its
+// deadline, hand the outcome to complete. A panic in the runner or in the output path
+// ends the job with ErrInternal.
+func (s *Scheduler) run(ctx context.Context, cancel context.CancelFunc, a attempt) {
+	j := a.j
+	defer func() {
+		if p := recover(); p != nil {
+			err := panicError("handling the job", p)
+			s.log.Error("panic while handling a job", "job", j.ID, "panic", p, "stack", string(debug.Stack()))
+			s.abandon(j, a.n, a.lease)
+			s.finish(j, sandbox.Result{ExitCode: -1}, err)
+		}
+	}()
+	// The attempt is durable before the run starts: a master that dies while it runs
+	// counts it on restart.
+	if err := s.journalCall("dispatch", func() error { return s.journal.Dispatch(a.rec) }); err != nil {
+		s.log.Error("journal the attempt", "job", j.ID, "attempt", a.number, "err", err)
 	}
-	delete(n.running, j)
+
+	// At the deadline the attempt is given up on, whether or not the runner returns.
+	expired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(expired)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			s.expire(a)
+		}
+	})
+
+	var (
+		outMu    sync.Mutex
+		out      int64
+		dropped  int64
+		panicked error
+	)
+	budget := outputBudget(a.spec)
+	streams := &sandbox.Streams{
+		Output: func(c sandbox.Chunk) {
+			defer func() {
+				if p := recover(); p != nil {
+					s.log.Error("panic in a job's output", "job", j.ID, "panic", p, "stack", string(debug.Stack()))
+					outMu.Lock()
+					if panicked == nil {
+						panicked = panicError("handling the job's output", p)
+					}
+					outMu.Unlock()
+					cancel()
+				}
+			}()
+			if s.onOutput != nil {
+				s.onOutput(c)
+			}
+			outMu.Lock()
+			data := c.Data[:min(int64(len(c.Data)), max(budget-out, 0))]
+			out += int64(len(data))
+			if len(data) < len(c.Data) {
+				if dropped == 0 {
+					s.log.Warn("node sent more output than the job's limits allow: the rest is dropped",
+						"job", j.ID, "node", a.n.Name, "budget", budget)
+				}
+				dropped += int64(len(c.Data) - len(data))
+			}
+			outMu.Unlock()
+			if len(data) > 0 {
+				j.appendOutputLease(a.lease, c.Stream, data)
+			}
+		},
+	}
+	if j.stdin != nil {
+		streams.Stdin = j.stdin
+	}
+	res, err := runSafely(ctx, a.n.runner, a.spec, streams)
+	if err != nil && errors.Is(err, ErrInternal) {
+		s.log.Error("runner failed", "job", j.ID, "node", a.n.Name, "err", err)
+	}
+	if !stop() {
+		<-expired // the deadline passed: expire ran (or decided not to)
+	}
+	outMu.Lock()
+	if panicked != nil {
+		res, err = sandbox.Result{ExitCode: -1}, panicked
+	}
+	outMu.Unlock()
+	s.complete(ctx, a, clipResult(res, a.spec), err)
+}
+
+// runSafely calls r.Run; a panic in it becomes an ErrInternal error that names it.
+func runSafely(ctx context.Context, r sandbox.Runner, spec sandbox.Spec, streams *sandbox.Streams) (res sandbox.Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = sandbox.Result{ExitCode: -1}, fmt.Errorf("%w (stack: %s)", panicError("running the job", p), firstFrames(debug.Stack()))
+		}
+	}()
+	if r == nil {
+		return sandbox.Result{ExitCode: -1}, fmt.Errorf("%w: no runner", ErrInternal)
+	}
+	return r.Run(ctx, spec, streams)
+}
+
+func panicError(while string, p any) error {
+	return fmt.Errorf("%w: panic while %s: %v", ErrInternal, while, p)
+}
+
+// firstFrames keeps the start of a stack trace for an error message.
+func firstFrames(stack []byte) string {
+	const n = 1 << 10
+	if len(stack) > n {
+		stack = stack[:n]
+	}
+	return string(stack)
+}
+
+// abandon frees the slot of an attempt that ends abnormally (a panic).
+func (s *Scheduler) abandon(j *Job, n *node, lease int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if j.currentLease(lease) {
+		n.remove(j)
+	}
+}
+
+// expire gives up on an attempt whose deadline passed: the job runs again (up to
+// MaxAttempts) and what the attempt still reports is stale.
+func (s *Scheduler) expire(a attempt) {
+	s.mu.Lock()
+	if !a.n.running[a.j] || !a.j.currentLease(a.lease) || s.ctx.Err() != nil {
+		s.mu.Unlock()
+		return
+	}
+	a.n.remove(a.j)
+	s.log.Warn("dispatch deadline passed", "job", a.j.ID, "node", a.n.Name, "timeout", a.timeout, "attempt", a.number)
+	s.requeueLocked(a.j, fmt.Sprintf("node %s gave no result within %v (the job's compile and run limits plus %v grace)", a.n.Name, a.timeout, s.cfg.DispatchGrace))
+	s.dispatchLocked()
+	s.unlockAndNotify()
+}
+
+// complete handles the end of one dispatch: a stale lease is dropped, a lost node's job
+// or an attempt past its deadline runs again (up to MaxAttempts), anything else finishes
+// the job.
+func (s *Scheduler) complete(ctx context.Context, a attempt, res sandbox.Result, err error) {
+	j, n := a.j, a.n
+	s.mu.Lock()
+	if !n.running[j] || !j.currentLease(a.lease) {
+		s.mu.Unlock()
+		return // the node was declared lost or the attempt expired: this result is stale
+	}
+	n.remove(j)
 	n.done++
 	j.mu.Lock()
 	cancelled := j.cancelled
@@ -362,7 +611,13 @@ func (s *Scheduler) complete(j *Job, n *node, lease int, res sandbox.Result, err
 		err = ErrCancelled
 	case s.ctx.Err() != nil:
 		s.mu.Unlock()
-		return // shutting down: the journal still has the job as pending
+		// Shutting down: the journal still has the job as pending, and the attempt it
+		// was cut short in is given back (a stop is no crash).
+		a.rec.Attempts--
+		if jerr := s.journalCall("dispatch", func() error { return s.journal.Dispatch(a.rec) }); jerr != nil {
+			s.log.Warn("give back an interrupted attempt", "job", j.ID, "err", jerr)
+		}
+		return
 	case errors.Is(err, ErrNodeLost):
 		// The node's connection broke: take it out now, before the job (or any other) is
 		// placed on it again and fails at once, burning its attempts.
@@ -374,6 +629,11 @@ func (s *Scheduler) complete(j *Job, n *node, lease int, res sandbox.Result, err
 		s.dispatchLocked()
 		s.unlockAndNotify()
 		lost()
+		return
+	case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		s.requeueLocked(j, fmt.Sprintf("node %s gave no result within %v (the job's compile and run limits plus %v grace): %v", n.Name, a.timeout, s.cfg.DispatchGrace, err))
+		s.dispatchLocked()
+		s.unlockAndNotify()
 		return
 	}
 	s.mu.Unlock()
@@ -391,12 +651,12 @@ func (s *Scheduler) requeueLocked(j *Job, why string) {
 	}
 	if attempts >= s.cfg.MaxAttempts || j.cancelled {
 		j.mu.Unlock()
-		err := fmt.Errorf("%w: %s, on each of %d attempts; the program may be what kills its nodes", ErrCrashedNode, why, attempts)
+		err := fmt.Errorf("%w: %s, on each of %d attempts; the program may be what kills or hangs its nodes", ErrCrashedNode, why, attempts)
 		if j.cancelled {
 			err = ErrCancelled
 		}
 		s.wg.Add(1)
-		go func() { defer s.wg.Done(); s.finish(j, sandbox.Result{}, err) }()
+		go func() { defer s.wg.Done(); s.finish(j, sandbox.Result{ExitCode: -1}, err) }()
 		return
 	}
 	j.state = StateQueued
@@ -407,64 +667,170 @@ func (s *Scheduler) requeueLocked(j *Job, why string) {
 	s.queue = append([]*Job{j}, s.queue...)
 }
 
-// finish ends a job: journal, slot, event.
+// finish ends a job, once: journal (a failure keeps the result in memory and retries),
+// slot, retention, event. A panic on the way still ends the job, with ErrInternal.
 func (s *Scheduler) finish(j *Job, res sandbox.Result, err error) {
+	j.mu.Lock()
+	if j.ending {
+		j.mu.Unlock()
+		return
+	}
+	j.ending = true
+	j.mu.Unlock()
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic while finishing a job", "job", j.ID, "panic", p, "stack", string(debug.Stack()))
+			s.forceEnd(j, panicError("finishing the job", p))
+		}
+	}()
+
 	now := s.now()
 	j.mu.Lock()
 	res.Node, res.Attempts = j.node, j.attempts
-	rec := Record{ID: j.ID, Owner: j.Owner, Spec: j.Spec, Interactive: j.Interactive, Submitted: j.Submitted, Done: true, Attempts: j.attempts, Finished: now}
+	rec := Record{ID: j.ID, Owner: j.Owner, Spec: WithoutInputs(j.Spec), Interactive: j.Interactive, Submitted: j.Submitted,
+		Done: true, Attempts: j.attempts, Finished: now}
+	j.mu.Unlock()
 	if err != nil {
 		rec.ErrCode, rec.ErrMessage = CodeOf(err), err.Error()
 	} else {
 		rec.Result = &res
 	}
-	j.mu.Unlock()
-
-	if jerr := s.journal.Finish(rec); jerr != nil {
-		s.log.Error("journal finish", "job", j.ID, "err", jerr)
+	var unsynced *Record
+	if jerr := s.journalCall("finish", func() error { return s.journal.Finish(rec) }); jerr != nil {
+		s.log.Error("journal finish: the result stays in memory and the journal is retried", "job", j.ID, "err", jerr)
+		unsynced = &rec
 	}
 
 	// Free the slot before the result is visible: a client that saw its result and
 	// submits again finds the slot free.
-	j.mu.Lock()
-	j.state = StateDone
-	j.finished = now
-	j.mu.Unlock()
-
-	s.mu.Lock()
-	s.totals.Finished++
-	if err != nil {
-		s.totals.Failed++
-	} else {
-		s.totals.ByStatus[string(res.Status)]++
-	}
-	s.finished = append(s.finished, j)
-	for len(s.finished) > s.cfg.Retain {
-		delete(s.jobs, s.finished[0].ID)
-		s.finished = s.finished[1:]
-	}
-	if s.cfg.Retain == 0 {
-		delete(s.jobs, j.ID)
-	}
-	s.dispatchLocked()
-	s.mu.Unlock()
+	func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		j.mu.Lock()
+		j.Spec = rec.Spec // the inputs go
+		j.state = StateDone
+		j.finished = now
+		j.bytes = j.bytesLocked() + ResultBytes(res)
+		j.mu.Unlock()
+		s.totals.Finished++
+		if err != nil {
+			s.totals.Failed++
+		} else {
+			s.totals.ByStatus[string(res.Status)]++
+		}
+		if unsynced != nil {
+			j.unsynced, j.finishErr = unsynced, "" // logged above
+			s.unsynced = append(s.unsynced, j)
+		}
+		s.finished = append(s.finished, j)
+		s.finishedBytes += j.bytes
+		s.trimLocked(now)
+		s.dispatchLocked()
+	}()
 
 	j.mu.Lock()
 	e := Event{Kind: EventDone, Err: err}
 	if err == nil {
 		e.Result = &res
 	}
-	j.appendLocked(e)
-	close(j.doneCh)
+	if !j.ended {
+		j.ended = true
+		j.appendLocked(e)
+		close(j.doneCh)
+	}
 	j.mu.Unlock()
-	if s.cfg.Observer != nil {
+	s.observe(func(o Observer) {
 		info := j.Info()
 		var wait time.Duration
 		if !info.Started.IsZero() {
 			wait = info.Started.Sub(info.Submitted)
 		}
-		s.cfg.Observer.JobFinished(info, e.Result, err, wait)
+		o.JobFinished(info, e.Result, err, wait)
+	})
+}
+
+// forceEnd ends a job whose finish panicked: it gets its EventDone with err, whatever
+// else was done.
+func (s *Scheduler) forceEnd(j *Job, err error) {
+	now := s.now()
+	j.mu.Lock()
+	if !j.ended {
+		j.ended = true
+		j.state = StateDone
+		j.finished = now
+		j.appendLocked(Event{Kind: EventDone, Err: err})
+		close(j.doneCh)
 	}
+	j.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !slices.Contains(s.finished, j) {
+		s.finished = append(s.finished, j)
+		s.totals.Finished++
+		s.totals.Failed++
+	}
+}
+
+// trimLocked drops the oldest retained finished jobs past the bounds (Retain,
+// RetainBytes, RetainAge); a job the journal has not taken yet stays.
+func (s *Scheduler) trimLocked(now time.Time) {
+	var cutoff time.Time
+	if s.cfg.RetainAge > 0 {
+		cutoff = now.Add(-s.cfg.RetainAge)
+	}
+	kept := s.finished[:0]
+	for i, j := range s.finished {
+		left := len(kept) + len(s.finished) - i
+		j.mu.Lock()
+		old := j.finished.Before(cutoff)
+		j.mu.Unlock()
+		if left <= s.cfg.Retain && s.finishedBytes <= s.cfg.RetainBytes && !old {
+			kept = append(kept, s.finished[i:]...)
+			break
+		}
+		if j.unsynced != nil {
+			kept = append(kept, j)
+			continue
+		}
+		if s.jobs[j.ID] == j {
+			delete(s.jobs, j.ID)
+		}
+		s.finishedBytes -= j.bytes
+	}
+	clear(s.finished[len(kept):])
+	s.finished = kept
+}
+
+// syncFinished retries the journal for the finished jobs it has not taken yet.
+func (s *Scheduler) syncFinished() {
+	s.mu.Lock()
+	jobs := slices.Clone(s.unsynced)
+	s.mu.Unlock()
+	if len(jobs) == 0 {
+		return
+	}
+	for _, j := range jobs {
+		s.mu.Lock()
+		rec := j.unsynced
+		s.mu.Unlock()
+		if rec == nil {
+			continue
+		}
+		err := s.journalCall("finish", func() error { return s.journal.Finish(*rec) })
+		s.mu.Lock()
+		if err == nil {
+			j.unsynced = nil
+			s.unsynced = slices.DeleteFunc(s.unsynced, func(x *Job) bool { return x == j })
+			s.log.Info("journal took a finished job at last", "job", j.ID)
+		} else if err.Error() != j.finishErr {
+			j.finishErr = err.Error()
+			s.log.Error("journal finish, retried", "job", j.ID, "err", err)
+		}
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	s.trimLocked(s.now())
+	s.mu.Unlock()
 }
 
 // Get returns a job by id: a live one, or a finished one rebuilt from the journal.
@@ -475,8 +841,9 @@ func (s *Scheduler) Get(id string) (*Job, error) {
 	if ok {
 		return j, nil
 	}
-	rec, err := s.journal.Get(id)
-	if err != nil || !rec.Done {
+	var rec Record
+	err := s.journalCall("get", func() (err error) { rec, err = s.journal.Get(id); return err })
+	if err != nil || !rec.Done || rec.ID != id {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	return jobFromRecord(rec), nil
@@ -486,6 +853,7 @@ func (s *Scheduler) Get(id string) (*Job, error) {
 func jobFromRecord(rec Record) *Job {
 	j := newJob(rec.ID, rec.Owner, rec.Spec, false, rec.Submitted)
 	j.state, j.attempts, j.finished = StateDone, rec.Attempts, rec.Finished
+	j.ending, j.ended = true, true
 	if rec.Result != nil {
 		j.node = rec.Result.Node
 		j.appendOutput(sandbox.Compile, rec.Result.CompileOutput)
@@ -517,7 +885,7 @@ func (s *Scheduler) Cancel(id string) error {
 	cancel := j.cancel
 	j.mu.Unlock()
 	if queued {
-		s.finish(j, sandbox.Result{}, ErrCancelled)
+		s.finish(j, sandbox.Result{ExitCode: -1}, ErrCancelled)
 	} else if cancel != nil {
 		cancel()
 	}
@@ -526,8 +894,9 @@ func (s *Scheduler) Cancel(id string) error {
 
 // AddNode registers a slave that runs jobs through runner. onLost, when set, is called
 // (without locks held) when the scheduler declares the node lost (missed heartbeats), so
-// its owner can close the connection. A live node with the same name is replaced: its
-// jobs run again.
+// its owner can close the connection. A live node with the same name makes it
+// ErrNameTaken: registering under a live node's name must not evict it (and take its
+// jobs). The name is free again once that node is lost.
 func (s *Scheduler) AddNode(spec NodeSpec, runner sandbox.Runner, onLost func(reason error)) (*NodeHandle, error) {
 	if spec.Name == "" || spec.Capacity < 0 {
 		return nil, fmt.Errorf("%w: a node needs a name and a capacity of 0 or more", sandbox.ErrInvalidRequest)
@@ -541,10 +910,12 @@ func (s *Scheduler) AddNode(spec NodeSpec, runner sandbox.Runner, onLost func(re
 		s.mu.Unlock()
 		return nil, fmt.Errorf("%w: node name %q is the master's", sandbox.ErrInvalidRequest, spec.Name)
 	}
-	var lost []func()
 	for _, old := range s.nodes {
 		if old.Name == spec.Name && !old.gone {
-			lost = append(lost, s.loseLocked(old, errors.New("replaced by a new connection")))
+			s.mu.Unlock()
+			s.log.Warn("node refused: its name is a live node's", "node", spec.Name)
+			return nil, fmt.Errorf("%w: a live node is registered as %q (joined %s); a node may take the name once that one is lost",
+				ErrNameTaken, spec.Name, old.joined.Format(time.RFC3339))
 		}
 	}
 	n := &node{NodeSpec: spec, role: RoleSlave, runner: runner, running: map[*Job]bool{}, lastBeat: s.now(), joined: s.now(), onLost: onLost}
@@ -553,9 +924,6 @@ func (s *Scheduler) AddNode(spec NodeSpec, runner sandbox.Runner, onLost func(re
 	s.log.Info("node joined", "node", n.Name, "capacity", spec.Capacity)
 	s.dispatchLocked()
 	s.unlockAndNotify()
-	for _, f := range lost {
-		f()
-	}
 	return &NodeHandle{s: s, n: n}, nil
 }
 
@@ -570,6 +938,7 @@ func (s *Scheduler) loseLocked(n *node, reason error) func() {
 	}
 	slices.SortFunc(jobs, func(a, b *Job) int { return b.Submitted.Compare(a.Submitted) })
 	clear(n.running)
+	n.used = 0
 	for _, j := range jobs { // newest first, so the oldest ends up at the head
 		s.requeueLocked(j, fmt.Sprintf("node %s lost: %v", n.Name, reason))
 	}
@@ -628,7 +997,7 @@ func (s *Scheduler) unlockAndNotify() {
 	s.pendingNotes = nil
 	s.mu.Unlock()
 	for _, e := range notes {
-		s.cfg.Observer.NodeChanged(e)
+		s.observe(func(o Observer) { o.NodeChanged(e) })
 	}
 }
 
@@ -693,7 +1062,8 @@ func (s *Scheduler) ReportLoad(load Load) {
 	s.dispatchLocked()
 }
 
-// monitor declares slaves lost when their heartbeats stop.
+// monitor declares slaves lost when their heartbeats stop, drops retained jobs past
+// their age and retries the journal for finished jobs it has not taken.
 func (s *Scheduler) monitor() {
 	defer s.wg.Done()
 	t := time.NewTicker(s.cfg.HeartbeatTimeout / 4)
@@ -712,10 +1082,12 @@ func (s *Scheduler) monitor() {
 				calls = append(calls, s.loseLocked(n, fmt.Errorf("no heartbeat for %v", now.Sub(n.lastBeat).Round(time.Millisecond))))
 			}
 		}
+		s.trimLocked(now) // age bound
 		s.unlockAndNotify()
 		for _, f := range calls {
 			f()
 		}
+		s.syncFinished()
 	}
 }
 
@@ -735,7 +1107,8 @@ type NodeInfo struct {
 	Role      string    `json:"role"` // "master" or "slave"
 	State     string    `json:"state"`
 	Capacity  int       `json:"capacity"`
-	Running   int       `json:"running"`
+	Running   int       `json:"running"`        // jobs
+	Used      int       `json:"used,omitempty"` // program slots they hold (a judged job: several)
 	Done      int       `json:"done"`
 	Load      Load      `json:"load"`
 	LastBeat  time.Time `json:"last_beat,omitzero"`
@@ -759,7 +1132,7 @@ func (s *Scheduler) Snapshot(recent int) Snapshot {
 		if n.draining {
 			state = NodeDraining
 		}
-		in := NodeInfo{Name: n.Name, Role: n.role, State: state, Capacity: n.Capacity, Running: len(n.running), Done: n.done,
+		in := NodeInfo{Name: n.Name, Role: n.role, State: state, Capacity: n.Capacity, Running: len(n.running), Used: n.used, Done: n.done,
 			Load: n.load, LastBeat: n.lastBeat, Joined: n.joined}
 		for l := range n.Languages {
 			in.Languages = append(in.Languages, l)
@@ -792,5 +1165,11 @@ func (s *Scheduler) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
+	s.syncFinished()
+	s.mu.Lock()
+	for _, j := range s.unsynced {
+		s.log.Error("journal never took this finished job: it runs again after a restart", "job", j.ID)
+	}
+	s.mu.Unlock()
 	return nil
 }

@@ -38,6 +38,10 @@ type masterConfig struct {
 	Queue        int
 	Data         string
 	Heartbeat    time.Duration
+	Retain       string        // size of finished jobs kept, in memory and in the journal
+	RetainAge    time.Duration // age past which finished jobs are forgotten (0: none)
+	MaxAttempts  int           // dispatches of a job before it ends as crashed_node
+	Grace        time.Duration // added to a job's limits to make a dispatch's deadline
 	Autoscale    autoscaleConfig
 	Pool         int
 	DockerHost   string
@@ -63,6 +67,10 @@ func (c *masterConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Queue, "queue", 100, "accepted programs that may wait for a slot; past it clients are told the server is busy")
 	fs.StringVar(&c.Data, "data", "", "directory of the job journal; with it no accepted program is lost when the master dies (empty: memory only)")
 	fs.DurationVar(&c.Heartbeat, "heartbeat-timeout", 3*time.Second, "a slave silent this long is lost and its programs run elsewhere")
+	fs.StringVar(&c.Retain, "retain", "256MiB", "results of finished programs kept for clients that come back for them, in memory and again in the journal, oldest dropped first (their inputs are dropped at once)")
+	fs.DurationVar(&c.RetainAge, "retain-age", 24*time.Hour, "finished programs older than this are forgotten (0: no age bound)")
+	fs.IntVar(&c.MaxAttempts, "max-attempts", 3, "dispatches of a program whose node dies or hangs, or that was running when the master died, before it ends as crashed_node")
+	fs.DurationVar(&c.Grace, "dispatch-grace", 30*time.Second, "added to a program's compile and run limits: a node with no answer by then loses it, and it runs again")
 	c.Autoscale.flags(fs)
 	fs.IntVar(&c.Pool, "pool", 2, "warm sandbox containers kept ready per language (0: none)")
 	fs.StringVar(&c.DockerHost, "docker-host", "", "Docker engine address (default: $DOCKER_HOST or the local socket)")
@@ -147,6 +155,20 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 	}
 	scfg.MaxLimits = max
 	scfg.Logger = log
+	retain := int64(scheduler.DefaultRetainBytes)
+	if cfg.Retain != "" {
+		if retain, err = parseSize(cfg.Retain); err != nil {
+			return fmt.Errorf("--retain: %w", err)
+		}
+	}
+	scfg.RetainBytes = retain
+	scfg.RetainAge = cfg.RetainAge
+	if cfg.MaxAttempts > 0 {
+		scfg.MaxAttempts = cfg.MaxAttempts
+	}
+	if cfg.Grace > 0 {
+		scfg.DispatchGrace = cfg.Grace
+	}
 	mcfg := monitor.DefaultConfig()
 	mcfg.Title, mcfg.Logger = cfg.Node, log
 	if mcfg.Token, err = httpToken(cfg); err != nil {
@@ -157,9 +179,12 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 		return err
 	}
 	scfg.Observer = mon
-	var journal scheduler.Journal = scheduler.NewMemJournal(10000)
+	var journal scheduler.Journal = scheduler.NewMemJournalWith(scheduler.MemJournalConfig{
+		KeepFinished: 10000, RetainBytes: retain, RetainAge: cfg.RetainAge})
 	if cfg.Data != "" {
-		bj, err := bolt.Open(bolt.DefaultConfig(cfg.Data))
+		bcfg := bolt.DefaultConfig(cfg.Data)
+		bcfg.RetainBytes, bcfg.RetainAge, bcfg.Logger = retain, cfg.RetainAge, log
+		bj, err := bolt.Open(bcfg)
 		if err != nil {
 			return err
 		}
