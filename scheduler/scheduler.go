@@ -630,6 +630,16 @@ func (s *Scheduler) complete(ctx context.Context, a attempt, res sandbox.Result,
 		s.unlockAndNotify()
 		lost()
 		return
+	case errors.Is(err, sandbox.ErrUnavailable) && a.number < s.cfg.MaxAttempts:
+		// The node could not run the program this time (its engine refused or lost a
+		// container, or the sandbox ended without a result): that is the node's failure,
+		// not the program's outcome, and another attempt, there or on another node, may
+		// run it. The attempt counts, so a program that breaks its sandbox every time
+		// ends after MaxAttempts with the node's error.
+		s.requeueLocked(j, fmt.Sprintf("node %s could not run it: %v", n.Name, err))
+		s.dispatchLocked()
+		s.unlockAndNotify()
+		return
 	case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
 		s.requeueLocked(j, fmt.Sprintf("node %s gave no result within %v (the job's compile and run limits plus %v grace): %v", n.Name, a.timeout, s.cfg.DispatchGrace, err))
 		s.dispatchLocked()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -129,6 +130,40 @@ func TestRunnerPanicEndsJob(t *testing.T) {
 	}
 	if snap := s.Snapshot(0); snap.Nodes[0].Running != 0 || snap.Nodes[0].Used != 0 {
 		t.Errorf("slot not freed: %+v", snap.Nodes[0])
+	}
+}
+
+// TestUnavailableRunsAgain: a node that could not run a program (sandbox.ErrUnavailable:
+// its engine refused a container under load, the sandbox ended without a result) does not
+// end the job: it runs again, and only a node that fails it MaxAttempts times ends it, with
+// the node's error.
+func TestUnavailableRunsAgain(t *testing.T) {
+	t.Parallel()
+	var calls sync.Map // program → attempts seen
+	flaky := runnerFunc(func(ctx context.Context, spec sandbox.Spec, _ *sandbox.Streams) (sandbox.Result, error) {
+		src := string(spec.Files[0].Content)
+		n, _ := calls.LoadOrStore(src, new(atomic.Int32))
+		if k := n.(*atomic.Int32).Add(1); src == "always" || k == 1 {
+			return sandbox.Result{}, fmt.Errorf("%w: create container: the engine is busy", sandbox.ErrUnavailable)
+		}
+		return sandbox.Result{Status: sandbox.StatusOK, Stdout: []byte(src)}, nil
+	})
+	s, err := New(DefaultConfig(), flaky, NewMemJournal(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	once, _ := s.Submit(prog("once"), false)
+	if e := lastEvent(t, once); e.Err != nil || e.Result.Status != sandbox.StatusOK || e.Result.Attempts != 2 {
+		t.Errorf("a job whose node failed it once: %+v %v", e.Result, e.Err)
+	}
+	always, _ := s.Submit(prog("always"), false)
+	e := lastEvent(t, always)
+	if !errors.Is(e.Err, sandbox.ErrUnavailable) || !strings.Contains(e.Err.Error(), "engine is busy") {
+		t.Errorf("a job its node can never run ended with %v, want the node's unavailable error", e.Err)
+	}
+	if in := always.Info(); in.Attempts != DefaultConfig().MaxAttempts {
+		t.Errorf("%d attempts, want %d", in.Attempts, DefaultConfig().MaxAttempts)
 	}
 }
 
