@@ -211,13 +211,6 @@ func TestAutoscaleSecured(t *testing.T) {
 	token = strings.TrimSpace(token)
 	data := t.TempDir()
 	cleanupCluster(t, node)
-	var volume string  // the slave's CA volume
-	t.Cleanup(func() { // after the master stopped (registered before it started)
-		if volume != "" && exec.Command("docker", "volume", "inspect", volume).Run() == nil {
-			t.Errorf("the CA's volume %s outlived its slave", volume)
-			exec.Command("docker", "volume", "rm", volume).Run()
-		}
-	})
 	var log *slog.Logger
 	if os.Getenv("RUNBOX_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -225,8 +218,9 @@ func TestAutoscaleSecured(t *testing.T) {
 	addr := startMasterLog(t, nil, log, func(c *masterConfig) {
 		c.Node, c.MaxPrograms, c.Data, c.CPUThreshold = node, 0, data, 0
 		c.TLSDir, c.Tokens = filepath.Join(pki, "master"), tokens
-		c.Autoscale = autoscaleConfig{Mode: "docker", Min: 1, Max: 1, Capacity: 1, CPUs: 1, Memory: "512MiB", Network: "host",
-			Image: "runbox/server:latest", IdleAfter: time.Minute, DockerSock: "/var/run/docker.sock"}
+		// No slot of its own: the job waits, the autoscaler starts a slave.
+		c.Autoscale = autoscaleConfig{Mode: "docker", Min: 0, Max: 1, Capacity: 1, CPUs: 1, Memory: "512MiB", Network: "host",
+			Image: "runbox/server:latest", IdleAfter: 3 * time.Second, DockerSock: "/var/run/docker.sock"}
 	})
 	ccfg := transport.DefaultClientConfig()
 	ccfg.Token = token
@@ -239,7 +233,9 @@ func TestAutoscaleSecured(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	res, err := c.Run(context.Background(), sandbox.Spec{Language: "python", Files: []sandbox.File{{Content: []byte("print('secured')\n")}},
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute) // a slave that cannot join: no answer
+	defer cancel()
+	res, err := c.Run(ctx, sandbox.Spec{Language: "python", Files: []sandbox.File{{Content: []byte("print('secured')\n")}},
 		Limits: sandbox.Limits{RunTime: 30 * time.Second}}, transport.RunOptions{})
 	if err != nil || res.Status != sandbox.StatusOK || string(res.Stdout) != "secured\n" || res.Node != node+"-slave-1" {
 		t.Fatalf("job: %v %+v (want it run on the autoscaled slave %s-slave-1)", err, res, node)
@@ -260,5 +256,17 @@ func TestAutoscaleSecured(t *testing.T) {
 	if f[1] != "65534:65534" || f[2] != `["ALL"]` || f[3] != "true" || f[4] == "null" || f[5] == "" {
 		t.Errorf("slave container: user %q cap-drop %s read-only %s group-add %s volume %q", f[1], f[2], f[3], f[4], f[5])
 	}
-	volume = f[5]
+
+	// Idle, the slave is drained and removed, and its CA volume with it.
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(slaveContainers(t, node)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the idle slave is still there: %v", slaveContainers(t, node))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if exec.Command("docker", "volume", "inspect", f[5]).Run() == nil {
+		t.Errorf("the CA's volume %s outlived its slave", f[5])
+		exec.Command("docker", "volume", "rm", f[5]).Run()
+	}
 }
