@@ -60,10 +60,12 @@ test-short: ## run the tests that need no Docker daemon (go test -short)
 bench: images ## run the sandbox benchmarks (vars BENCHTIME, default 20x; BENCHCOUNT, default 1)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./sandbox/docker/
 
-cluster: images ## start a one-machine cluster: the master in a container, slaves spawned under load
+# Secure by default (TLS, tokens, ports on 127.0.0.1; the client token printed once);
+# INSECURE=1 for the plaintext, open cluster. Settings: see deploy/cluster.sh.
+cluster: images build ## start a one-machine cluster, secured: the master in a container, slaves spawned under load (INSECURE=1: open)
 	deploy/cluster.sh up
 
-cluster-down: ## stop and remove the cluster, slaves and sandboxes included (PURGE=1: its journal too)
+cluster-down: ## stop and remove the cluster, slaves and sandboxes included (PURGE=1: its journal and credentials too)
 	deploy/cluster.sh down
 
 .PHONY: demo

@@ -30,7 +30,8 @@ import (
 // Who may open a session (Server.authenticate):
 //   - A slave: with a verified certificate of role slave, or a join token (a tokens-file
 //     line with role=slave). A certificate of another role is refused even with a token.
-//     With neither TLS nor a tokens file the cluster is open and anyone may join.
+//     With neither TLS nor a tokens file the cluster is open and anyone may join. The
+//     master's own join tokens (ServerConfig.JoinTokens) admit slaves the same way.
 //   - A client: with a tokens file, a client token (the token's name is who it is in the
 //     audit log, and its limits apply); without one, anyone (named by its certificate when
 //     it presents one).
@@ -340,6 +341,11 @@ func (s *Server) authenticate(hello Hello, state *tls.ConnectionState, remote st
 	var tok *Token
 	if s.cfg.Tokens != nil {
 		tok = s.cfg.Tokens.lookup(hello.Token)
+	}
+	if j := s.cfg.JoinTokens; tok == nil && j != nil {
+		if t := j.lookup(hello.Token); t != nil && t.Role == RoleSlave {
+			tok = t
+		}
 	}
 	switch hello.Role {
 	case RoleSlave:

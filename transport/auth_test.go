@@ -143,6 +143,50 @@ func TestSlaveJoinToken(t *testing.T) {
 	}
 }
 
+// TestMastersJoinToken: the master's own join token (ServerConfig.JoinTokens) admits a
+// slave over TLS with no tokens file, where clients stay free to connect without a token;
+// with a tokens file it is still no client token.
+func TestMastersJoinToken(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	join, hash := NewToken()
+	store, err := ParseTokens(strings.NewReader("master-join "+hash+" role=slave\n"), "join token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, func(s *scheduler.Config, c *ServerConfig) {
+		s.MaxPrograms = 0
+		c.TLS, c.JoinTokens = p.serverTLS(), store
+	})
+	withCA := func(c *ClientConfig) { c.TLS = p.clientTLS("") }
+	for _, tok := range []string{"", "rbx_guessed"} {
+		sl, _ := NewSlave(SlaveConfig{Master: ts.addr, Node: "rogue", Capacity: 1, Client: ClientConfig{Token: tok, TLS: p.clientTLS("")}}, &sandboxtest.Fake{})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := sl.Run(ctx); !errors.Is(err, ErrUnauthorized) {
+			t.Errorf("slave with token %q: %v, want unauthorized", tok, err)
+		}
+		cancel()
+	}
+	sl, _ := NewSlave(SlaveConfig{Master: ts.addr, Node: "provisioned", Capacity: 1, LoadInterval: 100 * time.Millisecond,
+		Client: ClientConfig{Token: join, TLS: p.clientTLS("")}}, &sandboxtest.Fake{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sl.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitNodes(t, ts, 2)
+	c := dialT(t, ts.addr, withCA) // a client without a token: no tokens file
+	if res, err := c.Run(context.Background(), prog("out hi"), RunOptions{}); err != nil || res.Node != "provisioned" {
+		t.Errorf("%v %+v", err, res)
+	}
+
+	// With a tokens file, the master's join token is no client token.
+	ts2, toks := tokenServer(t, nil, func(_ *scheduler.Config, c *ServerConfig) { c.JoinTokens = store }, "alice")
+	if err := dialErr(ts2.addr, withToken(join)); !errors.Is(err, ErrUnauthorized) || !strings.Contains(err.Error(), "slave join token") {
+		t.Errorf("the join token as a client's: %v", err)
+	}
+	stillServes(t, ts2.addr, withToken(toks["alice"]))
+}
+
 func TestRateLimitPerMinute(t *testing.T) {
 	t.Parallel()
 	ts, toks := tokenServer(t, nil, nil, "alice per-minute=2", "bob")

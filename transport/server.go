@@ -40,6 +40,10 @@ type ServerConfig struct {
 	// Tokens, when set, makes clients authenticate with a bearer token and applies the
 	// token's limits; slaves then join with a slave certificate or a join token (auth.go).
 	Tokens *TokenStore
+	// JoinTokens, when set, are more slave join tokens (role=slave lines; others are
+	// ignored): the master's own, for the slaves it provisions. Unlike Tokens they do not
+	// make clients need a token.
+	JoinTokens *TokenStore
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 	// RequestBytes bounds the request payloads being received at once, over every

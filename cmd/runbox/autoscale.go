@@ -30,6 +30,7 @@ type autoscaleConfig struct {
 	Cluster     string
 	DockerSock  string
 	SlaveImages string
+	JoinToken   string // file
 }
 
 func (c *autoscaleConfig) flags(fs *flag.FlagSet) {
@@ -46,11 +47,14 @@ func (c *autoscaleConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Cluster, "cluster", "", "autoscaling: label of this cluster's slave containers (default: the node name)")
 	fs.StringVar(&c.DockerSock, "docker-socket", "/var/run/docker.sock", "autoscaling: the engine socket on the host, mounted into slaves")
 	fs.StringVar(&c.SlaveImages, "slave-image-tag", "", "autoscaling: --image-tag passed to the slaves (default: the master's)")
+	fs.StringVar(&c.JoinToken, "join-token-file", "", "file holding the slaves' join token, which this master admits even without --tokens and gives to the slaves it starts (default: DATA/join-token, made at the first start; without --data, one for this run)")
 }
 
 // startAutoscaler starts the autoscaler the flags ask for; stop waits for it.
 // bound is the address the master listens on (its port is what slaves dial by default).
-func startAutoscaler(ctx context.Context, cfg masterConfig, bound string, sched *scheduler.Scheduler, log *slog.Logger) (stop func(), err error) {
+// creds are what the slaves get to join: the join token in their environment (or a Swarm
+// secret), the CA certificate as a file; never in their arguments.
+func startAutoscaler(ctx context.Context, cfg masterConfig, bound string, sched *scheduler.Scheduler, creds slaveCredentials, log *slog.Logger) (stop func(), err error) {
 	a := cfg.Autoscale
 	switch a.Mode {
 	case "", "off":
@@ -92,6 +96,14 @@ func startAutoscaler(ctx context.Context, cfg masterConfig, bound string, sched 
 	pcfg.Memory = mem
 	pcfg.DockerSocket = a.DockerSock
 	pcfg.Args = []string{"--image-tag", tag}
+	pcfg.JoinToken, pcfg.CA = creds.Token, creds.CA
+	if a.Mode == "docker" {
+		// Slaves run as an unprivileged user in the socket's group; when this process
+		// cannot see the socket (a remote engine), as root, still without capabilities.
+		if pcfg.SocketGID, err = dockerprov.SocketGroup(a.DockerSock); err != nil {
+			log.Warn("slaves run as root (without capabilities): the Docker socket's group is unknown", "component", "autoscaler", "err", err)
+		}
+	}
 	var prov scheduler.Provisioner
 	if a.Mode == "swarm" {
 		// One Swarm service per slave, on any node of the swarm; --slave-network is "host"

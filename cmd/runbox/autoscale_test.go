@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -39,16 +40,13 @@ func slaveContainers(t *testing.T, cluster string) []string {
 	return ids
 }
 
-// TestAutoscaleDocker: load crosses the threshold, slave containers start and take jobs;
-// the load ends, the slaves are drained and removed after their idle time; no job fails.
-func TestAutoscaleDocker(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs Docker")
-	}
-	node := fmt.Sprint("scale-", time.Now().UnixNano()%100000)
+// cleanupCluster removes, at the end of the test, whatever the cluster of the master
+// named node left, and fails the test when the master (stopped first: cleanups run last
+// first) left any of its containers.
+func cleanupCluster(t *testing.T, node string) {
 	t.Cleanup(func() {
 		if ids := clusterContainers(t, node); len(ids) > 0 {
-			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+			exec.Command("docker", append([]string{"rm", "-f", "-v"}, ids...)...).Run()
 		}
 		// The sandboxes of slaves removed above before they could remove their own.
 		out, _ := exec.Command("docker", "ps", "-a", "--filter", "label=runbox.sandbox=1", "--format", `{{.ID}} {{.Label "runbox.owner"}}`).Output()
@@ -58,13 +56,23 @@ func TestAutoscaleDocker(t *testing.T) {
 			}
 		}
 	})
-	// Runs after the master stopped (cleanups run last first): it removed everything it
-	// started, the slave it had created ahead of time included.
+	// Runs after the master stopped: it removed everything it started, the slave it had
+	// created ahead of time included.
 	t.Cleanup(func() {
 		if ids := clusterContainers(t, node); len(ids) > 0 {
 			t.Errorf("containers of cluster %s left after the master stopped: %v", node, ids)
 		}
 	})
+}
+
+// TestAutoscaleDocker: load crosses the threshold, slave containers start and take jobs;
+// the load ends, the slaves are drained and removed after their idle time; no job fails.
+func TestAutoscaleDocker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs Docker")
+	}
+	node := fmt.Sprint("scale-", time.Now().UnixNano()%100000)
+	cleanupCluster(t, node)
 	var log *slog.Logger
 	if os.Getenv("RUNBOX_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -177,4 +185,88 @@ func loadCluster(t *testing.T, c *transport.Client, master string, n int, mark f
 		t.Fatalf("no job ran on a started slave: %v", nodes)
 	}
 	return nodes, firstSlave
+}
+
+// TestAutoscaleSecured: a master with --tls-dir and --tokens gets its autoscaled slaves:
+// they join with its join token (in their environment) over TLS (the CA copied into their
+// container), run as an unprivileged user in the socket's group with every capability
+// dropped and a read-only root, and run a client's job. No credential is in a slave's
+// command line, and the CA's volume goes with the slave.
+func TestAutoscaleSecured(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs Docker")
+	}
+	node := fmt.Sprint("secure-", time.Now().UnixNano()%100000)
+	pki := filepath.Join(t.TempDir(), "pki")
+	tokens := filepath.Join(pki, "tokens")
+	for _, args := range [][]string{
+		{"certs", "init", "--dir", pki},
+		{"certs", "issue", "--dir", pki, "--role", "master", "--name", "master"},
+	} {
+		if code, _, errOut := cli(t, "", args...); code != 0 {
+			t.Fatalf("%q: %d %s", args, code, errOut)
+		}
+	}
+	_, token, _ := cli(t, "", "certs", "token", "--name", "alice", "--tokens", tokens)
+	token = strings.TrimSpace(token)
+	data := t.TempDir()
+	cleanupCluster(t, node)
+	var log *slog.Logger
+	if os.Getenv("RUNBOX_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	addr := startMasterLog(t, nil, log, func(c *masterConfig) {
+		c.Node, c.MaxPrograms, c.Data, c.CPUThreshold = node, 0, data, 0
+		c.TLSDir, c.Tokens = filepath.Join(pki, "master"), tokens
+		// No slot of its own: the job waits, the autoscaler starts a slave.
+		c.Autoscale = autoscaleConfig{Mode: "docker", Min: 0, Max: 1, Capacity: 1, CPUs: 1, Memory: "512MiB", Network: "host",
+			Image: "runbox/server:latest", IdleAfter: 3 * time.Second, DockerSock: "/var/run/docker.sock"}
+	})
+	ccfg := transport.DefaultClientConfig()
+	ccfg.Token = token
+	var err error
+	if ccfg.TLS, err = transport.ClientTLS(filepath.Join(pki, "ca.crt"), "", ""); err != nil {
+		t.Fatal(err)
+	}
+	c, err := transport.Dial(context.Background(), addr, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute) // a slave that cannot join: no answer
+	defer cancel()
+	res, err := c.Run(ctx, sandbox.Spec{Language: "python", Files: []sandbox.File{{Content: []byte("print('secured')\n")}},
+		Limits: sandbox.Limits{RunTime: 30 * time.Second}}, transport.RunOptions{})
+	if err != nil || res.Status != sandbox.StatusOK || string(res.Stdout) != "secured\n" || res.Node != node+"-slave-1" {
+		t.Fatalf("job: %v %+v (want it run on the autoscaled slave %s-slave-1)", err, res, node)
+	}
+
+	// The slave container as the engine runs it.
+	out, err := exec.Command("docker", "inspect", "--format",
+		`{{json .Config.Cmd}}|{{.Config.User}}|{{json .HostConfig.CapDrop}}|{{.HostConfig.ReadonlyRootfs}}|{{json .HostConfig.GroupAdd}}|{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}}{{end}}{{end}}`,
+		"runbox-"+node+"-slave-1").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Split(strings.TrimSpace(string(out)), "|")
+	join, _ := os.ReadFile(filepath.Join(data, "join-token"))
+	if strings.Contains(f[0], strings.TrimSpace(string(join))) || strings.Contains(f[0], "BEGIN") || len(join) == 0 {
+		t.Errorf("a credential in the slave's command line: %s", f[0])
+	}
+	if f[1] != "65534:65534" || f[2] != `["ALL"]` || f[3] != "true" || f[4] == "null" || f[5] == "" {
+		t.Errorf("slave container: user %q cap-drop %s read-only %s group-add %s volume %q", f[1], f[2], f[3], f[4], f[5])
+	}
+
+	// Idle, the slave is drained and removed, and its CA volume with it.
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(slaveContainers(t, node)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the idle slave is still there: %v", slaveContainers(t, node))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if exec.Command("docker", "volume", "inspect", f[5]).Run() == nil {
+		t.Errorf("the CA's volume %s outlived its slave", f[5])
+		exec.Command("docker", "volume", "rm", f[5]).Run()
+	}
 }

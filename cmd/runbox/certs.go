@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"runbox/internal/clientconf"
 	"runbox/transport"
 )
 
@@ -252,6 +253,78 @@ func secureMaster(cfg *transport.ServerConfig, tlsDir, tokens string, log *slog.
 		log.Info("tls on; clients need a token", "tokens", cfg.Tokens.Len())
 	}
 	return nil
+}
+
+// joinTokenFile is the master's join token in its --data directory.
+const joinTokenFile = "join-token"
+
+// slaveCredentials are what a master gives the slaves it provisions: its join token, which
+// its own token store admits as a slave join token even without a tokens file, and the
+// cluster's CA certificate when it speaks TLS.
+type slaveCredentials struct {
+	Token string
+	CA    []byte // PEM; nil without --tls-dir
+	Store *transport.TokenStore
+}
+
+// masterSlaveCredentials reads or makes the master's join token (--join-token-file, else
+// DATA/join-token, made 0600 at the first start, else one for this run only) and reads
+// the CA certificate of --tls-dir.
+func masterSlaveCredentials(tokenFile, data, tlsDir string, log *slog.Logger) (slaveCredentials, error) {
+	var c slaveCredentials
+	var err error
+	switch {
+	case tokenFile != "":
+		if c.Token, err = clientconf.ReadToken(tokenFile); err != nil {
+			return c, fmt.Errorf("--join-token-file: %w", err)
+		}
+	case data != "":
+		if c.Token, err = dataJoinToken(filepath.Join(data, joinTokenFile)); err != nil {
+			return c, fmt.Errorf("join token: %w", err)
+		}
+	default:
+		c.Token, _ = transport.NewToken()
+		log.Debug("no --data and no --join-token-file: the slaves' join token lasts this run only", "component", "master")
+	}
+	line := "master-join " + transport.HashToken(c.Token) + " role=" + transport.RoleSlave
+	if c.Store, err = transport.ParseTokens(strings.NewReader(line), "join token"); err != nil {
+		return c, err
+	}
+	if tlsDir != "" {
+		if c.CA, err = os.ReadFile(filepath.Join(tlsDir, transport.CAFile)); err != nil {
+			return c, fmt.Errorf("--tls-dir: the CA certificate for the slaves: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// dataJoinToken returns the join token kept at path, making it (0600, in a 0700
+// directory) when there is none.
+func dataJoinToken(path string) (string, error) {
+	tok, err := clientconf.ReadToken(path)
+	if !errors.Is(err, os.ErrNotExist) {
+		return tok, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	tok, _ = transport.NewToken()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", err
+	}
+	_, err = fmt.Fprintln(f, tok)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return "", err
+	}
+	return tok, nil
 }
 
 // clientTLS builds a client's TLS configuration from --tls-ca, --tls-cert and --tls-key

@@ -182,3 +182,114 @@ func TestSecuredCluster(t *testing.T) {
 		t.Errorf("slave with a client certificate: %v", err)
 	}
 }
+
+// TestMasterJoinToken: the master's join token is kept 0600 in its data directory from
+// the first start on, read from --join-token-file when given, or made for one run; the
+// slaves' CA is the --tls-dir's.
+func TestMasterJoinToken(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.DiscardHandler)
+	data := filepath.Join(t.TempDir(), "data")
+	c1, err := masterSlaveCredentials("", data, "", log)
+	if err != nil || !strings.HasPrefix(c1.Token, "rbx_") || c1.CA != nil {
+		t.Fatalf("first start: %+v %v", c1, err)
+	}
+	if m := mode(t, filepath.Join(data, "join-token")); m != 0o600 {
+		t.Errorf("join-token mode %v, want 0600", m)
+	}
+	if m := mode(t, data); m != 0o700 {
+		t.Errorf("data directory mode %v, want 0700", m)
+	}
+	if c2, err := masterSlaveCredentials("", data, "", log); err != nil || c2.Token != c1.Token {
+		t.Errorf("second start: a token other than the first's (%v)", err)
+	}
+	if c3, _ := masterSlaveCredentials("", "", "", log); c3.Token == "" || c3.Token == c1.Token {
+		t.Errorf("without --data: %q", c3.Token)
+	}
+	file := write(t, "join", "rbx_given\n")
+	if c, err := masterSlaveCredentials(file, data, "", log); err != nil || c.Token != "rbx_given" {
+		t.Errorf("--join-token-file: %q %v", c.Token, err)
+	}
+	if _, err := masterSlaveCredentials(filepath.Join(t.TempDir(), "none"), "", "", log); err == nil {
+		t.Error("a missing --join-token-file: no error")
+	}
+	pki := filepath.Join(t.TempDir(), "pki")
+	cli(t, "", "certs", "init", "--dir", pki)
+	cli(t, "", "certs", "issue", "--dir", pki, "--role", "master", "--name", "m")
+	ca, _ := os.ReadFile(filepath.Join(pki, "ca.crt"))
+	if c, err := masterSlaveCredentials("", "", filepath.Join(pki, "m"), log); err != nil || string(c.CA) != string(ca) || len(ca) == 0 {
+		t.Errorf("the slaves' CA: %q %v", c.CA, err)
+	}
+}
+
+func TestSlaveTokenFile(t *testing.T) {
+	t.Parallel()
+	file := write(t, "tok", "rbx_from_file\n")
+	for _, c := range []struct {
+		token, file, want, err string
+	}{
+		{"rbx_flag", "", "rbx_flag", ""},
+		{"", file, "rbx_from_file", ""},
+		{"rbx_flag", file, "", "not both"},
+		{"", file + ".none", "", "no such file"},
+	} {
+		got, err := slaveToken(c.token, c.file)
+		if got != c.want || (err == nil) != (c.err == "") || (err != nil && !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("slaveToken(%q, %q) = %q, %v; want %q, %q", c.token, c.file, got, err, c.want, c.err)
+		}
+	}
+	if code, _, errOut := cli(t, "", "slave", "--master", "127.0.0.1:1", "--token", "x", "--token-file", file); code != exitUsage || !strings.Contains(errOut, "not both") {
+		t.Errorf("both: %d %q", code, errOut)
+	}
+}
+
+// TestJoinTokenAdmitsSlavesWithoutTokensFile: a TLS master without --tokens admits a slave
+// with its own join token (from its data directory) and no other; clients still need no
+// token.
+func TestJoinTokenAdmitsSlavesWithoutTokensFile(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "pki")
+	for _, args := range [][]string{
+		{"certs", "init", "--dir", dir},
+		{"certs", "issue", "--dir", dir, "--role", "master", "--name", "master"},
+	} {
+		if code, _, errOut := cli(t, "", args...); code != 0 {
+			t.Fatalf("%q: %d %s", args, code, errOut)
+		}
+	}
+	data := t.TempDir()
+	addr := startMaster(t, &sandboxtest.Fake{}, func(c *masterConfig) {
+		c.MaxPrograms, c.TLSDir, c.Data = 0, filepath.Join(dir, "master"), data
+	})
+	ca := filepath.Join(dir, "ca.crt")
+	log := slog.New(slog.DiscardHandler)
+	err := serveSlave(context.Background(), slaveConfig{Master: addr, Node: "rogue", MaxPrograms: 1, TLSCA: ca, Token: "rbx_guess"}, log, &sandboxtest.Fake{})
+	if exitCodeOf(err) != exitUnauthorized {
+		t.Errorf("a slave with a wrong token: %v", err)
+	}
+	join, err := slaveToken("", filepath.Join(data, "join-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serveSlave(ctx, slaveConfig{Master: addr, Node: "joined", MaxPrograms: 1, TLSCA: ca, Token: join},
+			log, &sandboxtest.Fake{Node: "joined"})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	prog := write(t, "p.py", "out joined")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, out, errOut := cli(t, "", "submit", "--server", addr, "--tls-ca", ca, "--json", prog)
+		var r jsonResult
+		json.Unmarshal([]byte(out), &r)
+		if code == 0 && r.Node == "joined" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("submit: %d %q %q", code, out, errOut)
+		}
+		time.Sleep(100 * time.Millisecond) // the slave is still joining
+	}
+}

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"runbox/sandbox"
+	"runbox/sandbox/sandboxtest"
 	"runbox/transport"
 )
 
@@ -352,5 +355,84 @@ func TestHungSlaveIsDetected(t *testing.T) {
 	t.Logf("job moved %v after the slave hung (heartbeat timeout 1s)", moved)
 	if moved > 20*time.Second {
 		t.Errorf("moving took %v", moved)
+	}
+}
+
+// TestClusterCredentials runs `deploy/cluster.sh credentials` (what `make cluster` does
+// first) twice: the first run makes the CA, the master's certificate, the tokens file and
+// the dashboard token in a 0700 state directory, the client files 0600 in a 0700 client
+// directory, and prints the client token, whose hash is the tokens file's client line; the
+// second run changes nothing and prints no token. The files make a working secured master.
+func TestClusterCredentials(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("needs Docker and the server image")
+	}
+	tmp := t.TempDir()
+	state, client := filepath.Join(tmp, "state"), filepath.Join(tmp, "client")
+	run := func() string {
+		t.Helper()
+		cmd := exec.Command("bash", "../../deploy/cluster.sh", "credentials")
+		cmd.Env = append(os.Environ(), "RUNBOX_CLUSTER=credtest", "RUNBOX_STATE_DIR="+state, "RUNBOX_CONFIG_DIR="+client,
+			"RUNBOX_HOSTS=runbox.example.org")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("cluster.sh credentials: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	first := run()
+	token, err := os.ReadFile(filepath.Join(client, "token"))
+	tok := strings.TrimSpace(string(token))
+	if err != nil || !strings.HasPrefix(tok, "rbx_") || !strings.Contains(first, tok) {
+		t.Fatalf("client token %q (%v) not printed by the first run:\n%s", tok, err, first)
+	}
+	tokens, _ := os.ReadFile(filepath.Join(state, "tokens"))
+	if !strings.Contains(string(tokens), "client "+transport.HashToken(tok)) {
+		t.Errorf("tokens file %q lacks the client token's hash", tokens)
+	}
+	for path, want := range map[string]os.FileMode{
+		state: 0o700, client: 0o700,
+		filepath.Join(client, "token"): 0o600, filepath.Join(client, "ca.crt"): 0o600, filepath.Join(client, "http-token"): 0o600,
+		filepath.Join(state, "tokens"): 0o600, filepath.Join(state, "http-token"): 0o600, filepath.Join(state, "client-token"): 0o600,
+		filepath.Join(state, "pki", "ca.key"): 0o600, filepath.Join(state, "master", "tls.key"): 0o600,
+	} {
+		if m := mode(t, path); m != want {
+			t.Errorf("%s: mode %v, want %v", path, m, want)
+		}
+	}
+	ca, _ := os.ReadFile(filepath.Join(state, "pki", "ca.crt"))
+	if cc, _ := os.ReadFile(filepath.Join(client, "ca.crt")); string(cc) != string(ca) || len(ca) == 0 {
+		t.Error("the client's ca.crt is not the cluster's CA")
+	}
+	if h, _ := os.ReadFile(filepath.Join(client, "http-token")); !strings.HasPrefix(string(h), "rbx_") {
+		t.Errorf("http-token %q", h)
+	}
+	second := run()
+	if strings.Contains(second, tok) {
+		t.Errorf("the second run printed the token again:\n%s", second)
+	}
+	if again, _ := os.ReadFile(filepath.Join(client, "token")); string(again) != string(token) {
+		t.Error("the second run changed the client token")
+	}
+
+	// A master with these files: TLS for the names the slaves and clients dial, the token.
+	addr := startMaster(t, &sandboxtest.Fake{}, func(c *masterConfig) {
+		c.TLSDir, c.Tokens = filepath.Join(state, "master"), filepath.Join(state, "tokens")
+	})
+	prog := write(t, "p.py", "out cluster")
+	if code, out, errOut := cli(t, "", "submit", "--server", addr, "--tls-ca", filepath.Join(client, "ca.crt"), "--token", tok, prog); code != 0 || out != "cluster\n" {
+		t.Errorf("submit with the client files: %d %q %q", code, out, errOut)
+	}
+	crt, _ := os.ReadFile(filepath.Join(state, "master", "tls.crt"))
+	block, _ := pem.Decode(crt)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"credtest-master", "runbox.example.org", "localhost"} {
+		if cert.VerifyHostname(h) != nil {
+			t.Errorf("the master's certificate does not name %s: %v", h, cert.DNSNames)
+		}
 	}
 }

@@ -207,13 +207,18 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 	if err := secureMaster(&tcfg, cfg.TLSDir, cfg.Tokens, log); err != nil {
 		return err
 	}
+	creds, err := masterSlaveCredentials(cfg.Autoscale.JoinToken, cfg.Data, cfg.TLSDir, log)
+	if err != nil {
+		return err
+	}
+	tcfg.JoinTokens = creds.Store
 	srv, err := transport.NewServer(tcfg, sched)
 	if err != nil {
 		return err
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
-	stopScaler, err := startAutoscaler(ctx, cfg, ln.Addr().String(), sched, log)
+	stopScaler, err := startAutoscaler(ctx, cfg, ln.Addr().String(), sched, creds, log)
 	if err != nil {
 		ln.Close()
 		return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"runtime"
 
+	"runbox/internal/clientconf"
 	"runbox/sandbox"
 	"runbox/scheduler/psutil"
 	"runbox/transport"
@@ -21,6 +23,7 @@ type slaveConfig struct {
 	MaxPrograms int
 	Pool        int
 	Token       string
+	TokenFile   string
 	DockerHost  string
 	ImageTag    string
 	Runtime     string
@@ -41,7 +44,8 @@ func runSlave(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	fs.StringVar(&cfg.Node, "node", node, "this slave's name in the cluster, unique (default from $RUNBOX_NODE, else the hostname)")
 	fs.IntVar(&cfg.MaxPrograms, "max-programs", runtime.NumCPU(), "programs run at once on this slave")
 	fs.IntVar(&cfg.Pool, "pool", 2, "warm sandbox containers kept ready per language (0: none)")
-	fs.StringVar(&cfg.Token, "token", os.Getenv("RUNBOX_TOKEN"), "join token of a secured cluster (default from $RUNBOX_TOKEN)")
+	fs.StringVar(&cfg.Token, "token", os.Getenv("RUNBOX_TOKEN"), "join token of a secured cluster (default from $RUNBOX_TOKEN; --token-file keeps it out of ps)")
+	fs.StringVar(&cfg.TokenFile, "token-file", os.Getenv("RUNBOX_TOKEN_FILE"), "file holding the join token, e.g. a Docker secret (default from $RUNBOX_TOKEN_FILE)")
 	fs.StringVar(&cfg.DockerHost, "docker-host", "", "Docker engine address (default: $DOCKER_HOST or the local socket)")
 	fs.StringVar(&cfg.ImageTag, "image-tag", "latest", "tag of the runtime images (runbox/runtime-LANG:TAG)")
 	fs.StringVar(&cfg.Runtime, "runtime", "", "OCI runtime of the sandbox containers, e.g. runsc for gVisor when installed (default: the engine's)")
@@ -64,11 +68,30 @@ func runSlave(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		fmt.Fprintln(stderr, "runbox slave:", err)
 		return exitUsage
 	}
+	if cfg.Token, err = slaveToken(cfg.Token, cfg.TokenFile); err != nil {
+		fmt.Fprintln(stderr, "runbox slave:", err)
+		return exitUsage
+	}
 	if err := serveSlave(ctx, cfg, log, nil); err != nil {
 		log.Error("slave stopped", "err", err)
 		return exitCodeOf(err)
 	}
 	return 0
+}
+
+// slaveToken is the join token of --token or of --token-file (one of them at most).
+func slaveToken(token, file string) (string, error) {
+	switch {
+	case file == "":
+		return token, nil
+	case token != "":
+		return "", errors.New("give the join token with --token ($RUNBOX_TOKEN) or --token-file ($RUNBOX_TOKEN_FILE), not both")
+	}
+	tok, err := clientconf.ReadToken(file)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	return tok, nil
 }
 
 // serveSlave runs a slave until ctx ends; runner nil means the Docker sandbox.

@@ -1,13 +1,25 @@
 // Package docker is the autoscaler's Provisioner on a Docker Engine: each slave is a
 // container of the server image running `runbox slave`, labelled with its cluster and
-// node name, with CPU and memory limits, the Docker socket it needs for its own sandbox
-// containers, and the master's address. DOCKER_HOST pointing at another engine works.
+// node name, with CPU, memory and process limits, the Docker socket it needs for its own
+// sandbox containers, and the master's address. DOCKER_HOST pointing at another engine
+// works.
+//
+// A slave joins a secured master with the master's join token, which reaches it in its
+// environment ($RUNBOX_TOKEN), and with the cluster's CA certificate, copied into its
+// container before it starts (the file $RUNBOX_TLS_CA names): never in its arguments,
+// which `ps` shows to every user of the machine. The slave container is hardened (see
+// slaveConfig): no capability, read-only root, no-new-privileges, a pids and a memory
+// limit, and a non-root user in the socket's group. The socket itself is the engine:
+// whoever controls a slave controls that engine, which is root on its machine.
 package docker
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 
@@ -50,14 +62,34 @@ type Config struct {
 	Memory int64
 	// DockerSocket is the engine socket bind-mounted into slaves for their sandboxes.
 	DockerSocket string
-	// Args are extra arguments for `runbox slave` (token, TLS, image tag).
+	// SocketGID is the group that owns DockerSocket on the engine's machine (SocketGroup
+	// finds it): slaves run as the unprivileged SlaveUser with this group added, which is
+	// what lets them use the socket. Negative: unknown, and slaves run as root (still with
+	// every capability dropped: root owns the socket, so it needs none).
+	SocketGID int
+	// Pids caps the processes and threads of each slave container (0: no limit).
+	Pids int64
+	// JoinToken is the master's join token for its slaves: it reaches them in their
+	// environment ($RUNBOX_TOKEN), never in their arguments. Empty: none.
+	JoinToken string
+	// CA is the cluster's CA certificate (PEM) when the master speaks TLS: it is copied
+	// into each slave container before it starts, as CAPath ($RUNBOX_TLS_CA). Empty: none.
+	CA []byte
+	// Args are extra arguments for `runbox slave` (the image tag); never a secret.
 	Args []string
 }
+
+// Where the CA certificate is in a slave container, and the user a slave runs as.
+const (
+	CADir     = "/run/runbox"
+	CAPath    = CADir + "/ca.crt"
+	SlaveUser = "65534" // nobody
+)
 
 // DefaultConfig returns a Config for the local engine.
 func DefaultConfig() Config {
 	return Config{Cluster: "runbox", Image: "runbox/server:latest", Network: "host", Capacity: 2, Pool: 1,
-		CPUs: 1, Memory: 1 << 30, DockerSocket: "/var/run/docker.sock"}
+		CPUs: 1, Memory: 1 << 30, DockerSocket: "/var/run/docker.sock", SocketGID: -1, Pids: 512}
 }
 
 // Validate reports the first invalid field.
@@ -69,7 +101,7 @@ func (c Config) Validate() error {
 		return errors.New("provisioner: the address slaves dial (--advertise) is needed")
 	case c.Capacity < 1:
 		return errors.New("provisioner: slave capacity must be at least 1")
-	case c.CPUs < 0 || c.Memory < 0:
+	case c.CPUs < 0 || c.Memory < 0 || c.Pids < 0:
 		return errors.New("provisioner: slave limits must not be negative")
 	}
 	return nil
@@ -81,6 +113,7 @@ type dockerAPI interface {
 	ContainerStop(ctx context.Context, id string, opts container.StopOptions) error
 	ContainerRemove(ctx context.Context, id string, opts container.RemoveOptions) error
 	ContainerList(ctx context.Context, opts container.ListOptions) ([]container.Summary, error)
+	CopyToContainer(ctx context.Context, id, dstPath string, content io.Reader, opts container.CopyToContainerOptions) error
 	Close() error
 }
 
@@ -130,7 +163,7 @@ func (p *Provisioner) containerName(name string) string { return "runbox-" + nam
 
 // SlaveArgs are the arguments of the server image for the slave named name: `runbox
 // slave` dialling cfg.Master, with cfg's capacity, pool and extra arguments. The Swarm
-// provisioner builds its services from them too.
+// provisioner builds its services from them too. They never hold a credential.
 func SlaveArgs(cfg Config, name string) []string {
 	return append([]string{"slave", "--master", cfg.Master, "--node", name,
 		"--max-programs", strconv.Itoa(cfg.Capacity), "--pool", strconv.Itoa(cfg.Pool)}, cfg.Args...)
@@ -141,24 +174,67 @@ func SlaveLabels(cfg Config, name string) map[string]string {
 	return map[string]string{LabelCluster: cfg.Cluster, LabelRole: "slave", LabelNode: name}
 }
 
-// slaveConfig is the one place that decides how a slave container is built.
+// slaveConfig is the one place that decides how a slave container is built. A slave needs
+// the network (it dials the master), the Docker socket (its sandboxes) and nothing else:
+// no capability (the socket's group, or root as its owner, opens it), no write to its
+// root (a small tmpfs /tmp for what a library may want to write), no new privileges, at
+// most cfg.Pids processes and threads, no swap. TestSlaveConfigHardening pins it.
 func slaveConfig(cfg Config, name string) (*container.Config, *container.HostConfig) {
+	var env []string
+	if cfg.JoinToken != "" {
+		env = append(env, "RUNBOX_TOKEN="+cfg.JoinToken)
+	}
 	c := &container.Config{
 		Image:       cfg.Image,
 		Cmd:         SlaveArgs(cfg, name),
+		Env:         env,
 		Labels:      SlaveLabels(cfg, name),
 		StopTimeout: ptr(60), // a stopping slave finishes what it runs
 	}
 	h := &container.HostConfig{
-		NetworkMode: container.NetworkMode(cfg.Network),
-		Binds:       []string{cfg.DockerSocket + ":/var/run/docker.sock"},
+		NetworkMode:    container.NetworkMode(cfg.Network),
+		Binds:          []string{cfg.DockerSocket + ":/var/run/docker.sock"},
+		ReadonlyRootfs: true,
+		Tmpfs:          map[string]string{"/tmp": "rw,noexec,nosuid,nodev,size=16m"},
+		CapDrop:        []string{"ALL"},
+		SecurityOpt:    []string{"no-new-privileges"},
 		Resources: container.Resources{
-			NanoCPUs: int64(cfg.CPUs * 1e9),
-			Memory:   cfg.Memory,
+			NanoCPUs:   int64(cfg.CPUs * 1e9),
+			Memory:     cfg.Memory,
+			MemorySwap: cfg.Memory, // memory+swap: no swap (0 when there is no limit)
 		},
 		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "2"}},
 	}
+	if cfg.Pids > 0 {
+		h.PidsLimit = ptr(cfg.Pids)
+	}
+	if cfg.SocketGID >= 0 {
+		c.User = SlaveUser + ":" + SlaveUser
+		h.GroupAdd = []string{strconv.Itoa(cfg.SocketGID)}
+	}
+	if len(cfg.CA) > 0 {
+		// The root is read-only and the engine copies into a created container only on a
+		// volume: an anonymous one, removed with the container.
+		c.Volumes = map[string]struct{}{CADir: {}}
+		c.Env = append(c.Env, "RUNBOX_TLS_CA="+CAPath)
+	}
 	return c, h
+}
+
+// caArchive is the tar archive of the CA certificate that create copies to CADir.
+func caArchive(ca []byte) (io.Reader, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Name: "ca.crt", Mode: 0o644, Size: int64(len(ca)), Typeflag: tar.TypeReg}); err != nil {
+		return nil, err
+	}
+	if _, err := tw.Write(ca); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return &buf, nil
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -204,6 +280,16 @@ func (p *Provisioner) create(ctx context.Context, name string) (string, error) {
 	}
 	if err != nil {
 		return "", fmt.Errorf("create slave container: %w", err)
+	}
+	if len(p.cfg.CA) > 0 {
+		ar, err := caArchive(p.cfg.CA)
+		if err == nil {
+			err = p.api.CopyToContainer(ctx, created.ID, CADir, ar, container.CopyToContainerOptions{})
+		}
+		if err != nil {
+			p.remove(ctx, created.ID)
+			return "", fmt.Errorf("copy the CA certificate into the slave container: %w", err)
+		}
 	}
 	return created.ID, nil
 }
@@ -275,7 +361,8 @@ func (p *Provisioner) Stop(ctx context.Context, name string) error {
 }
 
 func (p *Provisioner) remove(ctx context.Context, id string) error {
-	err := p.api.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
+	// RemoveVolumes: the anonymous volume of the CA certificate goes with it.
+	err := p.api.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
 	if err == nil || errdefs.IsNotFound(err) || errdefs.IsConflict(err) {
 		return nil
 	}

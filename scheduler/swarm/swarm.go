@@ -18,10 +18,24 @@
 // deleted it, then removes the service (never earlier: see retire). Services and their containers carry the labels of scheduler/docker
 // (runbox.cluster, runbox.role=slave, runbox.node), so `docker service ls --filter
 // label=runbox.cluster=NAME` and `docker ps --filter ...` find them.
+//
+// Credentials: the master's join token and the cluster's CA certificate reach the slaves
+// as Docker secrets (files under /run/secrets, named by $RUNBOX_TOKEN_FILE and
+// $RUNBOX_TLS_CA), never in their arguments or environment. A secret's name carries a
+// hash of its content (secrets cannot change), so a new token makes a new secret; New
+// creates the current ones and removes the cluster's older ones that no service uses.
+//
+// Hardening: as scheduler/docker's slave containers (no capability, read-only root with a
+// tmpfs /tmp, no-new-privileges on engines that take it in a service (API 1.46), a pids
+// and a memory limit), except the user: a Swarm slave runs as root, because the Docker
+// socket's group differs from node to node and a service has one list of groups for all.
+// Root owns the socket, so it reaches it without any capability.
 package swarm
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -46,6 +60,14 @@ const (
 	LabelRole    = dockerprov.LabelRole
 	LabelNode    = dockerprov.LabelNode
 	labelOwner   = dockerprov.LabelOwner
+)
+
+// The slaves' secrets, as files in their containers.
+const (
+	TokenSecretFile = "/run/secrets/runbox-join-token"
+	CASecretFile    = "/run/secrets/runbox-ca.crt"
+	// roleSecret labels the secrets the provisioner makes (runbox.role).
+	roleSecret = "slave-credential"
 )
 
 // Config configures a Provisioner: the slaves as scheduler/docker describes them, where
@@ -84,6 +106,9 @@ type swarmAPI interface {
 	ServiceUpdate(ctx context.Context, id string, version swarm.Version, spec swarm.ServiceSpec, opts swarm.ServiceUpdateOptions) (swarm.ServiceUpdateResponse, error)
 	ServiceList(ctx context.Context, opts swarm.ServiceListOptions) ([]swarm.Service, error)
 	ServiceRemove(ctx context.Context, id string) error
+	SecretCreate(ctx context.Context, spec swarm.SecretSpec) (swarm.SecretCreateResponse, error)
+	SecretList(ctx context.Context, opts swarm.SecretListOptions) ([]swarm.Secret, error)
+	SecretRemove(ctx context.Context, id string) error
 	TaskList(ctx context.Context, opts swarm.TaskListOptions) ([]swarm.Task, error)
 	ContainerList(ctx context.Context, opts container.ListOptions) ([]container.Summary, error)
 	ContainerRemove(ctx context.Context, id string, opts container.RemoveOptions) error
@@ -92,10 +117,11 @@ type swarmAPI interface {
 
 // Provisioner starts and stops slaves as Swarm services.
 type Provisioner struct {
-	cfg    Config
-	api    swarmAPI
-	poll   time.Duration // how often Stop looks at the stopping task
-	margin time.Duration // how much longer than StopGrace Stop waits for it
+	cfg     Config
+	api     swarmAPI
+	secrets []*swarm.SecretReference // the slaves' credentials, made by New
+	poll    time.Duration            // how often Stop looks at the stopping task
+	margin  time.Duration            // how much longer than StopGrace Stop waits for it
 }
 
 var _ scheduler.Provisioner = (*Provisioner)(nil)
@@ -130,7 +156,91 @@ func newProvisioner(ctx context.Context, cfg Config, api swarmAPI) (*Provisioner
 		return nil, fmt.Errorf("swarm provisioner: the engine is not a swarm manager (swarm state %q): run `docker swarm init` or point --docker-host at a manager",
 			info.Swarm.LocalNodeState)
 	}
-	return &Provisioner{cfg: cfg, api: api, poll: 250 * time.Millisecond, margin: 30 * time.Second}, nil
+	p := &Provisioner{cfg: cfg, api: api, poll: 250 * time.Millisecond, margin: 30 * time.Second}
+	if p.secrets, err = p.ensureSecrets(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// ensureSecrets makes the secrets of the slaves' credentials (or finds them, made by an
+// earlier run) and removes the cluster's other credential secrets that no service uses.
+func (p *Provisioner) ensureSecrets(ctx context.Context) ([]*swarm.SecretReference, error) {
+	var refs []*swarm.SecretReference
+	keep := map[string]bool{}
+	for _, c := range []struct {
+		kind, file string
+		data       []byte
+	}{
+		{"join", TokenSecretFile, []byte(p.cfg.JoinToken)},
+		{"ca", CASecretFile, p.cfg.CA},
+	} {
+		if len(c.data) == 0 {
+			continue
+		}
+		sum := sha256.Sum256(c.data)
+		name := secretName(p.cfg.Cluster, c.kind, hex.EncodeToString(sum[:6]))
+		id, err := p.ensureSecret(ctx, name, c.data)
+		if err != nil {
+			return nil, err
+		}
+		keep[id] = true
+		refs = append(refs, &swarm.SecretReference{SecretID: id, SecretName: name, File: &swarm.SecretReferenceFileTarget{
+			Name: strings.TrimPrefix(c.file, "/run/secrets/"), UID: "0", GID: "0", Mode: 0o400}})
+	}
+	old, err := p.clusterSecrets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range old {
+		if !keep[s.ID] {
+			p.api.SecretRemove(ctx, s.ID) // in use by a leftover service: removed another time
+		}
+	}
+	return refs, nil
+}
+
+// secretName is a credential secret's name: the kind, a hash of its content and the
+// cluster, within Swarm's 64 characters.
+func secretName(cluster, kind, hash string) string {
+	return serviceName("runbox-" + kind + "-" + hash + "-" + cluster)
+}
+
+func (p *Provisioner) ensureSecret(ctx context.Context, name string, data []byte) (string, error) {
+	find := func() (string, error) {
+		list, err := p.api.SecretList(ctx, swarm.SecretListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
+		if err != nil {
+			return "", fmt.Errorf("list secrets: %w", err)
+		}
+		for _, s := range list {
+			if s.Spec.Name == name {
+				return s.ID, nil
+			}
+		}
+		return "", nil
+	}
+	if id, err := find(); id != "" || err != nil {
+		return id, err
+	}
+	resp, err := p.api.SecretCreate(ctx, swarm.SecretSpec{Annotations: swarm.Annotations{Name: name,
+		Labels: map[string]string{LabelCluster: p.cfg.Cluster, LabelRole: roleSecret}}, Data: data})
+	if errdefs.IsConflict(err) { // made meanwhile
+		return find()
+	}
+	if err != nil {
+		return "", fmt.Errorf("create the slaves' secret: %w", err)
+	}
+	return resp.ID, nil
+}
+
+// clusterSecrets are the credential secrets of the cluster.
+func (p *Provisioner) clusterSecrets(ctx context.Context) ([]swarm.Secret, error) {
+	list, err := p.api.SecretList(ctx, swarm.SecretListOptions{Filters: filters.NewArgs(
+		filters.Arg("label", LabelCluster+"="+p.cfg.Cluster), filters.Arg("label", LabelRole+"="+roleSecret))})
+	if err != nil {
+		return nil, fmt.Errorf("list secrets: %w", err)
+	}
+	return list, nil
 }
 
 // Close releases the engine connection.
@@ -151,8 +261,9 @@ func serviceName(node string) string {
 	return s
 }
 
-// serviceSpec is the one place that decides how a slave service is built.
-func serviceSpec(cfg Config, name string) swarm.ServiceSpec {
+// serviceSpec is the one place that decides how a slave service is built; secrets are the
+// slaves' credentials. TestServiceSpec pins it.
+func serviceSpec(cfg Config, name string, secrets []*swarm.SecretReference) swarm.ServiceSpec {
 	labels := dockerprov.SlaveLabels(cfg.Config, name)
 	args := dockerprov.SlaveArgs(cfg.Config, name)
 	grace := cfg.StopGrace
@@ -161,21 +272,37 @@ func serviceSpec(cfg Config, name string) swarm.ServiceSpec {
 	if len(cfg.Constraints) > 0 {
 		placement = &swarm.Placement{Constraints: cfg.Constraints}
 	}
+	env := []string{"RUNBOX_NODE=" + name}
+	for _, s := range secrets {
+		switch "/run/secrets/" + s.File.Name {
+		case TokenSecretFile:
+			env = append(env, "RUNBOX_TOKEN_FILE="+TokenSecretFile)
+		case CASecretFile:
+			env = append(env, "RUNBOX_TLS_CA="+CASecretFile)
+		}
+	}
 	return swarm.ServiceSpec{
 		Annotations: swarm.Annotations{Name: serviceName(name), Labels: labels},
 		TaskTemplate: swarm.TaskSpec{
 			ContainerSpec: &swarm.ContainerSpec{
-				Image:  cfg.Image,
-				Args:   args,
-				Env:    []string{"RUNBOX_NODE=" + name},
-				Labels: labels,
-				Mounts: []mount.Mount{{Type: mount.TypeBind, Source: cfg.DockerSocket, Target: "/var/run/docker.sock"}},
+				Image:   cfg.Image,
+				Args:    args,
+				Env:     env,
+				Labels:  labels,
+				Secrets: secrets,
+				Mounts: []mount.Mount{
+					{Type: mount.TypeBind, Source: cfg.DockerSocket, Target: "/var/run/docker.sock"},
+					{Type: mount.TypeTmpfs, Target: "/tmp", TmpfsOptions: &mount.TmpfsOptions{SizeBytes: 16 << 20, Mode: 0o1777}},
+				},
+				ReadOnly:       true,
+				CapabilityDrop: []string{"ALL"},
+				Privileges:     &swarm.Privileges{NoNewPrivileges: true},
 				// A stopping slave tells the master it drains and finishes what it runs.
 				StopSignal:      "SIGTERM",
 				StopGracePeriod: &grace,
 			},
 			Resources: &swarm.ResourceRequirements{Limits: &swarm.Limit{
-				NanoCPUs: int64(cfg.CPUs * 1e9), MemoryBytes: cfg.Memory}},
+				NanoCPUs: int64(cfg.CPUs * 1e9), MemoryBytes: cfg.Memory, Pids: cfg.Pids}},
 			// A slave that dies, or whose node goes, comes back (on another node) under the
 			// same name; one that never registers is stopped by the autoscaler.
 			RestartPolicy: &swarm.RestartPolicy{Condition: swarm.RestartPolicyConditionAny, Delay: &delay},
@@ -195,7 +322,7 @@ func ptr[T any](v T) *T { return &v }
 // Start implements scheduler.Provisioner: it creates the slave's service with one replica.
 // A leftover service of the same name is retired first.
 func (p *Provisioner) Start(ctx context.Context, name string) error {
-	spec := serviceSpec(p.cfg, name)
+	spec := serviceSpec(p.cfg, name, p.secrets)
 	// QueryRegistry false: no digest lookup, so an image that exists only on the nodes
 	// (no registry) works.
 	opts := swarm.ServiceCreateOptions{QueryRegistry: false}
@@ -382,7 +509,8 @@ func (p *Provisioner) List(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
-// RemoveAll stops and removes every slave of the cluster (cluster teardown).
+// RemoveAll stops and removes every slave of the cluster, then the slaves' secrets
+// (cluster teardown).
 func (p *Provisioner) RemoveAll(ctx context.Context) error {
 	names, err := p.List(ctx)
 	if err != nil {
@@ -391,6 +519,15 @@ func (p *Provisioner) RemoveAll(ctx context.Context) error {
 	var errs []error
 	for _, n := range names {
 		errs = append(errs, p.Stop(ctx, n))
+	}
+	secrets, err := p.clusterSecrets(ctx)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, s := range secrets {
+		if err := p.api.SecretRemove(ctx, s.ID); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("remove secret %s: %w", s.Spec.Name, err))
+		}
 	}
 	return errors.Join(errs...)
 }

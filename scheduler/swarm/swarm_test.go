@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -31,13 +32,75 @@ type fakeSwarm struct {
 	calls      []string
 	seq        int
 	updateErrs []error // returned by the next ServiceUpdate calls
+	secrets    map[string]swarm.Secret
+	secretData map[string][]byte // by secret ID
 }
 
 func newFake() *fakeSwarm {
 	return &fakeSwarm{
 		info:     system.Info{Swarm: swarm.Info{LocalNodeState: swarm.LocalNodeStateActive, ControlAvailable: true}},
 		services: map[string]*swarm.Service{}, tasks: map[string][]swarm.Task{},
+		secrets: map[string]swarm.Secret{}, secretData: map[string][]byte{},
 	}
+}
+
+func (f *fakeSwarm) SecretCreate(_ context.Context, spec swarm.SecretSpec) (swarm.SecretCreateResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.note("create secret %s", spec.Name)
+	for _, s := range f.secrets {
+		if s.Spec.Name == spec.Name {
+			return swarm.SecretCreateResponse{}, errdefs.ErrConflict
+		}
+	}
+	f.seq++
+	id := fmt.Sprint("sec", f.seq)
+	f.secretData[id] = spec.Data
+	spec.Data = nil // never returned
+	f.secrets[id] = swarm.Secret{ID: id, Spec: spec}
+	return swarm.SecretCreateResponse{ID: id}, nil
+}
+
+// SecretList filters by name prefix (as swarmkit does) and by labels.
+func (f *fakeSwarm) SecretList(_ context.Context, opts swarm.SecretListOptions) ([]swarm.Secret, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []swarm.Secret
+	for _, s := range f.secrets {
+		match := true
+		for _, n := range opts.Filters.Get("name") {
+			match = match && strings.HasPrefix(s.Spec.Name, n)
+		}
+		for _, l := range opts.Filters.Get("label") {
+			k, v, _ := strings.Cut(l, "=")
+			match = match && s.Spec.Labels[k] == v
+		}
+		if match {
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b swarm.Secret) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// SecretRemove refuses a secret a service uses, as Swarm does.
+func (f *fakeSwarm) SecretRemove(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.secrets[id]
+	if !ok {
+		return errdefs.ErrNotFound
+	}
+	for _, svc := range f.services {
+		for _, r := range svc.Spec.TaskTemplate.ContainerSpec.Secrets {
+			if r.SecretID == id {
+				return errdefs.ErrInvalidArgument.WithMessage("secret is in use")
+			}
+		}
+	}
+	f.note("remove secret %s", s.Spec.Name)
+	delete(f.secrets, id)
+	return nil
 }
 
 func (f *fakeSwarm) note(format string, a ...any) {
@@ -215,7 +278,9 @@ func TestServiceSpec(t *testing.T) {
 	cfg.CPUs, cfg.Memory, cfg.Pool = 1.5, 512<<20, 2
 	cfg.Network = "runbox-swarm"
 	cfg.Constraints = []string{"node.role==worker"}
-	s := serviceSpec(cfg, "c1-slave-3")
+	cfg.Pids = 256
+	secrets := []*swarm.SecretReference{{SecretID: "sec1", SecretName: "runbox-join-x-c1", File: &swarm.SecretReferenceFileTarget{Name: "runbox-join-token", UID: "0", GID: "0", Mode: 0o400}}}
+	s := serviceSpec(cfg, "c1-slave-3", secrets)
 	labels := map[string]string{LabelCluster: "c1", LabelRole: "slave", LabelNode: "c1-slave-3"}
 	c := s.TaskTemplate.ContainerSpec
 	wantArgs := []string{"slave", "--master", "master:7700", "--node", "c1-slave-3", "--max-programs", "2", "--pool", "2", "--image-tag", "v1"}
@@ -230,10 +295,22 @@ func TestServiceSpec(t *testing.T) {
 		t.Errorf("labels %v / %v", s.Labels, c.Labels)
 	case c.Image != "runbox/server:latest" || !slices.Equal(c.Args, wantArgs) || len(c.Command) != 0:
 		t.Errorf("image %q command %q args %q", c.Image, c.Command, c.Args)
-	case !slices.Equal(c.Env, []string{"RUNBOX_NODE=c1-slave-3"}):
+	case !slices.Equal(c.Env, []string{"RUNBOX_NODE=c1-slave-3", "RUNBOX_TOKEN_FILE=/run/secrets/runbox-join-token"}):
 		t.Errorf("env %q", c.Env)
-	case len(c.Mounts) != 1 || c.Mounts[0] != (mount.Mount{Type: mount.TypeBind, Source: "/var/run/docker.sock", Target: "/var/run/docker.sock"}):
-		t.Errorf("mounts %+v", c.Mounts)
+	case len(c.Secrets) != 1 || c.Secrets[0] != secrets[0]:
+		t.Errorf("secrets %+v", c.Secrets)
+	case len(c.Mounts) != 2 || c.Mounts[0] != (mount.Mount{Type: mount.TypeBind, Source: "/var/run/docker.sock", Target: "/var/run/docker.sock"}) ||
+		c.Mounts[1].Type != mount.TypeTmpfs || c.Mounts[1].Target != "/tmp" || !reflect.DeepEqual(c.Mounts[1].TmpfsOptions, &mount.TmpfsOptions{SizeBytes: 16 << 20, Mode: 0o1777}):
+		t.Errorf("mounts %+v: want the Docker socket and a tmpfs /tmp", c.Mounts)
+	// Hardening, as scheduler/docker's TestSlaveConfigHardening, but root (see the package comment).
+	case !c.ReadOnly || !slices.Equal(c.CapabilityDrop, []string{"ALL"}) || len(c.CapabilityAdd) != 0:
+		t.Errorf("read-only %v cap-drop %v cap-add %v", c.ReadOnly, c.CapabilityDrop, c.CapabilityAdd)
+	case c.Privileges == nil || !c.Privileges.NoNewPrivileges || c.Privileges.Seccomp != nil || c.Privileges.AppArmor != nil:
+		t.Errorf("privileges %+v: want no-new-privileges and the default seccomp and AppArmor profiles", c.Privileges)
+	case c.User != "" || len(c.Groups) != 0 || len(c.Sysctls) != 0:
+		t.Errorf("user %q groups %v sysctls %v", c.User, c.Groups, c.Sysctls)
+	case s.TaskTemplate.Resources.Limits.Pids != 256:
+		t.Errorf("pids limit %d", s.TaskTemplate.Resources.Limits.Pids)
 	case c.StopGracePeriod == nil || *c.StopGracePeriod != 60*time.Second || c.StopSignal != "SIGTERM":
 		t.Errorf("stop %v %q", c.StopGracePeriod, c.StopSignal)
 	case s.TaskTemplate.Resources.Limits.NanoCPUs != 1.5e9 || s.TaskTemplate.Resources.Limits.MemoryBytes != 512<<20:
@@ -245,7 +322,7 @@ func TestServiceSpec(t *testing.T) {
 	case !slices.Equal(s.TaskTemplate.Placement.Constraints, cfg.Constraints):
 		t.Errorf("placement %+v", s.TaskTemplate.Placement)
 	}
-	if s := serviceSpec(testConfig(), "x"); s.TaskTemplate.Placement != nil {
+	if s := serviceSpec(testConfig(), "x", nil); s.TaskTemplate.Placement != nil {
 		t.Errorf("placement without constraints: %+v", s.TaskTemplate.Placement)
 	}
 }
@@ -294,7 +371,7 @@ func TestStartStopList(t *testing.T) {
 		}
 	}
 	// Another cluster's slave on the same swarm is not ours.
-	f.ServiceCreate(ctx, serviceSpec(Config{Config: dockerprov.Config{Cluster: "other", Image: "i", Network: "host", Master: "m", Capacity: 1}}, "other-slave-1"), swarm.ServiceCreateOptions{})
+	f.ServiceCreate(ctx, serviceSpec(Config{Config: dockerprov.Config{Cluster: "other", Image: "i", Network: "host", Master: "m", Capacity: 1}}, "other-slave-1", nil), swarm.ServiceCreateOptions{})
 	names, err := p.List(ctx)
 	if err != nil || !slices.Equal(names, []string{"c1-slave-1", "c1-slave-2"}) {
 		t.Fatalf("List = %v, %v", names, err)
@@ -348,7 +425,7 @@ func TestStartReplacesALeftover(t *testing.T) {
 		t.Errorf("calls %q, want %q", got, want)
 	}
 	// A service of that name that is not this cluster's is left alone.
-	f.ServiceCreate(ctx, serviceSpec(Config{Config: dockerprov.Config{Cluster: "other", Image: "i", Network: "host", Master: "m", Capacity: 1}}, "c1-slave-2"), swarm.ServiceCreateOptions{})
+	f.ServiceCreate(ctx, serviceSpec(Config{Config: dockerprov.Config{Cluster: "other", Image: "i", Network: "host", Master: "m", Capacity: 1}}, "c1-slave-2", nil), swarm.ServiceCreateOptions{})
 	if err := p.Start(ctx, "c1-slave-2"); err == nil || !strings.Contains(err.Error(), "not this cluster's") {
 		t.Errorf("err %v", err)
 	}
@@ -444,5 +521,85 @@ func TestStopGivesUpWaitingWithTheContext(t *testing.T) {
 	defer cancel()
 	if err := p.Stop(ctx, "c1-slave-1"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("err %v", err)
+	}
+}
+
+// TestSlaveSecrets: the join token and the CA reach the slaves as Docker secrets, made
+// once, named by a hash of their content, never in the service's arguments, environment
+// or labels; a new token makes a new secret and the unused old one goes; RemoveAll
+// removes them.
+func TestSlaveSecrets(t *testing.T) {
+	t.Parallel()
+	const token = "rbx_the-join-token"
+	ca := []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+	f := newFake()
+	cfg := testConfig()
+	cfg.JoinToken, cfg.CA = token, ca
+	ctx := context.Background()
+	p, err := newProvisioner(ctx, cfg, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.secrets) != 2 {
+		t.Fatalf("secrets %v: want the token's and the CA's", f.secrets)
+	}
+	data := map[string]string{}
+	for id, s := range f.secrets {
+		data[s.Spec.Name] = string(f.secretData[id])
+		if strings.Contains(s.Spec.Name, token) || s.Spec.Labels[LabelCluster] != "c1" {
+			t.Errorf("secret %+v", s.Spec)
+		}
+	}
+	if err := p.Start(ctx, "c1-slave-1"); err != nil {
+		t.Fatal(err)
+	}
+	svc, _, _ := p.find(ctx, "c1-slave-1")
+	c := svc.Spec.TaskTemplate.ContainerSpec
+	files := map[string]string{}
+	for _, r := range c.Secrets {
+		files["/run/secrets/"+r.File.Name] = data[r.SecretName]
+		if r.File.Mode != 0o400 || r.SecretID == "" {
+			t.Errorf("secret reference %+v", r)
+		}
+	}
+	if files[TokenSecretFile] != token || files[CASecretFile] != string(ca) {
+		t.Errorf("the slave's secret files %q", files)
+	}
+	if !slices.Contains(c.Env, "RUNBOX_TOKEN_FILE="+TokenSecretFile) || !slices.Contains(c.Env, "RUNBOX_TLS_CA="+CASecretFile) {
+		t.Errorf("env %q", c.Env)
+	}
+	all := strings.Join(append(append(append([]string{}, c.Args...), c.Command...), c.Env...), " ") + fmt.Sprint(c.Labels, svc.Spec.Labels)
+	if strings.Contains(all, token) || strings.Contains(all, "MIIB") {
+		t.Errorf("a credential in the service's arguments, environment or labels: %s", all)
+	}
+
+	// A master restarted with the same credentials finds its secrets.
+	n := len(f.log())
+	if _, err := newProvisioner(ctx, cfg, f); err != nil {
+		t.Fatal(err)
+	}
+	for _, call := range f.log()[n:] {
+		if strings.Contains(call, "secret") {
+			t.Errorf("the same credentials again: %q", call)
+		}
+	}
+	// A new token: a new secret; the old one stays while the running slave uses it.
+	cfg.JoinToken = "rbx_another"
+	p2, err := newProvisioner(ctx, cfg, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.secrets) != 3 {
+		t.Errorf("secrets after a new token: %d, want 3 (the old token's in use)", len(f.secrets))
+	}
+	if err := p2.RemoveAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.secrets) != 0 || len(f.services) != 0 {
+		t.Errorf("after RemoveAll: secrets %v services %v", f.secrets, f.services)
+	}
+	// Without credentials (an open cluster): no secret at all.
+	if p3, _ := newProvisioner(ctx, testConfig(), f); len(p3.secrets) != 0 || len(f.secrets) != 0 {
+		t.Errorf("secrets without credentials: %v", f.secrets)
 	}
 }
