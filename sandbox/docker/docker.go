@@ -33,6 +33,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/system"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -44,6 +45,8 @@ import (
 // dockerAPI is the part of the Docker SDK the Runner calls.
 type dockerAPI interface {
 	Ping(ctx context.Context) (types.Ping, error)
+	Info(ctx context.Context) (system.Info, error)
+	ServerVersion(ctx context.Context) (types.Version, error)
 	ImageInspect(ctx context.Context, ref string, opts ...client.ImageInspectOption) (image.InspectResponse, error)
 	ContainerCreate(ctx context.Context, cfg *container.Config, host *container.HostConfig, net *network.NetworkingConfig, platform *ocispec.Platform, name string) (container.CreateResponse, error)
 	ContainerAttach(ctx context.Context, id string, opts container.AttachOptions) (types.HijackedResponse, error)
@@ -83,7 +86,8 @@ type runtime struct {
 	pool    *pool
 }
 
-// New connects to the engine (negotiating the API version), checks the runtime images,
+// New connects to the engine (negotiating the API version), warns (Config.Logger) when the
+// engine weakens the sandbox (a runc older than 1.1.12, seccomp off), checks the runtime images,
 // removes containers an earlier Runner with the same Owner left behind, and starts the
 // warm pools. Languages whose image is missing answer ErrUnavailable; when no image at
 // all is present New fails.
@@ -118,6 +122,7 @@ func newRunner(ctx context.Context, api dockerAPI, cfg Config) (*Runner, error) 
 	}
 	r := &Runner{cfg: cfg, api: api, log: log, langs: map[string]*runtime{}}
 	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	r.checkEngine(ctx)
 
 	names := cfg.Languages
 	if len(names) == 0 {
