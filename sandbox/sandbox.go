@@ -5,13 +5,15 @@
 //
 // Program outcomes are data: a program that crashes, loops or floods its output produces a
 // Result with a Status. A Go error from Run means the program could not be run at all; it
-// wraps one of the sentinel errors below.
+// wraps one of the sentinel errors below, or is a PanicError (the runner's own bug, never
+// the process's death).
 package sandbox
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"time"
 )
@@ -51,6 +53,28 @@ var (
 	// ErrClosed: the Runner was closed.
 	ErrClosed = errors.New("runner closed")
 )
+
+// PanicError is the error of a job whose handling panicked: a Runner recovers the panic
+// (in the goroutine that called Run and in every goroutine it starts for the job) and
+// fails that job with a PanicError instead of letting the process die. It wraps none of
+// the sentinels above, so it crosses the wire as the code "internal". Stack is for the
+// logs, never for the client.
+type PanicError struct {
+	// Where names what panicked ("test case 3", "the sandbox's output reader").
+	Where string
+	// Value is what was passed to panic.
+	Value any
+	// Stack is the panicking goroutine's stack.
+	Stack []byte
+}
+
+// Recovered returns the PanicError for v, the value of a recover() that was not nil, with
+// the current stack: call it in the deferred function that recovered.
+func Recovered(where string, v any) *PanicError {
+	return &PanicError{Where: where, Value: v, Stack: debug.Stack()}
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("%s panicked: %v", e.Where, e.Value) }
 
 // File is one source file of a program. Name is a plain file name (no directories).
 type File struct {

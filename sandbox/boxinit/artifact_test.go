@@ -145,6 +145,37 @@ func TestServeRefusesABadArtifact(t *testing.T) {
 	}
 }
 
+// An artefact comes from another container: a bad entry name of any length is quoted in
+// the result's message, which runbox-init caps so that the result frame stays within what
+// a Runner reads from it (ChunkSize).
+func TestServeCapsTheResultMessage(t *testing.T) {
+	dir := t.TempDir()
+	name := strings.Repeat("\x01\xff", 50000) + "/../x"
+	var out bytes.Buffer
+	var in bytes.Buffer
+	art := tarGz(t, entry{name: name, body: "x"})
+	b, _ := json.Marshal(Request{Run: sh("echo ran"), RunTime: time.Second, Output: 1 << 20, Artifact: int64(len(art))})
+	WriteFrame(&in, FrameRequest, b)
+	WriteFrame(&in, FrameArtifact, art)
+	WriteFrame(&in, FrameStdinEOF, nil)
+	cfg := DefaultConfig()
+	cfg.Dir, cfg.CgroupRoot = dir, t.TempDir()
+	if err := Serve(&in, &out, cfg); err != nil {
+		t.Fatal(err)
+	}
+	typ, p, err := ReadFrame(&out, ChunkSize)
+	if err != nil || typ != FrameResult {
+		t.Fatalf("frame %q, %v: the result frame must fit in ChunkSize", typ, err)
+	}
+	var res Result
+	if err := json.Unmarshal(p, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Outcome != OutcomeStartError || len(res.Message) > MaxMessage || !strings.HasPrefix(res.Message, "unpack the compiled program") {
+		t.Errorf("outcome %s, message of %d bytes: %.80q", res.Outcome, len(res.Message), res.Message)
+	}
+}
+
 func TestPackUnpackRoundTrip(t *testing.T) {
 	src := t.TempDir()
 	mustWrite(t, filepath.Join(src, "main"), "binary", 0o755)

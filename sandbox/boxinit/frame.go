@@ -58,8 +58,12 @@ const (
 const (
 	// MaxFrame caps any frame's payload; a longer declared length is a protocol error.
 	MaxFrame = 8 << 20
-	// ChunkSize is the largest data frame either side writes.
+	// ChunkSize is the largest data frame either side writes, and the largest frame of
+	// any type that runbox-init writes (a Runner refuses a larger one from it).
 	ChunkSize = 32 << 10
+	// MaxMessage caps Result.Message in bytes; runbox-init cuts a longer one, so that its
+	// result frame fits in ChunkSize even with every byte JSON-escaped.
+	MaxMessage = 4 << 10
 )
 
 // ErrFrameTooLarge is returned for a frame whose declared length is over the cap.

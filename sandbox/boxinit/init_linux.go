@@ -200,11 +200,22 @@ func Serve(in io.Reader, out io.Writer, cfg Config) error {
 	}
 	s := &server{cfg: cfg, out: out}
 	res := s.serve(in, req)
+	res.Message = capMessage(res.Message)
 	b, err := json.Marshal(res)
 	if err != nil {
 		return err
 	}
 	return s.send(FrameResult, b)
+}
+
+// capMessage cuts m to at most MaxMessage bytes of valid UTF-8 (a message may quote a
+// file name or an artefact's entry name, which come from outside).
+func capMessage(m string) string {
+	if len(m) <= MaxMessage {
+		return m
+	}
+	const more = "..."
+	return strings.ToValidUTF8(m[:MaxMessage-len(more)], "") + more
 }
 
 // warmDir is the warm-up's working and temporary directory, under Config.Dir.

@@ -118,7 +118,21 @@ const (
 	initPath    = "/usr/local/bin/runbox-init"
 	shmSize     = 8 << 20
 	memlock     = 8 << 20
+	// oomScoreAdj is the container's OOM score, which runbox-init and everything it
+	// starts inherit. Set by the engine (with CAP_SYS_RESOURCE) it is also the floor that
+	// an unprivileged process cannot write itself below: under host memory pressure the
+	// kernel kills a sandbox before dockerd, the master or a slave.
+	oomScoreAdj = 1000
+	// bytesPerInode sizes a tmpfs's inode cap (nr_inodes): one inode per 4 KiB of its
+	// size (a page, the least a non-empty file takes), and at least minInodes. Without a
+	// cap a tmpfs takes half the host's RAM pages in inodes, which empty files and
+	// directories use without using any of the size.
+	bytesPerInode = 4 << 10
+	minInodes     = 1024
 )
+
+// tmpfsInodes is the inode cap of a tmpfs of size bytes.
+func tmpfsInodes(size int64) int64 { return max(size/bytesPerInode, minInodes) }
 
 // boxLimits are the limits a container is created with; programs asking for the same ones
 // can share a pool.
@@ -173,8 +187,12 @@ func containerConfig(image string, lang sandbox.Language, lim boxLimits, owner, 
 		Privileged:     false,
 		IpcMode:        "private",
 		ShmSize:        shmSize,
+		OomScoreAdj:    oomScoreAdj,
+		// Every tmpfs the program can write: the scratch directory, and /dev/shm (the
+		// engine's own, from ShmSize, would have no inode cap).
 		Tmpfs: map[string]string{
-			scratchDir: fmt.Sprintf("rw,exec,nosuid,nodev,size=%d,mode=1777", lim.Disk),
+			scratchDir: fmt.Sprintf("rw,exec,nosuid,nodev,size=%d,nr_inodes=%d,mode=1777", lim.Disk, tmpfsInodes(lim.Disk)),
+			"/dev/shm": fmt.Sprintf("rw,noexec,nosuid,nodev,size=%d,nr_inodes=%d,mode=1777", shmSize, tmpfsInodes(shmSize)),
 		},
 		LogConfig:  container.LogConfig{Type: "none"},
 		Runtime:    runtime,

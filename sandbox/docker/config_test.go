@@ -2,6 +2,7 @@ package docker
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,11 +41,24 @@ func TestContainerConfigHardening(t *testing.T) {
 	if len(host.Binds) != 0 || len(host.Mounts) != 0 || len(host.VolumesFrom) != 0 || len(host.Devices) != 0 {
 		t.Errorf("host paths reach the sandbox: binds %v mounts %v volumes-from %v devices %v", host.Binds, host.Mounts, host.VolumesFrom, host.Devices)
 	}
-	if want := map[string]string{"/tmp": "rw,exec,nosuid,nodev,size=16777216,mode=1777"}; !reflect.DeepEqual(host.Tmpfs, want) {
+	// Every tmpfs the program can write has an inode cap: one per 4 KiB of its size.
+	want := map[string]string{
+		"/tmp":     "rw,exec,nosuid,nodev,size=16777216,nr_inodes=4096,mode=1777",
+		"/dev/shm": "rw,noexec,nosuid,nodev,size=8388608,nr_inodes=2048,mode=1777",
+	}
+	if !reflect.DeepEqual(host.Tmpfs, want) {
 		t.Errorf("Tmpfs = %v, want %v", host.Tmpfs, want)
 	}
 	if host.ShmSize != 8<<20 {
 		t.Errorf("ShmSize = %d", host.ShmSize)
+	}
+	if _, small := containerConfig("img", lang, boxLimits{CPUs: 1, Memory: 64 << 20, Pids: 8, Disk: 1 << 20, OpenFiles: 16, FileSize: 1 << 20}, "o", "", time.Minute, false); !strings.Contains(small.Tmpfs["/tmp"], ",nr_inodes=1024,") {
+		t.Errorf("a 1 MiB scratch: %q, want the 1024 inodes of the floor", small.Tmpfs["/tmp"])
+	}
+	// The sandbox is the kernel's first choice under host memory pressure, a floor the
+	// program cannot write itself below.
+	if host.OomScoreAdj != 1000 {
+		t.Errorf("OomScoreAdj = %d, want 1000", host.OomScoreAdj)
 	}
 	if host.LogConfig.Type != "none" {
 		t.Errorf("LogConfig = %q: program output must not pile up in engine logs", host.LogConfig.Type)
@@ -59,13 +73,13 @@ func TestContainerConfigHardening(t *testing.T) {
 	if res.OomKillDisable == nil || *res.OomKillDisable {
 		t.Error("the OOM killer must stay enabled")
 	}
-	want := []*container.Ulimit{
+	ulimits := []*container.Ulimit{
 		{Name: "nofile", Soft: 50, Hard: 50},
 		{Name: "fsize", Soft: 4 << 20, Hard: 4 << 20},
 		{Name: "core", Soft: 0, Hard: 0},
 		{Name: "memlock", Soft: 8 << 20, Hard: 8 << 20},
 	}
-	if !reflect.DeepEqual(res.Ulimits, want) {
+	if !reflect.DeepEqual(res.Ulimits, ulimits) {
 		t.Errorf("Ulimits = %v", res.Ulimits)
 	}
 	if !cfg.OpenStdin || !cfg.StdinOnce || cfg.Tty || !cfg.AttachStdout {

@@ -33,6 +33,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/system"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -44,6 +45,8 @@ import (
 // dockerAPI is the part of the Docker SDK the Runner calls.
 type dockerAPI interface {
 	Ping(ctx context.Context) (types.Ping, error)
+	Info(ctx context.Context) (system.Info, error)
+	ServerVersion(ctx context.Context) (types.Version, error)
 	ImageInspect(ctx context.Context, ref string, opts ...client.ImageInspectOption) (image.InspectResponse, error)
 	ContainerCreate(ctx context.Context, cfg *container.Config, host *container.HostConfig, net *network.NetworkingConfig, platform *ocispec.Platform, name string) (container.CreateResponse, error)
 	ContainerAttach(ctx context.Context, id string, opts container.AttachOptions) (types.HijackedResponse, error)
@@ -83,7 +86,8 @@ type runtime struct {
 	pool    *pool
 }
 
-// New connects to the engine (negotiating the API version), checks the runtime images,
+// New connects to the engine (negotiating the API version), warns (Config.Logger) when the
+// engine weakens the sandbox (a runc older than 1.1.12, seccomp off), checks the runtime images,
 // removes containers an earlier Runner with the same Owner left behind, and starts the
 // warm pools. Languages whose image is missing answer ErrUnavailable; when no image at
 // all is present New fails.
@@ -118,6 +122,7 @@ func newRunner(ctx context.Context, api dockerAPI, cfg Config) (*Runner, error) 
 	}
 	r := &Runner{cfg: cfg, api: api, log: log, langs: map[string]*runtime{}}
 	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	r.checkEngine(ctx)
 
 	names := cfg.Languages
 	if len(names) == 0 {
@@ -166,7 +171,7 @@ func newRunner(ctx context.Context, api dockerAPI, cfg Config) (*Runner, error) 
 		for range cfg.PoolSize {
 			for _, p := range pools {
 				r.fillers.Add(1)
-				go func(delay time.Duration) { defer r.fillers.Done(); p.fill(r.ctx, delay) }(next)
+				go func(delay time.Duration) { defer r.fillers.Done(); p.run(r.ctx, delay) }(next)
 				next += cfg.PoolStagger
 			}
 		}
@@ -254,16 +259,21 @@ func (r *Runner) startBox(ctx context.Context, rt *runtime, lim boxLimits, warm 
 		return nil, err
 	}
 	b := &box{id: id}
+	ok := false
+	defer func() {
+		if !ok { // an error, or a panic on its way to the caller's recover
+			r.remove(b)
+		}
+	}()
 	b.conn, err = r.api.ContainerAttach(ctx, b.id, container.AttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
 	if err != nil {
-		r.remove(b)
 		return nil, fmt.Errorf("%w: attach container: %v", sandbox.ErrUnavailable, err)
 	}
 	if err := r.api.ContainerStart(ctx, b.id, container.StartOptions{}); err != nil {
-		r.remove(b)
 		return nil, fmt.Errorf("%w: start container: %v", sandbox.ErrUnavailable, err)
 	}
 	b.started = time.Now()
+	ok = true
 	return b, nil
 }
 
@@ -281,6 +291,11 @@ func (r *Runner) create(ctx context.Context, cfg *container.Config, host *contai
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
+		defer func() {
+			if p := recover(); p != nil { // the caller gets it as the create's error
+				done <- answer{err: r.recovered("container create", p)}
+			}
+		}()
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), apiTimeout)
 		defer cancel()
 		created, err := r.api.ContainerCreate(cctx, cfg, host, nil, nil, name)
@@ -288,6 +303,9 @@ func (r *Runner) create(ctx context.Context, cfg *container.Config, host *contai
 	}()
 	select {
 	case a := <-done:
+		if pe := (*sandbox.PanicError)(nil); errors.As(a.err, &pe) {
+			return "", pe
+		}
 		if a.err != nil {
 			return "", fmt.Errorf("%w: create container: %v", sandbox.ErrUnavailable, a.err)
 		}
@@ -296,6 +314,7 @@ func (r *Runner) create(ctx context.Context, cfg *container.Config, host *contai
 		r.bg.Add(1)
 		go func() {
 			defer r.bg.Done()
+			defer r.logPanic("removal of a late container")
 			if a := <-done; a.err == nil {
 				r.remove(&box{id: a.id})
 			}
@@ -307,18 +326,44 @@ func (r *Runner) create(ctx context.Context, cfg *container.Config, host *contai
 // remove closes the box's stream and removes its container in the background; Close
 // waits for it. The removal outlives the Run's context on purpose.
 func (r *Runner) remove(b *box) {
-	if b.conn.Conn != nil {
-		b.conn.Close()
-	}
+	func() {
+		defer r.logPanic("closing a container's stream")
+		b.closeStream()
+	}()
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
+		defer r.logPanic("container removal")
 		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 		defer cancel()
 		if err := r.removeNow(ctx, b.id); err != nil {
-			r.log.Warn("remove container", "id", b.id[:12], "err", err)
+			r.log.Warn("remove container", "id", shortID(b.id), "err", err)
 		}
 	}()
+}
+
+// closeStream closes the box's attach stream, if it has one.
+func (b *box) closeStream() {
+	if b.conn.Conn != nil {
+		b.conn.Close()
+	}
+}
+
+// shortID is the engine's short form of a container id (any string the engine gave).
+func shortID(id string) string { return id[:min(len(id), 12)] }
+
+// recovered turns a recovered panic into the job's error and logs it with its stack.
+func (r *Runner) recovered(where string, v any) *sandbox.PanicError {
+	pe := sandbox.Recovered(where, v)
+	r.log.Error("panic", "where", where, "panic", fmt.Sprint(v), "stack", string(pe.Stack))
+	return pe
+}
+
+// logPanic, deferred, logs a panic of work no job waits for (a removal) and ends it.
+func (r *Runner) logPanic(where string) {
+	if p := recover(); p != nil {
+		r.recovered(where, p)
+	}
 }
 
 func (r *Runner) removeNow(ctx context.Context, id string) error {
@@ -329,8 +374,15 @@ func (r *Runner) removeNow(ctx context.Context, id string) error {
 	return fmt.Errorf("remove container: %w", err)
 }
 
-// Run implements sandbox.Runner.
-func (r *Runner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (sandbox.Result, error) {
+// Run implements sandbox.Runner. A panic while running the program (in Run's goroutine or
+// in one it started for the run) fails the run with a *sandbox.PanicError, logged with its
+// stack; the container is removed all the same.
+func (r *Runner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (res sandbox.Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = sandbox.Result{ExitCode: -1}, r.recovered("sandbox run", p)
+		}
+	}()
 	ctx, rt, lim, end, err := r.admit(ctx, spec)
 	if err != nil {
 		return sandbox.Result{ExitCode: -1}, err
@@ -412,8 +464,12 @@ func (r *Runner) acquire(ctx context.Context, rt *runtime, lim boxLimits) (*box,
 	return r.startBox(ctx, rt, lim, false)
 }
 
-// runIn sends the program to the box's runbox-init and collects the answer.
-func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Spec, lim sandbox.Limits, streams *sandbox.Streams) (sandbox.Result, error) {
+// runIn sends the program to the box's runbox-init and collects the answer. Everything
+// that comes out of the container is read under a cap: frames of at most initFrameMax
+// bytes, the run's stdout+stderr and the compiler's output at most lim.Output each, the
+// artefact at most boxinit.MaxArtifact. A panic in one of the goroutines it starts fails
+// the run with a *sandbox.PanicError.
+func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Spec, lim sandbox.Limits, streams *sandbox.Streams) (res sandbox.Result, err error) {
 	if streams == nil {
 		streams = &sandbox.Streams{}
 	}
@@ -437,10 +493,56 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		return sandbox.Result{ExitCode: -1}, fmt.Errorf("encode request: %w", err)
 	}
 
+	// The run's goroutines: the killer, the writer and the reader. A panic in one is
+	// kept as the run's error, and closes the stream and the frame pipe, which ends the
+	// others and the frame loop.
+	frames, framesW := io.Pipe()
 	done := make(chan struct{})
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer close(done)
+	var (
+		wg       sync.WaitGroup
+		panicMu  sync.Mutex
+		panicked *sandbox.PanicError
+	)
+	keepPanic := func(pe *sandbox.PanicError) {
+		panicMu.Lock()
+		if panicked == nil {
+			panicked = pe
+		}
+		panicMu.Unlock()
+		framesW.CloseWithError(pe)
+	}
+	closeStream := func() {
+		defer func() {
+			if p := recover(); p != nil {
+				keepPanic(r.recovered("closing the sandbox's stream", p))
+			}
+		}()
+		b.closeStream()
+	}
+	spawn := func(what string, fn func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				if p := recover(); p != nil {
+					keepPanic(r.recovered(what, p))
+					closeStream()
+				}
+			}()
+			fn()
+		}()
+	}
+	defer func() {
+		close(done)
+		closeStream() // unblocks the writer and the reader, whatever ended the run
+		frames.Close()
+		wg.Wait()
+		panicMu.Lock()
+		defer panicMu.Unlock()
+		if panicked != nil {
+			res, err = sandbox.Result{ExitCode: -1}, panicked
+		}
+	}()
 
 	// The backstop: past every limit plus grace, or on cancellation, the container goes.
 	deadline := lim.RunTime + r.cfg.Grace
@@ -456,9 +558,7 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 	)
 	timer := time.NewTimer(deadline)
 	defer timer.Stop()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	spawn("the sandbox's killer", func() {
 		why := ""
 		select {
 		case <-done:
@@ -471,13 +571,11 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		killMu.Lock()
 		killed = why
 		killMu.Unlock()
-		b.conn.Close() // unblocks the reader; the deferred remove kills the container
-	}()
+		closeStream() // unblocks the reader; the deferred remove kills the container
+	})
 
 	// Writer: the request, then stdin, then end of stdin.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	spawn("the sandbox's input writer", func() {
 		w := b.conn.Conn
 		if err := boxinit.WriteFrame(w, boxinit.FrameRequest, req); err != nil {
 			return
@@ -511,29 +609,28 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 			}
 		}
 		boxinit.WriteFrame(w, boxinit.FrameStdinEOF, nil)
-	}()
+	})
 
 	// Reader: demultiplex the attach stream; runbox-init's stdout carries the frames.
-	frames, framesW := io.Pipe()
 	initErr := &cappedBuffer{max: 4 << 10}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	spawn("the sandbox's output reader", func() {
 		_, err := stdcopy.StdCopy(framesW, initErr, b.conn.Reader)
 		framesW.CloseWithError(err)
-	}()
+	})
 
-	res := sandbox.Result{ExitCode: -1}
+	res = sandbox.Result{ExitCode: -1}
 	out := map[byte]*cappedBuffer{
 		boxinit.FrameStdout:  {max: int(lim.Output)},
 		boxinit.FrameStderr:  {max: int(lim.Output)},
 		boxinit.FrameCompile: {max: int(lim.Output)},
 	}
+	var runOutput int64       // stdout+stderr: runbox-init caps their sum
 	var artifact bytes.Buffer // of a compile-only run
 	var final *boxinit.Result
 	var protoErr error
-	for final == nil {
-		typ, payload, err := boxinit.ReadFrame(frames, boxinit.MaxFrame)
+	started, badResult := false, false
+	for final == nil && protoErr == nil {
+		typ, payload, err := boxinit.ReadFrame(frames, initFrameMax)
 		if err != nil {
 			protoErr = err
 			break
@@ -541,7 +638,10 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		switch typ {
 		case boxinit.FrameStdout, boxinit.FrameStderr, boxinit.FrameCompile:
 			buf := out[typ]
-			if len(payload) > boxinit.ChunkSize || buf.full() {
+			if typ != boxinit.FrameCompile {
+				runOutput += int64(len(payload))
+			}
+			if buf.Len()+len(payload) > buf.max || runOutput > lim.Output {
 				protoErr = fmt.Errorf("runbox-init sent more output than allowed")
 				break
 			}
@@ -550,30 +650,34 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 				streams.Output(sandbox.Chunk{Stream: streamOf(typ), Data: payload})
 			}
 		case boxinit.FrameArtifact:
-			if !spec.CompileOnly || len(payload) > boxinit.ChunkSize || artifact.Len()+len(payload) > boxinit.MaxArtifact {
+			if !spec.CompileOnly || artifact.Len()+len(payload) > boxinit.MaxArtifact {
 				protoErr = fmt.Errorf("runbox-init sent an artefact it was not asked for or over %d bytes", boxinit.MaxArtifact)
 				break
 			}
 			artifact.Write(payload)
 		case boxinit.FrameStarted:
-			if streams.Started != nil {
+			if !started && streams.Started != nil {
 				streams.Started()
 			}
+			started = true
 		case boxinit.FrameResult:
-			final = &boxinit.Result{}
-			if err := json.Unmarshal(payload, final); err != nil {
-				return res, fmt.Errorf("%w: bad result from runbox-init: %v", sandbox.ErrUnavailable, err)
+			var fr boxinit.Result
+			if err := json.Unmarshal(payload, &fr); err != nil {
+				protoErr = fmt.Errorf("%w: bad result from runbox-init: %v", sandbox.ErrUnavailable, err)
+				badResult = true
+				break
 			}
+			final = &fr
 		default:
 			protoErr = fmt.Errorf("unknown frame type %q from runbox-init", typ)
 		}
-		if protoErr != nil {
-			break
-		}
 	}
 	frames.Close()
-	b.conn.Close()
+	closeStream()
 	res.Stdout, res.Stderr, res.CompileOutput = out[boxinit.FrameStdout].Bytes(), out[boxinit.FrameStderr].Bytes(), out[boxinit.FrameCompile].Bytes()
+	if badResult || errors.As(protoErr, new(*sandbox.PanicError)) {
+		return res, protoErr // (a goroutine of the run panicked: the deferred check says so)
+	}
 
 	if final == nil {
 		killMu.Lock()
@@ -606,6 +710,11 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 	return res, err
 }
 
+// initFrameMax caps a frame from runbox-init, which writes data in chunks of at most
+// boxinit.ChunkSize and a result that fits one (its message is capped): a container that
+// declares a larger frame is refused at the header, before its payload is read.
+const initFrameMax = boxinit.ChunkSize
+
 // oomKilled reports whether the OOM killer struck in the container. The engine learns of
 // it from an event that may arrive after the attach stream ended, so it first waits (a
 // few seconds at most) for the container to stop.
@@ -622,9 +731,11 @@ func (r *Runner) oomKilled(ctx context.Context, id string) bool {
 	return err == nil && info.State != nil && info.State.OOMKilled
 }
 
+// result turns runbox-init's result into the run's. Its numbers come from the container:
+// a negative time or memory is taken as 0.
 func (r *Runner) result(res sandbox.Result, f *boxinit.Result) (sandbox.Result, error) {
 	res.ExitCode, res.Signal, res.Message = f.ExitCode, f.Signal, f.Message
-	res.Time, res.CPUTime, res.CompileTime, res.Memory = f.Time, f.CPUTime, f.CompileTime, f.Memory
+	res.Time, res.CPUTime, res.CompileTime, res.Memory = max(f.Time, 0), max(f.CPUTime, 0), max(f.CompileTime, 0), max(f.Memory, 0)
 	switch f.Outcome {
 	case boxinit.OutcomeExited:
 		res.Status = sandbox.StatusRuntimeError
@@ -668,8 +779,6 @@ func (c *cappedBuffer) Write(p []byte) (int, error) {
 	}
 	return c.Buffer.Write(p)
 }
-
-func (c *cappedBuffer) full() bool { return c.Len() >= c.max }
 
 func randomHex(n int) string {
 	b := make([]byte, n)

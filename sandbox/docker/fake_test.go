@@ -1,11 +1,14 @@
 package docker
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"net"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/system"
 	"github.com/docker/docker/client"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -26,6 +30,21 @@ type fakeEngine struct {
 	created     chan string // receives each created id, when set
 	attachBlock bool        // ContainerAttach waits for its context to end
 
+	// serve, when set, makes attach and start work: a container's attach stream is one
+	// end of a net.Pipe, and serve plays the container on the other end (its runbox-init
+	// writes stdcopy-framed output). wrap, when set, wraps the Runner's end.
+	serve func(c net.Conn)
+	wrap  func(net.Conn) net.Conn
+	// panicCreate and panicAttach make that many ContainerCreate or ContainerAttach calls
+	// panic, the first ones: an SDK or engine bug.
+	panicCreate, panicAttach atomic.Int32
+
+	// The engine's answers about itself.
+	info    system.Info
+	infoErr error
+	version types.Version
+
+	serving    sync.WaitGroup // serve goroutines
 	mu         sync.Mutex
 	containers map[string]bool
 	n          int
@@ -33,9 +52,19 @@ type fakeEngine struct {
 
 var _ dockerAPI = (*fakeEngine)(nil)
 
-func newFakeEngine() *fakeEngine { return &fakeEngine{containers: map[string]bool{}} }
+func newFakeEngine() *fakeEngine {
+	return &fakeEngine{
+		containers: map[string]bool{},
+		info:       system.Info{DefaultRuntime: "runc", SecurityOptions: []string{"name=seccomp,profile=builtin"}},
+		version:    types.Version{Components: []types.ComponentVersion{{Name: "runc", Version: "1.2.5"}}},
+	}
+}
 
 func (f *fakeEngine) Ping(context.Context) (types.Ping, error) { return types.Ping{}, nil }
+
+func (f *fakeEngine) Info(context.Context) (system.Info, error) { return f.info, f.infoErr }
+
+func (f *fakeEngine) ServerVersion(context.Context) (types.Version, error) { return f.version, nil }
 
 func (f *fakeEngine) ImageInspect(context.Context, string, ...client.ImageInspectOption) (image.InspectResponse, error) {
 	return image.InspectResponse{}, nil
@@ -44,6 +73,9 @@ func (f *fakeEngine) ImageInspect(context.Context, string, ...client.ImageInspec
 func (f *fakeEngine) ContainerCreate(ctx context.Context, cfg *container.Config, host *container.HostConfig, net *network.NetworkingConfig, platform *ocispec.Platform, name string) (container.CreateResponse, error) {
 	if f.createGate != nil {
 		<-f.createGate
+	}
+	if f.panicCreate.Add(-1) >= 0 {
+		panic("fake: create panics")
 	}
 	f.mu.Lock()
 	f.n++
@@ -61,14 +93,53 @@ func (f *fakeEngine) ContainerAttach(ctx context.Context, _ string, _ container.
 		<-ctx.Done()
 		return types.HijackedResponse{}, ctx.Err()
 	}
-	return types.HijackedResponse{}, errors.New("fake: no attach")
+	if f.panicAttach.Add(-1) >= 0 {
+		panic("fake: attach panics")
+	}
+	f.mu.Lock()
+	serve, wrap := f.serve, f.wrap
+	f.mu.Unlock()
+	if serve == nil {
+		return types.HijackedResponse{}, errors.New("fake: no attach")
+	}
+	runner, box := net.Pipe()
+	f.serving.Add(1)
+	go func() {
+		defer f.serving.Done()
+		defer box.Close()
+		serve(box)
+	}()
+	var c net.Conn = runner
+	if wrap != nil {
+		c = wrap(runner)
+	}
+	return types.HijackedResponse{Conn: c, Reader: bufio.NewReader(c)}, nil
+}
+
+// setServe changes how the next containers behave (see serve and wrap).
+func (f *fakeEngine) setServe(serve func(net.Conn), wrap func(net.Conn) net.Conn) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.serve, f.wrap = serve, wrap
+}
+
+func (f *fakeEngine) serves() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.serve != nil
 }
 
 func (f *fakeEngine) ContainerStart(context.Context, string, container.StartOptions) error {
-	return errors.New("fake: no start")
+	if !f.serves() {
+		return errors.New("fake: no start")
+	}
+	return nil
 }
 
 func (f *fakeEngine) ContainerInspect(context.Context, string) (container.InspectResponse, error) {
+	if f.serves() {
+		return container.InspectResponse{ContainerJSONBase: &container.ContainerJSONBase{State: &container.State{}}}, nil
+	}
 	return container.InspectResponse{}, errors.New("fake: no inspect")
 }
 

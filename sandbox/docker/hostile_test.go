@@ -431,22 +431,24 @@ int main(void){
 			}),
 		},
 		{
-			// Two hundred small processes: the OOM killer must take them, not runbox-init
-			// (bigger than each), which then reports the run itself.
+			// Two hundred small processes. runbox-init has their OOM score (1000, the
+			// container's, which no process in it may lower: the host's daemons come
+			// after the sandbox), and is bigger than each, so it may be the OOM killer's
+			// victim: then the container ends and the Runner learns of the OOM kill from
+			// the engine. Either way the run is memory_limit, with its output.
 			name: "MemoryBombManyProcesses", lang: "c",
 			src:    manyProcessesBomb(false),
 			limits: sandbox.Limits{RunTime: 20 * sec, Memory: 48 * sandbox.MiB, Pids: 256},
 			want:   sandbox.StatusMemoryLimit,
 			check: all(wantStdout("forking\n"), messageHas("out-of-memory"), func(t *testing.T, res sandbox.Result) {
-				if res.Time <= 0 || res.Time > 10*sec {
-					t.Errorf("run time %v: runbox-init did not report the run itself, promptly", res.Time)
+				if res.Time > 10*sec {
+					t.Errorf("run time %v: runbox-init did not report the run promptly", res.Time)
 				}
 			}),
 		},
 		{
-			// The same, but the program gives up the OOM score runbox-init gave it, so
-			// runbox-init, the biggest process, may be the victim: the container ends and
-			// the Runner learns of the OOM kill from the engine.
+			// The same, and the program tries to give up its OOM score (refused below the
+			// container's 1000 where the engine sets that floor).
 			name: "MemoryBombTargetsInit", lang: "c",
 			src:    manyProcessesBomb(true),
 			limits: sandbox.Limits{RunTime: 20 * sec, Memory: 48 * sandbox.MiB, Pids: 256},
@@ -560,6 +562,83 @@ int main(void){
 			limits: sandbox.Limits{RunTime: 10 * sec, FileSize: 2 * sandbox.MiB},
 			want:   sandbox.StatusRuntimeError,
 			check:  all(exitCode(1), stderrHas("File too large")),
+		},
+		{
+			// Empty files take no space but an inode each: every tmpfs the program can
+			// write has an inode cap (one per 4 KiB, at least 1024), or the program would
+			// fill the host's memory with inodes. 100,000 files is far past the caps.
+			name: "FillsInodes", lang: "c",
+			src: `#include <stdio.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <errno.h>
+#include <string.h>
+static void fill(const char *dir) {
+	char p[128];
+	for (long n = 0; n < 100000; n++) {
+		snprintf(p, sizeof p, "%s/f%ld", dir, n);
+		int fd = open(p, O_CREAT | O_WRONLY | O_EXCL, 0600);
+		if (fd < 0) { printf("%s: %ld files, %s\n", dir, n, strerror(errno)); return; }
+		close(fd);
+	}
+	printf("%s: no inode cap\n", dir);
+}
+int main(void) { fill("/tmp"); fill("/dev/shm"); return 0; }
+`,
+			limits: sandbox.Limits{RunTime: 10 * sec, Disk: 4 * sandbox.MiB},
+			want:   sandbox.StatusOK,
+			check: all(func(t *testing.T, res sandbox.Result) {
+				var tmp, shm int
+				if _, err := fmt.Sscanf(string(res.Stdout), "/tmp: %d files, No space left on device\n/dev/shm: %d files, No space left on device\n", &tmp, &shm); err != nil {
+					t.Fatalf("stdout %q: %v", res.Stdout, err)
+				}
+				// The compiled program, its source and the directory itself hold a few.
+				if tmp > 1024 || tmp < 1000 || shm > 2048 || shm < 2000 {
+					t.Errorf("%d files in /tmp (cap 1024 inodes), %d in /dev/shm (cap 2048)", tmp, shm)
+				}
+			}),
+		},
+		{
+			// The container's OOM score is 1000, set by the engine: the program cannot
+			// make itself less likely than dockerd or the master to be killed under host
+			// memory pressure. Below 0 it is always refused; below 1000 too when the
+			// engine has CAP_SYS_RESOURCE (then 1000 is a floor, oom_score_adj_min).
+			name: "LowersOOMScore", lang: "python",
+			src: `import os
+def adj(p='self'): return int(open('/proc/%s/oom_score_adj' % p).read())
+print('init', adj(1))
+print('start', adj())
+for v in (-1000, -500, 0, 500, 999):
+    try:
+        fd = os.open('/proc/self/oom_score_adj', os.O_WRONLY)
+        try: os.write(fd, str(v).encode())
+        finally: os.close(fd)
+        r = 'ok'
+    except OSError as e:
+        r = e.strerror
+    print(v, r, adj(), flush=True)
+`,
+			limits: sandbox.Limits{RunTime: 10 * sec},
+			want:   sandbox.StatusOK,
+			check: all(stdoutHas("init 1000\n", "start 1000\n", "-1000 Permission denied", "-500 Permission denied"), func(t *testing.T, res sandbox.Result) {
+				lowest := 1000
+				for _, l := range strings.Split(strings.TrimSpace(string(res.Stdout)), "\n")[2:] {
+					var v, now int
+					var r string
+					if _, err := fmt.Sscanf(strings.Replace(l, "Permission denied", "denied", 1), "%d %s %d", &v, &r, &now); err != nil {
+						t.Fatalf("line %q: %v", l, err)
+					}
+					lowest = min(lowest, now)
+				}
+				if lowest < 0 {
+					t.Errorf("the program lowered its OOM score to %d\n%s", lowest, res.Stdout)
+				}
+				if engineHasCap("CAP_SYS_RESOURCE") && lowest < 1000 {
+					t.Errorf("the program lowered its OOM score to %d under an engine that sets a floor of 1000\n%s", lowest, res.Stdout)
+				} else if lowest < 1000 {
+					t.Logf("the engine cannot set a floor here (no CAP_SYS_RESOURCE): the program went down to %d, never below 0", lowest)
+				}
+			}),
 		},
 		{
 			name: "TooManyFiles", lang: "python",
@@ -793,4 +872,29 @@ int main(void) {
 	return 0;
 }
 `
+}
+
+// engineHasCap reports whether the local dockerd runs with capability name in its effective
+// set (false when it cannot be seen: a remote engine, another PID namespace).
+func engineHasCap(name string) bool {
+	bit := map[string]uint{"CAP_SYS_RESOURCE": 24}[name]
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		comm, err := os.ReadFile(filepath.Join(d, "comm"))
+		if err != nil || strings.TrimSpace(string(comm)) != "dockerd" {
+			continue
+		}
+		status, err := os.ReadFile(filepath.Join(d, "status"))
+		if err != nil {
+			return false
+		}
+		for _, l := range strings.Split(string(status), "\n") {
+			if hex, ok := strings.CutPrefix(l, "CapEff:"); ok {
+				var caps uint64
+				fmt.Sscanf(strings.TrimSpace(hex), "%x", &caps)
+				return caps&(1<<bit) != 0
+			}
+		}
+	}
+	return false
 }

@@ -39,9 +39,15 @@ func NewPlain(ctx context.Context, cfg Config) (*Plain, error) {
 // sandbox.ErrClosed.
 func (p *Plain) Close() error { return p.r.Close() }
 
-// Run implements sandbox.Runner.
-func (p *Plain) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (sandbox.Result, error) {
+// Run implements sandbox.Runner. A panic while running fails the run with a
+// *sandbox.PanicError, and the container is removed all the same.
+func (p *Plain) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (res sandbox.Result, err error) {
 	r := p.r
+	defer func() {
+		if v := recover(); v != nil {
+			res, err = sandbox.Result{ExitCode: -1}, r.recovered("sandbox run", v)
+		}
+	}()
 	fail := sandbox.Result{ExitCode: -1}
 	ctx, rt, lim, end, err := r.admit(ctx, spec)
 	if err != nil {
@@ -56,23 +62,26 @@ func (p *Plain) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Str
 		}
 		return fail, err
 	}
-	res, err := r.runIn(ctx, b, rt, spec, lim, streams)
-
-	// Wait for the container to stop (runbox-init exits after its result; a sandbox that
-	// did not answer is not waited for long), then remove it.
-	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer ccancel()
-	if w, ok := r.api.(containerWaiter); ok && err == nil {
-		wctx, wcancel := context.WithTimeout(cctx, 5*time.Second)
-		waitc, errc := w.ContainerWait(wctx, b.id, container.WaitConditionNotRunning)
-		select {
-		case <-waitc:
-		case <-errc:
+	answered := false
+	defer func() {
+		// Wait for the container to stop (runbox-init exits after its result; a sandbox
+		// that did not answer is not waited for long), then remove it.
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer ccancel()
+		if w, ok := r.api.(containerWaiter); ok && answered {
+			wctx, wcancel := context.WithTimeout(cctx, 5*time.Second)
+			waitc, errc := w.ContainerWait(wctx, b.id, container.WaitConditionNotRunning)
+			select {
+			case <-waitc:
+			case <-errc:
+			}
+			wcancel()
 		}
-		wcancel()
-	}
-	if rerr := r.removeNow(cctx, b.id); rerr != nil && err == nil {
-		r.log.Warn("remove container", "id", b.id[:12], "err", rerr)
-	}
+		if rerr := r.removeNow(cctx, b.id); rerr != nil {
+			r.log.Warn("remove container", "id", shortID(b.id), "err", rerr)
+		}
+	}()
+	res, err = r.runIn(ctx, b, rt, spec, lim, streams)
+	answered = err == nil
 	return res, err
 }

@@ -44,6 +44,43 @@ func (p *pool) get() *box {
 	}
 }
 
+// run is one filler: fill until ctx ends. A panic in fill is logged with its stack (no
+// program waits on a filler) and fill starts again after a backoff that doubles with each
+// panic in a row, up to maxBackoff.
+func (p *pool) run(ctx context.Context, delay time.Duration) {
+	backoff := minBackoff
+	for {
+		if !p.fillRecovering(ctx, delay) || ctx.Err() != nil {
+			return
+		}
+		p.r.log.Warn("warm pool: filler restarts", "language", p.rt.lang.Name, "after", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff, delay = min(2*backoff, maxBackoff), 0
+	}
+}
+
+// Backoffs of a filler: after a failed start or a panic.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 30 * time.Second
+)
+
+// fillRecovering runs fill and reports whether it panicked.
+func (p *pool) fillRecovering(ctx context.Context, delay time.Duration) (panicked bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.r.recovered("warm pool filler ("+p.rt.lang.Name+")", v)
+			panicked = true
+		}
+	}()
+	p.fill(ctx, delay)
+	return false
+}
+
 // fill starts boxes and hands them to the pool until ctx ends, the first one after delay.
 // Failures back off exponentially (the engine may be busy or restarting) and are logged
 // once per streak.
@@ -55,14 +92,14 @@ func (p *pool) fill(ctx context.Context, delay time.Duration) {
 		case <-time.After(delay):
 		}
 	}
-	backoff := 100 * time.Millisecond
+	backoff := minBackoff
 	for ctx.Err() == nil {
 		b, err := p.r.startBox(ctx, p.rt, p.limits, p.r.cfg.PoolWarm)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			if backoff == 100*time.Millisecond {
+			if backoff == minBackoff {
 				p.r.log.Warn("warm pool: start container", "language", p.rt.lang.Name, "err", err)
 			}
 			select {
@@ -70,10 +107,10 @@ func (p *pool) fill(ctx context.Context, delay time.Duration) {
 				return
 			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 30*time.Second)
+			backoff = min(2*backoff, maxBackoff)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		backoff = minBackoff
 		p.idleN.Add(1)
 		retire := time.NewTimer(p.r.cfg.PoolMaxAge)
 		select {

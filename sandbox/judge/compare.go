@@ -16,7 +16,9 @@ func Equal(mode sandbox.Compare, expected, got []byte) bool {
 
 // Diff describes the first difference between expected and got under mode, in one short
 // line ("line 3: expected \"5\", got \"6\""); "" when they match. Each side is cut to a
-// window of at most DiffWidth characters around the first differing character.
+// window of at most DiffWidth characters around the first differing character. The bytes
+// may be anything: a character is a UTF-8 encoded rune or, where the bytes are not UTF-8,
+// one byte, which the quoting shows as \xNN.
 func Diff(mode sandbox.Compare, expected, got []byte) string {
 	unit := "line"
 	var want, have [][]byte
@@ -41,8 +43,8 @@ func Diff(mode sandbox.Compare, expected, got []byte) string {
 		case !bytes.Equal(want[i], have[i]):
 			col := commonPrefix(want[i], have[i])
 			where := fmt.Sprintf("%s %d", unit, i+1)
-			if col > DiffWidth/2 {
-				where += fmt.Sprintf(", column %d", utf8.RuneCount(want[i][:col])+1)
+			if n := utf8.RuneCount(want[i][:col]); n > DiffWidth/2 {
+				where += fmt.Sprintf(", column %d", n+1)
 			}
 			return fmt.Sprintf("%s: expected %s, got %s", where, excerpt(want[i], col), excerpt(have[i], col))
 		}
@@ -78,32 +80,29 @@ func trimmedLines(b []byte) [][]byte {
 	return lines
 }
 
+// commonPrefix returns the byte offset in a of its first character (decoded from the
+// start of a) that b does not have at the same offset: a multi-byte character that
+// differs in its last byte is shown whole.
 func commonPrefix(a, b []byte) int {
 	n := 0
-	for n < len(a) && n < len(b) && a[n] == b[n] {
-		n++
-	}
-	// Back to the start of a UTF-8 character.
-	for n > 0 && n < len(a) && !utf8.RuneStart(a[n]) {
-		n--
+	for n < len(a) && n < len(b) {
+		_, w := utf8.DecodeRune(a[n:])
+		if n+w > len(b) || !bytes.Equal(a[n:n+w], b[n:n+w]) {
+			break
+		}
+		n += w
 	}
 	return n
 }
 
-// excerpt quotes at most DiffWidth characters of b: from a little before col when col is
-// far in, with "..." where it was cut.
+// excerpt quotes at most DiffWidth characters of b: from a little before col (a byte
+// offset, at most len(b)) when col is far in, with "..." where it was cut.
 func excerpt(b []byte, col int) string {
 	start := 0
-	if col > DiffWidth/2 {
-		start = col - DiffWidth/4
-		for start < len(b) && !utf8.RuneStart(b[start]) {
-			start++
-		}
+	if n := utf8.RuneCount(b[:col]); n > DiffWidth/2 {
+		start = skip(b, 0, n-DiffWidth/4)
 	}
-	end := len(b)
-	if r := []rune(string(b[start:])); len(r) > DiffWidth {
-		end = start + len(string(r[:DiffWidth]))
-	}
+	end := skip(b, start, DiffWidth)
 	s := strconv.Quote(string(b[start:end]))
 	if start > 0 {
 		s = "..." + s
@@ -112,4 +111,13 @@ func excerpt(b []byte, col int) string {
 		s += "..."
 	}
 	return s
+}
+
+// skip returns the offset n characters after from in b, or len(b).
+func skip(b []byte, from, n int) int {
+	for ; n > 0 && from < len(b); n-- {
+		_, w := utf8.DecodeRune(b[from:])
+		from += w
+	}
+	return from
 }

@@ -74,8 +74,15 @@ func New(inner sandbox.Runner, cfg Config) (*Runner, error) {
 // sandbox.Compile chunks, Started is called once when the cases begin, the cases' own
 // output is not streamed (it is compared, and summed up in Result.Cases), and Streams.Stdin
 // is not read. The error is the first case's that could not run (the others are then
-// cancelled), or the compile run's.
-func (r *Runner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (sandbox.Result, error) {
+// cancelled), or the compile run's. A panic while judging (in the inner Runner, a
+// comparison, a case's goroutine) fails the run with a *sandbox.PanicError; the process
+// goes on.
+func (r *Runner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (res sandbox.Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = sandbox.Result{ExitCode: -1}, sandbox.Recovered("judged run", p)
+		}
+	}()
 	if len(spec.Tests) == 0 {
 		return r.inner.Run(ctx, spec, streams)
 	}
@@ -139,6 +146,15 @@ func (r *Runner) runCases(ctx context.Context, base, spec sandbox.Spec, artifact
 		mu       sync.Mutex
 		firstErr error
 	)
+	// fail keeps the first error and cancels the other cases.
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+		cancel()
+	}
 	sem := make(chan struct{}, r.cfg.Parallel)
 	for i, tc := range spec.Tests {
 		select {
@@ -152,6 +168,11 @@ func (r *Runner) runCases(ctx context.Context, base, spec sandbox.Spec, artifact
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			defer func() {
+				if p := recover(); p != nil {
+					fail(sandbox.Recovered("test case "+caseName(tc, i), p))
+				}
+			}()
 			cs := base
 			cs.Stdin, cs.Artifact = tc.Stdin, artifact
 			if tc.Limits != nil {
@@ -159,12 +180,7 @@ func (r *Runner) runCases(ctx context.Context, base, spec sandbox.Spec, artifact
 			}
 			res, err := r.inner.Run(ctx, cs, nil)
 			if err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = fmt.Errorf("test case %s: %w", caseName(tc, i), err)
-				}
-				mu.Unlock()
-				cancel()
+				fail(fmt.Errorf("test case %s: %w", caseName(tc, i), err))
 				return
 			}
 			cases[i] = judgeCase(caseName(tc, i), res, tc.Expected, spec.Compare)

@@ -43,6 +43,17 @@ var programs = map[string]func(stdin string) sandbox.Result{
 		}
 		return double(in)
 	},
+	// boom is double, but the runner itself panics on 2 (a bug of the inner Runner).
+	"boom": func(in string) sandbox.Result {
+		if strings.TrimSpace(in) == "2" {
+			panic("inner runner bug on 2")
+		}
+		return double(in)
+	},
+	// bytes prints what is not UTF-8, and a long line of it.
+	"bytes": func(string) sandbox.Result {
+		return sandbox.Result{Status: sandbox.StatusOK, Stdout: []byte(strings.Repeat("\xff", 61) + "\xc3\n")}
+	},
 	"crash": func(in string) sandbox.Result {
 		if strings.TrimSpace(in) == "4" {
 			return sandbox.Result{Status: sandbox.StatusRuntimeError, ExitCode: 1, Stderr: []byte(strings.Repeat("trace\n", 1000))}
@@ -72,6 +83,9 @@ func (f *fakeRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbo
 		return sandbox.Result{ExitCode: -1}, err
 	}
 	src := string(spec.Files[0].Content)
+	if src == "panic" && len(spec.Artifact) == 0 { // the inner Runner's bug, on its first run
+		panic(fmt.Sprintf("inner runner bug (compile only %v)", spec.CompileOnly))
+	}
 	lang, _ := sandbox.Lookup(spec.Language)
 	if len(spec.Artifact) > 0 {
 		f.mu.Lock()
@@ -389,5 +403,78 @@ func TestConfig(t *testing.T) {
 	}
 	if _, err := New(nil, DefaultConfig()); err == nil {
 		t.Error("nil inner accepted")
+	}
+}
+
+// Expected output and program output are bytes from outside: invalid UTF-8 on either side,
+// past the diff's width, gives a wrong answer with a diff, not a panic in a case goroutine
+// (which took the whole process down).
+func TestInvalidUTF8IsAWrongAnswer(t *testing.T) {
+	t.Parallel()
+	tests := []sandbox.TestCase{
+		{Name: "expected", Stdin: []byte("1\n"), Expected: []byte(strings.Repeat("\xff", 61))},
+		{Name: "both", Stdin: []byte("2\n"), Expected: []byte(strings.Repeat("\xfe", 70))},
+	}
+	for _, mode := range []sandbox.Compare{sandbox.CompareExact, sandbox.CompareTrim, sandbox.CompareTokens} {
+		spec := judged("python", "double", tests)
+		spec.Compare = mode
+		res, err := newJudge(t, &fakeRunner{}, 2).Run(context.Background(), spec, nil)
+		if err != nil || verdicts(res) != "expected=wrong_answer both=wrong_answer" {
+			t.Fatalf("%s: %v %s", mode, err, verdicts(res))
+		}
+		if d := res.Cases[0].Diff; !strings.Contains(d, `\xff`) || strings.Count(d, `\xff`) > DiffWidth {
+			t.Errorf("%s: diff %s", mode, d)
+		}
+		spec.Files[0].Content = []byte("bytes")
+		res, err = newJudge(t, &fakeRunner{}, 2).Run(context.Background(), spec, nil)
+		if err != nil || res.Verdict != sandbox.VerdictWrongAnswer {
+			t.Fatalf("%s: bytes: %v %+v", mode, err, res)
+		}
+		if d := res.Cases[1].Diff; strings.Count(d, `\xff`) > DiffWidth || strings.Count(d, `\xfe`) > DiffWidth {
+			t.Errorf("%s: diff %s", mode, d)
+		}
+	}
+}
+
+// A panic while judging, in a case's goroutine or in the goroutine that called Run, ends
+// that run with an error (a *sandbox.PanicError, code internal: no sentinel) that says
+// what panicked; the process and the judge go on.
+func TestPanicFailsTheRunNotTheProcess(t *testing.T) {
+	t.Parallel()
+	j := newJudge(t, &fakeRunner{}, 2)
+	for _, c := range []struct {
+		name, lang, src string
+		tests           []sandbox.TestCase
+		want            []string
+	}{
+		{"in a case", "c", "boom", doubles(4), []string{"test case t02", "panicked", "inner runner bug on 2"}},
+		{"in an interpreted case", "python", "boom", doubles(3), []string{"test case t02", "panicked", "inner runner bug on 2"}},
+		{"in the compile", "c", "panic", doubles(2), []string{"judged run panicked", "inner runner bug (compile only true)"}},
+		{"passing through", "python", "panic", nil, []string{"judged run panicked", "inner runner bug (compile only false)"}},
+	} {
+		res, err := j.Run(context.Background(), judged(c.lang, c.src, c.tests), nil)
+		var pe *sandbox.PanicError
+		if !errors.As(err, &pe) || len(pe.Stack) == 0 {
+			t.Errorf("%s: err %v (%T), want a *sandbox.PanicError with its stack", c.name, err, err)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: err %q does not say %q", c.name, err, w)
+			}
+		}
+		for _, s := range []error{sandbox.ErrInvalidRequest, sandbox.ErrUnknownLanguage, sandbox.ErrTooLarge, sandbox.ErrUnavailable, sandbox.ErrClosed, context.Canceled} {
+			if errors.Is(err, s) {
+				t.Errorf("%s: err %v is %v; want no sentinel (code internal)", c.name, err, s)
+			}
+		}
+		if res.ExitCode != -1 || res.Cases != nil {
+			t.Errorf("%s: result %+v", c.name, res)
+		}
+	}
+	// The same judge serves the next run.
+	res, err := j.Run(context.Background(), judged("c", "double", doubles(3)), nil)
+	if err != nil || res.Verdict != sandbox.VerdictAccepted {
+		t.Errorf("after the panics: %v %+v", err, res)
 	}
 }
