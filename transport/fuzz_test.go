@@ -210,7 +210,7 @@ func FuzzFirstFrame(f *testing.F) {
 	if _, err := clientHandshake(conn, cfg); err != nil {
 		f.Fatal(err)
 	}
-	sess, err := yamux.Client(conn, yamuxConfig(cfg.KeepAlive))
+	sess, err := yamux.Client(conn, yamuxConfig(cfg.KeepAlive, clientBacklog))
 	if err != nil {
 		f.Fatal(err)
 	}
