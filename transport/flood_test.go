@@ -204,6 +204,7 @@ func TestStreamHoarderClosed(t *testing.T) {
 	ts := startServer(t, func(_ *scheduler.Config, c *ServerConfig) {
 		c.FirstFrameTimeout = time.Minute
 		c.MaxConnsPerAddress = 1
+		c.KeepAlive = time.Minute // the closed session counts for 2 minutes: past the checks below
 	})
 	before := heapNow()
 	request := []byte{FrameSubmit, 0, 1, 0, 0, 'x'}
