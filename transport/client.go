@@ -98,12 +98,15 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// errClientClosed: the Client was closed; a job being followed stops waiting.
+var errClientClosed = fmt.Errorf("%w: client closed", ErrConnect)
+
 // session returns the live session, dialling a new one if there is none.
 func (c *Client) session(ctx context.Context) (*yamux.Session, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, fmt.Errorf("%w: client closed", ErrConnect)
+		return nil, errClientClosed
 	}
 	if c.sess != nil && !c.sess.IsClosed() {
 		return c.sess, nil
@@ -383,6 +386,9 @@ func (w *watch) resume(ctx context.Context, lastErr error) (sandbox.Result, erro
 			lastErr = err
 			if ctx.Err() != nil {
 				return sandbox.Result{ExitCode: -1}, ctx.Err()
+			}
+			if errors.Is(err, errClientClosed) {
+				return sandbox.Result{ExitCode: -1}, err
 			}
 			continue
 		}

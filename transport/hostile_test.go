@@ -123,3 +123,24 @@ func TestServerPanicEndsOnlyTheStream(t *testing.T) {
 		t.Errorf("the same session after the panic: %v", err)
 	}
 }
+
+// Closing a Client ends the jobs it follows: they do not keep trying to reconnect for
+// the whole reconnect budget.
+func TestClientCloseEndsRuns(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, nil)
+	c := dialT(t, ts.addr, func(cfg *ClientConfig) { cfg.Reconnect = time.Hour })
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Run(context.Background(), prog("sleep 60s"), RunOptions{Handler: Handler{Started: func(string) { c.Close() }}})
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrConnect) || !strings.Contains(err.Error(), "client closed") {
+			t.Errorf("err %v, want client closed", err)
+		}
+	case <-time.After(time.Minute): // a hang detector: the reconnect budget is an hour
+		t.Fatal("Run kept going after Close")
+	}
+}
