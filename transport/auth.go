@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"regexp"
 	"slices"
@@ -72,7 +73,8 @@ type Token struct {
 	Role string
 	// Hash is the SHA-256 of the token.
 	Hash [sha256.Size]byte
-	// Concurrent caps the holder's jobs running or queued at once (0: no cap).
+	// Concurrent caps the holder's jobs running or queued at once (0: no cap); a judged
+	// job counts as the sandboxes it holds at once (sandbox.Spec.Slots, up to 4).
 	Concurrent int
 	// PerMinute caps how many jobs the holder submits per minute, in bursts of up to
 	// Burst (0: no cap).
@@ -91,13 +93,14 @@ NAME names the holder in the audit log (letters, digits, '.', '_', '-'; unique).
 SHA256HEX is the SHA-256 of the token in hex: the master never stores tokens themselves.
 KEYs:
     role=client|slave   slave: a join token for slaves (default client)
-    concurrent=N        jobs running or queued at once
+    concurrent=N        jobs running or queued at once (a judged job counts as the
+                        test cases it runs at once, up to 4)
     per-minute=N        jobs submitted per minute (a token bucket: bursts of up to
                         burst=N, default per-minute)
     burst=N
-    compile-time=D run-time=D                      Go durations: 10s, 500ms
-    memory=SIZE disk=SIZE output=SIZE file-size=SIZE  128MiB, 1GiB or bytes
-    cpus=F pids=N open-files=N
+    compile-time=D run-time=D                      Go durations: 10s, 500ms (at most 24h)
+    memory=SIZE disk=SIZE output=SIZE file-size=SIZE  128MiB, 1GiB or bytes (at most 1TiB)
+    cpus=F pids=N open-files=N                     cpus at most 1024; counts at most 1000000
 The limit keys cap what a request may ask for (past them: error quota); concurrent and
 per-minute past their caps answer rate_limited. Omitted keys: no cap of the token's own.
 'runbox certs token --name NAME [KEY=VALUE ...]' makes a token and its line.
@@ -144,30 +147,47 @@ func (f limitField) set(v float64) {
 	}
 }
 
+// Upper bounds on a tokens file's values: a value past them is a typo (or an attempt to
+// lift a cap by overflow), not a limit.
+const (
+	maxTokenCount    = 1_000_000 // concurrent, per-minute, burst, pids, open-files
+	maxTokenCPUs     = 1024
+	maxTokenDuration = 24 * time.Hour
+	maxTokenSize     = 1 << 40 // 1 TiB
+)
+
 func (f limitField) parse(s string) error {
 	switch p := f.p.(type) {
 	case *time.Duration:
 		d, err := time.ParseDuration(s)
-		if err != nil || d <= 0 {
-			return fmt.Errorf("%s=%s: want a positive Go duration like 10s", f.key, s)
+		if err != nil || d <= 0 || d > maxTokenDuration {
+			return fmt.Errorf("%s=%s: want a positive Go duration like 10s, at most %v", f.key, s, maxTokenDuration)
 		}
 		*p = d
 	case *float64:
+		// ParseFloat takes NaN and Inf, which compare false with everything: a cap of NaN
+		// would be no cap at all.
 		v, err := strconv.ParseFloat(s, 64)
-		if err != nil || v <= 0 {
-			return fmt.Errorf("%s=%s: want a positive number", f.key, s)
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v <= 0 || v > maxTokenCPUs {
+			return fmt.Errorf("%s=%s: want a positive number, at most %d", f.key, s, maxTokenCPUs)
 		}
 		*p = v
 	case *int64:
 		var v int64
 		var err error
+		bound := int64(maxTokenCount)
 		if f.size {
 			v, err = units.RAMInBytes(s)
+			bound = maxTokenSize
 		} else {
 			v, err = strconv.ParseInt(s, 10, 64)
 		}
-		if err != nil || v <= 0 {
-			return fmt.Errorf("%s=%s: want a positive %s", f.key, s, map[bool]string{true: "size like 128MiB", false: "integer"}[f.size])
+		if err != nil || v <= 0 || v > bound {
+			what := "integer, at most " + strconv.FormatInt(bound, 10)
+			if f.size {
+				what = "size like 128MiB, at most " + sandbox.FormatSize(bound)
+			}
+			return fmt.Errorf("%s=%s: want a positive %s", f.key, s, what)
 		}
 		*p = v
 	}
@@ -214,8 +234,8 @@ func ParseToken(line string) (Token, error) {
 			t.Role = v
 		case "concurrent", "per-minute", "burst":
 			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return Token{}, fmt.Errorf("%s: %s=%s: want a count, 0 or more", t.Name, k, v)
+			if err != nil || n < 0 || n > maxTokenCount {
+				return Token{}, fmt.Errorf("%s: %s=%s: want a count, 0 to %d", t.Name, k, v, maxTokenCount)
 			}
 			switch k {
 			case "concurrent":
@@ -408,11 +428,19 @@ func (s *Server) admit(id Identity, spec *sandbox.Spec) (release func(ended bool
 			f.set(c)
 		}
 	}
+	// A judged job holds up to sandbox.MaxParallelCases sandboxes at once: it counts as
+	// that many jobs.
+	slots := spec.Slots()
+	if t.Concurrent > 0 && slots > t.Concurrent {
+		return nop, fmt.Errorf("%w: a judged job with %d test cases runs %d at once, and token %s may hold %d job(s) at once (concurrent=%d); ask for a token with a higher concurrent",
+			ErrQuota, len(spec.Tests), slots, t.Name, t.Concurrent, t.Concurrent)
+	}
 	ts := s.cfg.Tokens
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	if t.Concurrent > 0 && ts.running[t.Name] >= t.Concurrent {
-		return nop, fmt.Errorf("%w: token %s has %d job(s) running or queued, its limit; retry when one ends", ErrRateLimited, t.Name, ts.running[t.Name])
+	if t.Concurrent > 0 && ts.running[t.Name]+slots > t.Concurrent {
+		return nop, fmt.Errorf("%w: token %s holds %d of its %d job(s) running or queued (a judged job counts as the test cases it runs at once, up to %d); retry when one ends",
+			ErrRateLimited, t.Name, ts.running[t.Name], t.Concurrent, sandbox.MaxParallelCases)
 	}
 	var res *rate.Reservation
 	now := time.Now()
@@ -423,10 +451,10 @@ func (s *Server) admit(id Identity, spec *sandbox.Spec) (release func(ended bool
 			return nop, fmt.Errorf("%w: token %s may submit %d job(s) per minute; retry in %v", ErrRateLimited, t.Name, t.PerMinute, d.Round(time.Second)+time.Second)
 		}
 	}
-	ts.running[t.Name]++
+	ts.running[t.Name] += slots
 	return func(ended bool) {
 		ts.mu.Lock()
-		ts.running[t.Name]--
+		ts.running[t.Name] -= slots
 		ts.mu.Unlock()
 		if !ended && res != nil {
 			res.CancelAt(now) // as if never reserved
@@ -473,6 +501,7 @@ func (s *Server) visible(id Identity, snap scheduler.Snapshot) scheduler.Snapsho
 func (s *Server) auditJob(job *scheduler.Job, id Identity, release func(bool)) {
 	defer s.wg.Done()
 	defer release(true)
+	defer s.recoverPanic(s.log, "audit", nil)
 	select {
 	case <-job.Done():
 	case <-s.ctx.Done():

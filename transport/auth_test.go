@@ -57,6 +57,19 @@ join  %s role=slave
 		{"alice " + hash + " role=admin", "role=admin"},
 		{"alice " + hash + " concurrent=-1", "concurrent=-1"},
 		{"alice " + hash + " concurrent", "KEY=VALUE"},
+		// Values that would lift a cap instead of setting one: NaN compares false with
+		// everything, so cpus=NaN was no cap at all.
+		{"alice " + hash + " cpus=NaN", "cpus=NaN"},
+		{"alice " + hash + " cpus=nan", "cpus=nan"},
+		{"alice " + hash + " cpus=Inf", "cpus=Inf"},
+		{"alice " + hash + " cpus=-Inf", "cpus=-Inf"},
+		{"alice " + hash + " cpus=-1", "cpus=-1"},
+		{"alice " + hash + " cpus=1e9", "at most 1024"},
+		{"alice " + hash + " run-time=10000h", "at most 24h"},
+		{"alice " + hash + " memory=2048GiB", "at most 1024GiB"},
+		{"alice " + hash + " pids=99999999999", "pids="},
+		{"alice " + hash + " concurrent=99999999", "0 to 1000000"},
+		{"# a comment\nalice " + hash + "\nbob " + hash + " cpus=NaN", "tokens:3:"},
 	} {
 		_, err := ParseTokens(strings.NewReader(bad.text), "tokens")
 		if err == nil || !strings.Contains(err.Error(), bad.want) || !strings.Contains(err.Error(), "tokens:") {
@@ -248,6 +261,46 @@ func TestConcurrentJobsLimit(t *testing.T) {
 	// The slot comes back when the job ends (the audit goroutine releases it just after).
 	waitUntil(t, func() bool {
 		_, err := c.Run(context.Background(), prog("out third"), RunOptions{})
+		return err == nil
+	})
+}
+
+// A judged job holds up to sandbox.MaxParallelCases sandboxes at once, and counts that
+// many times against concurrent=N.
+func TestConcurrentLimitCountsSlots(t *testing.T) {
+	t.Parallel()
+	ts, toks := tokenServer(t, nil, nil, "alice concurrent=2")
+	c := dialT(t, ts.addr, withToken(toks["alice"]))
+	judged := func(cases int) sandbox.Spec {
+		spec := prog("out 1")
+		for range cases {
+			spec.Tests = append(spec.Tests, sandbox.TestCase{Name: fmt.Sprint(len(spec.Tests) + 1), Expected: []byte("1\n")})
+		}
+		return spec
+	}
+	// More than the token may ever hold: refused for good (quota), not "retry later".
+	_, err := c.Run(context.Background(), judged(8), RunOptions{})
+	if !errors.Is(err, ErrQuota) || !strings.Contains(err.Error(), "runs 4 at once") {
+		t.Errorf("judged job of 4 slots for concurrent=2: %v, want quota", err)
+	}
+	// One job runs: a judged job of two cases (two slots) does not fit beside it.
+	started := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Run(context.Background(), prog("sleep 500ms\nout first"), RunOptions{Handler: Handler{Started: func(string) { close(started) }}})
+		errc <- err
+	}()
+	<-started
+	_, err = c.Run(context.Background(), judged(2), RunOptions{})
+	if !errors.Is(err, ErrRateLimited) || !strings.Contains(err.Error(), "holds 1 of its 2") {
+		t.Errorf("judged job of 2 slots beside a running job, concurrent=2: %v, want rate_limited", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	// Alone, it fits (the first job's slot comes back just after it ends).
+	waitUntil(t, func() bool {
+		_, err := c.Run(context.Background(), judged(2), RunOptions{})
 		return err == nil
 	})
 }

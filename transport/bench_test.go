@@ -174,7 +174,7 @@ func benchYamux(b *testing.B, parallelism int) {
 		if err != nil {
 			return
 		}
-		sess, err := yamux.Server(conn, yamuxConfig(5*time.Second))
+		sess, err := yamux.Server(conn, yamuxConfig(5*time.Second, clientBacklog))
 		if err != nil {
 			return
 		}
@@ -202,7 +202,7 @@ func benchYamux(b *testing.B, parallelism int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sess, err := yamux.Client(conn, yamuxConfig(5*time.Second))
+	sess, err := yamux.Client(conn, yamuxConfig(5*time.Second, clientBacklog))
 	if err != nil {
 		b.Fatal(err)
 	}

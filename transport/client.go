@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -97,12 +98,15 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// errClientClosed: the Client was closed; a job being followed stops waiting.
+var errClientClosed = fmt.Errorf("%w: client closed", ErrConnect)
+
 // session returns the live session, dialling a new one if there is none.
 func (c *Client) session(ctx context.Context) (*yamux.Session, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, fmt.Errorf("%w: client closed", ErrConnect)
+		return nil, errClientClosed
 	}
 	if c.sess != nil && !c.sess.IsClosed() {
 		return c.sess, nil
@@ -141,7 +145,7 @@ func dial(ctx context.Context, addr string, cfg ClientConfig) (*yamux.Session, W
 		return nil, Welcome{}, err
 	}
 	conn.SetDeadline(time.Time{})
-	sess, err := yamux.Client(newBatchConn(conn), yamuxConfig(cfg.KeepAlive))
+	sess, err := yamux.Client(newBatchConn(conn), yamuxConfig(cfg.KeepAlive, clientBacklog))
 	if err != nil {
 		conn.Close()
 		return nil, Welcome{}, err
@@ -228,9 +232,9 @@ type RunOptions struct {
 func (c *Client) Run(ctx context.Context, spec sandbox.Spec, opts RunOptions) (sandbox.Result, error) {
 	// Encode before opening the stream: the server gives a new stream only a short
 	// while to start talking, and a large program takes a while to encode.
-	sub, err := json.Marshal(Submit{Spec: spec, Interactive: opts.Stdin != nil})
+	sub, err := encodeSubmit(spec, opts.Stdin != nil)
 	if err != nil {
-		return sandbox.Result{ExitCode: -1}, fmt.Errorf("%w: encode: %v", sandbox.ErrInvalidRequest, err)
+		return sandbox.Result{ExitCode: -1}, err
 	}
 	st, err := c.openStream(ctx)
 	if err != nil {
@@ -242,6 +246,27 @@ func (c *Client) Run(ctx context.Context, spec sandbox.Spec, opts RunOptions) (s
 	}
 	w := &watch{c: c, h: opts.Handler}
 	return w.run(ctx, st, opts.Stdin)
+}
+
+// encodeSubmit encodes a submit frame's payload, refusing (as the server would) one over
+// MaxRequestFrame: it is sandbox.ErrTooLarge, with the server's message, and nothing is sent.
+func encodeSubmit(spec sandbox.Spec, interactive bool) ([]byte, error) {
+	sub, err := json.Marshal(Submit{Spec: spec, Interactive: interactive})
+	if err != nil {
+		return nil, fmt.Errorf("%w: encode: %v", sandbox.ErrInvalidRequest, err)
+	}
+	if len(sub) > MaxRequestFrame {
+		return nil, requestTooLarge(int64(len(sub)))
+	}
+	return sub, nil
+}
+
+// CheckRequest reports, without a connection, whether spec fits in one request: a
+// request over the protocol's cap is sandbox.ErrTooLarge with the message the server
+// would answer. The server checks everything else.
+func CheckRequest(spec sandbox.Spec) error {
+	_, err := encodeSubmit(spec, false)
+	return err
 }
 
 // Wait resumes waiting for a job accepted earlier (by id), from its first event.
@@ -362,6 +387,9 @@ func (w *watch) resume(ctx context.Context, lastErr error) (sandbox.Result, erro
 			if ctx.Err() != nil {
 				return sandbox.Result{ExitCode: -1}, ctx.Err()
 			}
+			if errors.Is(err, errClientClosed) {
+				return sandbox.Result{ExitCode: -1}, err
+			}
 			continue
 		}
 		if err := writeJSON(st, FrameWait, Wait{ID: w.id, From: w.seen, Epoch: w.epoch}); err != nil {
@@ -382,6 +410,12 @@ func (w *watch) resume(ctx context.Context, lastErr error) (sandbox.Result, erro
 func (w *watch) follow(ctx context.Context, st *yamux.Stream, stdin <-chan []byte) (res sandbox.Result, err error, retry bool) {
 	defer st.Close()
 	fail := sandbox.Result{ExitCode: -1}
+	defer func() { // a panic while reading (a Handler's, say) ends this job, not the process
+		if r := recover(); r != nil {
+			w.c.log.Error("panic", "in", "job stream", "job", w.id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			res, err, retry = fail, fmt.Errorf("%w: the client failed while following job %s: %v", scheduler.ErrInternal, w.id, r), false
+		}
+	}()
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -495,14 +529,19 @@ func (r clientRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sandb
 // sendInput forwards live stdin to a job stream (end of input when the channel closes)
 // until done closes. When ctx ends first it asks the far side to cancel and gives the
 // answer grace to arrive before reads on the stream fail.
+//
+// A write blocked on the stream's window (a far side that stopped reading) gives up grace
+// after ctx ends.
 func sendInput(ctx context.Context, st *yamux.Stream, stdin <-chan []byte, done <-chan struct{}, grace time.Duration) {
+	stop := context.AfterFunc(ctx, func() { st.SetWriteDeadline(time.Now().Add(grace)) })
+	defer stop()
 	for {
 		select {
 		case <-done:
 			return
 		case <-ctx.Done():
-			WriteFrame(st, FrameCancel, nil)
 			st.SetReadDeadline(time.Now().Add(grace))
+			WriteFrame(st, FrameCancel, nil)
 			return
 		case data, ok := <-stdin:
 			if !ok {

@@ -210,7 +210,7 @@ func FuzzFirstFrame(f *testing.F) {
 	if _, err := clientHandshake(conn, cfg); err != nil {
 		f.Fatal(err)
 	}
-	sess, err := yamux.Client(conn, yamuxConfig(cfg.KeepAlive))
+	sess, err := yamux.Client(conn, yamuxConfig(cfg.KeepAlive, clientBacklog))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -287,6 +287,45 @@ func FuzzFirstFrame(f *testing.F) {
 		case FrameResult, FrameError, FrameStatus, FrameAccepted:
 		default:
 			t.Errorf("first frame %q: the answer %q ends without a result or error", typ, seq)
+		}
+	})
+}
+
+// FuzzSlaveFrames: whatever a slave sends on a job stream, the master's remote runner
+// returns (no panic, no hang), forwards no more output than the job's limit plus
+// outputSlack, and a result it accepts is one a sandbox could give.
+func FuzzSlaveFrames(f *testing.F) {
+	var fine bytes.Buffer
+	writeJSON(&fine, FrameStarted, Started{Node: "s"})
+	WriteFrame(&fine, FrameStdout, []byte("hello\n"))
+	writeJSON(&fine, FrameResult, Result{Status: sandbox.StatusOK, Memory: 1 << 20})
+	f.Add(fine.Bytes())
+	for _, g := range goldenFrames() {
+		if b, err := encodeGolden(g.typ, g.msg); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte{FrameStdout, 0, 0x10, 0, 0}) // declares 1 MiB, sends nothing
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, slave := rogueSlave(t)
+		go func() {
+			st, err := slave.AcceptStream()
+			if err != nil {
+				return
+			}
+			ReadFrame(st, MaxRequestFrame)
+			st.Write(data)
+			st.Close()
+		}()
+		spec := sandboxtest.Program("python", "x")
+		spec.Limits.Output = 64 << 10
+		var forwarded int64
+		res, err := r.Run(context.Background(), spec, &sandbox.Streams{Output: func(c sandbox.Chunk) { forwarded += int64(len(c.Data)) }})
+		if forwarded > spec.Limits.Output+outputSlack {
+			t.Errorf("%d bytes of output forwarded for a %d byte limit", forwarded, spec.Limits.Output)
+		}
+		if err == nil && (!res.Status.Valid() || res.Node != "rogue") {
+			t.Errorf("accepted result %+v", res)
 		}
 	})
 }

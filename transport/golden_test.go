@@ -252,7 +252,7 @@ func TestGoldenJob(t *testing.T) {
 	t.Parallel()
 	cc, sc := net.Pipe()
 	client, server := &recorder{Conn: cc}, &recorder{Conn: sc}
-	cfg := yamuxConfig(time.Second)
+	cfg := yamuxConfig(time.Second, clientBacklog)
 	cfg.EnableKeepAlive = false // no pings in the recording
 
 	done := make(chan error, 1)

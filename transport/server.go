@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -31,8 +33,13 @@ type ServerConfig struct {
 	TLS *tls.Config
 	// HandshakeTimeout bounds the preamble and hello of a new connection.
 	HandshakeTimeout time.Duration
-	// FirstFrameTimeout bounds how long a new stream may stay silent.
+	// FirstFrameTimeout bounds how long a new stream may stay silent: its first frame's
+	// header must arrive within it, and its payload within it plus the payload's size at
+	// MinRequestRate.
 	FirstFrameTimeout time.Duration
+	// MinRequestRate is the slowest, in bytes per second, that a request's payload may
+	// arrive: a 16 MiB request at the default 128 KiB/s gets 2 minutes. Zero takes the default.
+	MinRequestRate int64
 	// KeepAlive is the yamux keepalive period; a peer silent for about two periods is dead.
 	KeepAlive time.Duration
 	// Authenticate, when set, accepts or refuses a hello (wrap ErrUnauthorized to refuse).
@@ -47,21 +54,49 @@ type ServerConfig struct {
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 	// RequestBytes bounds the request payloads being received at once, over every
-	// connection (SessionRequestBytes over one): a request frame larger than 64 KiB reserves
-	// its declared size before its bytes are read, and a request that does not fit is
-	// answered busy (its bytes are read and dropped). Zero takes the default.
+	// connection (SessionRequestBytes over one): every request frame reserves its declared
+	// size before its bytes are read, and a request that does not fit is answered busy
+	// (its bytes read and dropped, never held). Zero takes the default.
 	RequestBytes, SessionRequestBytes int64
+	// MaxStreams caps the streams of one client session being served at once (requests
+	// being read, jobs being followed); a stream past it is answered busy at once and
+	// closed. A session that holds more than 2*MaxStreams+StreamBacklog streams (its peer
+	// keeps open the streams the server closed) is closed, and counts against its address
+	// until yamux has let go of them (2 x KeepAlive). Zero takes the default.
+	MaxStreams int
+	// StreamBacklog caps the streams a peer opened that the server has not accepted yet
+	// (yamux's accept backlog); yamux resets a stream past it at once. Each such stream
+	// may hold a yamux receive window (256 KiB) of data. Zero takes the default.
+	StreamBacklog int
+	// MaxConnsPerAddress caps the connections from one IP address at once, from accept
+	// to close, handshakes included. Past it a connection is answered busy after its
+	// hello; past twice it, it is closed at once without a word. Zero takes the default.
+	MaxConnsPerAddress int
+	// DrainBytes caps how much of a refused request (busy, too_large) the server reads
+	// and drops so that its sender, whose writes wait for the stream's window, gets to
+	// read the answer; a larger refused request's stream is closed unread. Zero takes the
+	// default.
+	DrainBytes int64
 }
 
-// Default request budgets: 16 requests of the largest size at once, 4 per connection.
+// Defaults of the caps above.
 const (
+	// Request budgets: 16 requests of the largest size at once, 4 per connection.
 	DefaultRequestBytes        = 16 * MaxRequestFrame
 	DefaultSessionRequestBytes = 4 * MaxRequestFrame
+	DefaultMinRequestRate      = 128 << 10
+	DefaultMaxStreams          = 32
+	DefaultStreamBacklog       = 64
+	DefaultMaxConnsPerAddress  = 64
+	DefaultDrainBytes          = 4 * MaxRequestFrame
 )
 
 // DefaultServerConfig returns the defaults of `runbox master`.
 func DefaultServerConfig() ServerConfig {
-	return ServerConfig{Node: "master", HandshakeTimeout: 5 * time.Second, FirstFrameTimeout: 10 * time.Second, KeepAlive: 5 * time.Second}
+	return ServerConfig{Node: "master", HandshakeTimeout: 5 * time.Second, FirstFrameTimeout: 5 * time.Second, KeepAlive: 5 * time.Second,
+		MinRequestRate: DefaultMinRequestRate, RequestBytes: DefaultRequestBytes, SessionRequestBytes: DefaultSessionRequestBytes,
+		MaxStreams: DefaultMaxStreams, StreamBacklog: DefaultStreamBacklog, MaxConnsPerAddress: DefaultMaxConnsPerAddress,
+		DrainBytes: DefaultDrainBytes}
 }
 
 // Validate reports the first invalid field.
@@ -69,7 +104,43 @@ func (c ServerConfig) Validate() error {
 	if c.Node == "" || c.HandshakeTimeout <= 0 || c.FirstFrameTimeout <= 0 || c.KeepAlive <= 0 {
 		return errors.New("transport: server config needs a node name and positive timeouts")
 	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MinRequestRate", c.MinRequestRate}, {"RequestBytes", c.RequestBytes}, {"SessionRequestBytes", c.SessionRequestBytes},
+		{"MaxStreams", int64(c.MaxStreams)}, {"StreamBacklog", int64(c.StreamBacklog)},
+		{"MaxConnsPerAddress", int64(c.MaxConnsPerAddress)}, {"DrainBytes", c.DrainBytes},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("transport: server config: %s is %d; want 0 (the default) or more", f.name, f.v)
+		}
+	}
 	return nil
+}
+
+// withDefaults returns c with its zero caps set to their defaults.
+func (c ServerConfig) withDefaults() ServerConfig {
+	def := DefaultServerConfig()
+	set := func(p *int64, d int64) {
+		if *p == 0 {
+			*p = d
+		}
+	}
+	set(&c.MinRequestRate, def.MinRequestRate)
+	set(&c.RequestBytes, def.RequestBytes)
+	set(&c.SessionRequestBytes, def.SessionRequestBytes)
+	set(&c.DrainBytes, def.DrainBytes)
+	if c.MaxStreams == 0 {
+		c.MaxStreams = def.MaxStreams
+	}
+	if c.StreamBacklog == 0 {
+		c.StreamBacklog = def.StreamBacklog
+	}
+	if c.MaxConnsPerAddress == 0 {
+		c.MaxConnsPerAddress = def.MaxConnsPerAddress
+	}
+	return c
 }
 
 // Server serves the cluster protocol for a Scheduler.
@@ -88,6 +159,7 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]bool
 	conns     map[net.Conn]bool
+	perAddr   map[string]int // connections by remote IP address
 	closed    bool
 }
 
@@ -100,14 +172,10 @@ func NewServer(cfg ServerConfig, sched *scheduler.Scheduler) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.RequestBytes <= 0 {
-		cfg.RequestBytes = DefaultRequestBytes
-	}
-	if cfg.SessionRequestBytes <= 0 {
-		cfg.SessionRequestBytes = DefaultSessionRequestBytes
-	}
+	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, sched: sched, log: log.With("component", "transport"), audit: log.With("component", "audit"),
-		listeners: map[net.Listener]bool{}, conns: map[net.Conn]bool{}, requestBytes: semaphore.NewWeighted(cfg.RequestBytes)}
+		listeners: map[net.Listener]bool{}, conns: map[net.Conn]bool{}, perAddr: map[string]int{},
+		requestBytes: semaphore.NewWeighted(cfg.RequestBytes)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -145,32 +213,57 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 5 * time.Millisecond
-		if !s.track(conn) {
+		addr := remoteIP(conn)
+		n, ok := s.track(conn, addr)
+		if !ok {
 			conn.Close()
 			return ErrServerClosed
+		}
+		if n > 2*s.cfg.MaxConnsPerAddress { // a flood: no goroutine, no handshake, no word
+			s.untrack(conn, addr)
+			s.log.Debug("connection closed at once: too many from its address", "remote", addr, "connections", n-1)
+			continue
+		}
+		var refuse error
+		if n > s.cfg.MaxConnsPerAddress {
+			refuse = fmt.Errorf("%w: %d connections from %s already, the most one address may hold; close some, or try another server", scheduler.ErrBusy, n-1, addr)
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer s.untrack(conn)
-			s.serveConn(conn)
+			defer s.untrack(conn, addr)
+			s.serveConn(conn, refuse)
 		}()
 	}
 }
 
-func (s *Server) track(c net.Conn) bool {
+// remoteIP is the IP address of c's peer (its whole address when it has no port).
+func remoteIP(c net.Conn) string {
+	a := c.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(a); err == nil {
+		return host
+	}
+	return a
+}
+
+// track records a new connection from addr and returns how many addr holds with it.
+func (s *Server) track(c net.Conn, addr string) (int, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false
+		return 0, false
 	}
 	s.conns[c] = true
-	return true
+	s.perAddr[addr]++
+	return s.perAddr[addr], true
 }
 
-func (s *Server) untrack(c net.Conn) {
+func (s *Server) untrack(c net.Conn, addr string) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	if s.perAddr[addr]--; s.perAddr[addr] <= 0 {
+		delete(s.perAddr, addr)
+	}
 	s.mu.Unlock()
 	c.Close()
 }
@@ -198,7 +291,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-func yamuxConfig(keepAlive time.Duration) *yamux.Config {
+// yamuxConfig is the yamux configuration of a session; backlog caps the streams the peer
+// opened and this side has not accepted yet.
+func yamuxConfig(keepAlive time.Duration, backlog int) *yamux.Config {
 	cfg := yamux.DefaultConfig()
 	cfg.EnableKeepAlive = true
 	cfg.KeepAliveInterval = keepAlive
@@ -209,26 +304,32 @@ func yamuxConfig(keepAlive time.Duration) *yamux.Config {
 	if os.Getenv("RUNBOX_YAMUX_LOG") != "" {
 		cfg.LogOutput = os.Stderr
 	}
-	cfg.AcceptBacklog = 1024
+	cfg.AcceptBacklog = backlog
 	return cfg
 }
 
-// serveConn runs the handshake and then serves the connection's streams.
-func (s *Server) serveConn(conn net.Conn) {
+// clientBacklog is the accept backlog of a client's (or slave's) session: the streams its
+// server opens to it (job streams to a slave) that it has not accepted yet.
+const clientBacklog = 1024
+
+// serveConn runs the handshake and then serves the connection's streams. refuse, when
+// set, is the answer to a hello that comes over a cap (too many connections).
+func (s *Server) serveConn(conn net.Conn, refuse error) {
 	log := s.log.With("remote", conn.RemoteAddr().String())
+	defer s.recoverPanic(log, "connection", nil)
 	conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	conn, state, err := s.secure(conn)
 	if err != nil {
 		log.Debug("handshake refused", "err", err)
 		return
 	}
-	hello, id, err := s.handshake(conn, state)
+	hello, id, err := s.handshake(conn, state, refuse)
 	if err != nil {
 		log.Debug("handshake refused", "err", err)
 		return
 	}
 	conn.SetDeadline(time.Time{})
-	sess, err := yamux.Server(newBatchConn(conn), yamuxConfig(s.cfg.KeepAlive))
+	sess, err := yamux.Server(newBatchConn(conn), yamuxConfig(s.cfg.KeepAlive, s.cfg.StreamBacklog))
 	if err != nil {
 		return
 	}
@@ -242,50 +343,115 @@ func (s *Server) serveConn(conn net.Conn) {
 		return
 	}
 	budget := semaphore.NewWeighted(s.cfg.SessionRequestBytes)
+	slots := make(chan struct{}, s.cfg.MaxStreams) // the streams being served
+	held := 2*s.cfg.MaxStreams + s.cfg.StreamBacklog
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
 			log.Debug("session closed", "err", err)
 			return
 		}
+		// yamux forgets a stream once both sides closed it: a peer that leaves open the
+		// streams the server closed (refused ones above all) makes them pile up.
+		if n := sess.NumStreams(); n > held {
+			log.Warn("session closed: its peer holds too many streams open", "streams", n, "limit", held)
+			// yamux lets go of the streams the peer left open StreamCloseTimeout after
+			// they were closed: until then the session still counts against its address,
+			// so that a peer cannot pile them up by reconnecting.
+			sess.Close()
+			select {
+			case <-time.After(yamuxConfig(s.cfg.KeepAlive, s.cfg.StreamBacklog).StreamCloseTimeout):
+			case <-s.ctx.Done():
+			}
+			return
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			s.refuseStream(st, fmt.Errorf("%w: this connection has %d requests in progress, the most one connection may have; wait for one to end", scheduler.ErrBusy, s.cfg.MaxStreams))
+			continue
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer func() { <-slots }()
 			defer st.Close()
+			defer s.recoverPanic(log, "stream", st)
 			s.serveStream(st, hello, id, budget, log)
 		}()
 	}
 }
 
-// readRequest reads a stream's first frame. A payload over eagerPayload first reserves
-// its size in the session's and the server's budgets; when either is spent the request is
-// refused with ErrBusy, its bytes read and dropped, never held.
-func (s *Server) readRequest(r io.Reader, session *semaphore.Weighted) (typ byte, payload []byte, err error) {
-	typ, n, err := readHeader(r, MaxRequestFrame)
+// refuseStream answers a stream with err and closes it, without a goroutine of its own:
+// the answer is one small frame, which the stream's window always has room for.
+func (s *Server) refuseStream(st *yamux.Stream, err error) {
+	st.SetWriteDeadline(time.Now().Add(s.cfg.FirstFrameTimeout))
+	writeError(st, err)
+	st.Close()
+}
+
+// recoverPanic, deferred, turns a panic into an error log with the stack and, when st is
+// set, an internal error frame on it: the job, stream or session it happened in ends,
+// the process does not.
+func (s *Server) recoverPanic(log *slog.Logger, in string, st io.Writer) {
+	if r := recover(); r != nil {
+		log.Error("panic", "in", in, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		if st != nil {
+			writeError(st, fmt.Errorf("%w: the server failed while handling this %s (a bug, logged)", scheduler.ErrInternal, in))
+		}
+	}
+}
+
+// requestTooLarge is the refusal of a request frame of n bytes, over MaxRequestFrame:
+// the server's answer, and the client's own before it sends one.
+func requestTooLarge(n int64) error {
+	return fmt.Errorf("%w: the request is %s (%d bytes), over the %s cap on one request (its sources, stdin and test data, base64-encoded; sources are capped at %s, stdin and test data at %s)",
+		sandbox.ErrTooLarge, sandbox.FormatSize(n), n, sandbox.FormatSize(MaxRequestFrame), sandbox.FormatSize(sandbox.MaxSourceBytes), sandbox.FormatSize(sandbox.MaxStdinBytes))
+}
+
+// readRequest reads a stream's first frame. Its header must come within FirstFrameTimeout
+// and its payload within that plus its size at MinRequestRate. Every payload first
+// reserves its size in the session's and the server's budgets, and its buffer grows with
+// the bytes that arrive. A request that is refused (too large, or over a budget: busy)
+// is answered on st, its bytes read and dropped (up to DrainBytes) so that the sender,
+// whose writes wait for the stream's window, gets to read the answer: the session
+// serves on. Any error has been answered, when it could be.
+func (s *Server) readRequest(st *yamux.Stream, session *semaphore.Weighted) (typ byte, payload []byte, err error) {
+	st.SetReadDeadline(time.Now().Add(s.cfg.FirstFrameTimeout))
+	typ, n, err := frame.ReadHeader(st, math.MaxUint32)
 	if err != nil {
 		return typ, nil, err
 	}
-	if n > eagerPayload {
-		// A refused request's bytes are read and dropped (no memory), so that the sender,
-		// blocked on the stream's window until they are, gets to read the answer.
+	st.SetReadDeadline(time.Now().Add(s.cfg.FirstFrameTimeout + time.Duration(float64(n)/float64(s.cfg.MinRequestRate)*float64(time.Second))))
+	refuse := func(err error) (byte, []byte, error) {
+		st.SetWriteDeadline(time.Now().Add(s.cfg.FirstFrameTimeout))
+		writeError(st, err)
+		if int64(n) <= s.cfg.DrainBytes {
+			io.CopyN(io.Discard, st, int64(n))
+		}
+		return typ, nil, err
+	}
+	if n > MaxRequestFrame {
+		return refuse(requestTooLarge(int64(n)))
+	}
+	if n > 0 {
 		if !session.TryAcquire(int64(n)) {
-			io.CopyN(io.Discard, r, int64(n))
-			return typ, nil, fmt.Errorf("%w: this connection is already sending %d MiB of requests; wait for them to be accepted", scheduler.ErrBusy, s.cfg.SessionRequestBytes>>20)
+			return refuse(fmt.Errorf("%w: this connection is already sending %s of requests; wait for them to be accepted", scheduler.ErrBusy, sandbox.FormatSize(s.cfg.SessionRequestBytes)))
 		}
 		defer session.Release(int64(n))
 		if !s.requestBytes.TryAcquire(int64(n)) {
-			io.CopyN(io.Discard, r, int64(n))
-			return typ, nil, fmt.Errorf("%w: the server is receiving too many large requests; try again or try another server", scheduler.ErrBusy)
+			return refuse(fmt.Errorf("%w: the server is receiving too many large requests; try again or try another server", scheduler.ErrBusy))
 		}
 		defer s.requestBytes.Release(int64(n))
 	}
-	payload, err = frame.ReadPayload(r, n)
+	payload, err = readPayload(st, n)
 	return typ, payload, err
 }
 
 // handshake reads the preamble and hello, authenticates the hello (state is the TLS
 // state, nil in plaintext) and answers with a welcome or an error frame.
-func (s *Server) handshake(conn net.Conn, state *tls.ConnectionState) (Hello, Identity, error) {
+// A hello that comes over a cap gets refuse instead, unauthenticated.
+func (s *Server) handshake(conn net.Conn, state *tls.ConnectionState, refuse error) (Hello, Identity, error) {
 	var pre [len(Preamble)]byte
 	if _, err := io.ReadFull(conn, pre[:]); err != nil {
 		return Hello{}, Identity{}, err
@@ -308,6 +474,10 @@ func (s *Server) handshake(conn net.Conn, state *tls.ConnectionState) (Hello, Id
 		writeError(conn, err)
 		return Hello{}, Identity{}, err
 	}
+	if refuse != nil {
+		writeError(conn, refuse)
+		return Hello{}, Identity{}, refuse
+	}
 	id, err := s.authenticate(hello, state, conn.RemoteAddr().String())
 	if err != nil {
 		writeError(conn, err)
@@ -316,25 +486,6 @@ func (s *Server) handshake(conn net.Conn, state *tls.ConnectionState) (Hello, Id
 	}
 	b, _ := json.Marshal(Welcome{Version: Version, Node: s.cfg.Node})
 	return hello, id, WriteFrame(conn, FrameWelcome, b)
-}
-
-// payloadTimeout bounds reading a request frame's payload once its header arrived.
-const payloadTimeout = 60 * time.Second
-
-// extendOnRead calls extend once, after the first successful read.
-type extendOnRead struct {
-	r      io.Reader
-	extend func()
-	done   bool
-}
-
-func (e *extendOnRead) Read(p []byte) (int, error) {
-	n, err := e.r.Read(p)
-	if n > 0 && !e.done {
-		e.done = true
-		e.extend()
-	}
-	return n, err
 }
 
 func writeError(w io.Writer, err error) error {
@@ -352,17 +503,12 @@ func writeJSON(w io.Writer, typ byte, v any) error {
 
 // serveStream dispatches on a stream's first frame.
 func (s *Server) serveStream(st *yamux.Stream, hello Hello, id Identity, budget *semaphore.Weighted, log *slog.Logger) {
-	// A silent stream is dropped after FirstFrameTimeout; once the frame has begun, a
-	// slow sender gets longer for a large payload.
-	st.SetReadDeadline(time.Now().Add(s.cfg.FirstFrameTimeout))
-	typ, payload, err := s.readRequest(&extendOnRead{r: st, extend: func() { st.SetReadDeadline(time.Now().Add(payloadTimeout)) }}, budget)
+	typ, payload, err := s.readRequest(st, budget)
 	if err != nil {
-		if errors.Is(err, ErrProtocol) || errors.Is(err, scheduler.ErrBusy) {
-			writeError(st, err)
-		}
-		return
+		return // a silent or broken stream, or a refusal readRequest answered
 	}
 	st.SetReadDeadline(time.Time{})
+	st.SetWriteDeadline(time.Time{})
 	if hello.Role != RoleClient {
 		writeError(st, fmt.Errorf("%w: a %s session cannot submit jobs", ErrUnauthorized, hello.Role))
 		return
@@ -394,7 +540,7 @@ func (s *Server) serveStream(st *yamux.Stream, hello Hello, id Identity, budget 
 		s.wg.Add(1)
 		go s.auditJob(job, id, release)
 		log.Debug("job accepted", "job", job.ID, "language", sub.Spec.Language)
-		s.serveJob(st, job, 0)
+		s.serveJob(st, job, 0, log)
 	case FrameWait:
 		var w Wait
 		if err := json.Unmarshal(payload, &w); err != nil {
@@ -413,7 +559,7 @@ func (s *Server) serveStream(st *yamux.Stream, hello Hello, id Identity, budget 
 		if w.Epoch != s.sched.Epoch() {
 			from = 0
 		}
-		s.serveJob(st, job, from)
+		s.serveJob(st, job, from, log)
 	case FrameCancel:
 		var c Cancel
 		if err := json.Unmarshal(payload, &c); err != nil {
@@ -443,7 +589,7 @@ func (s *Server) serveStream(st *yamux.Stream, hello Hello, id Identity, budget 
 // client's stdin and cancel frames. It returns when the job's last event is written, the
 // client goes away, or the server shuts down; the job itself runs on regardless (the
 // client may come back for it by id).
-func (s *Server) serveJob(st *yamux.Stream, job *scheduler.Job, from int) {
+func (s *Server) serveJob(st *yamux.Stream, job *scheduler.Job, from int, log *slog.Logger) {
 	if err := writeJSON(st, FrameAccepted, Accepted{ID: job.ID, Epoch: s.sched.Epoch()}); err != nil {
 		return
 	}
@@ -456,6 +602,7 @@ func (s *Server) serveJob(st *yamux.Stream, job *scheduler.Job, from int) {
 	go func() { // the client's side of the stream
 		defer wg.Done()
 		defer cancel() // the client went away: stop writing
+		defer s.recoverPanic(log, "job stream", st)
 		for {
 			typ, payload, err := ReadFrame(st, MaxFrame)
 			if err != nil {

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -51,13 +53,19 @@ func (s *Server) serveSlave(sess *yamux.Session, hello Hello, log *slog.Logger) 
 	if spec.Name == "" {
 		spec.Name = hello.Name
 	}
-	remote := &remoteRunner{sess: sess, node: spec.Name}
+	remote := &remoteRunner{sess: sess, node: spec.Name, log: log}
 	handle, err := s.sched.AddNode(spec, remote, func(error) { sess.Close() })
 	if err != nil {
 		writeError(ctl, err)
 		return
 	}
 	log.Info("slave registered", "node", spec.Name, "capacity", spec.Capacity)
+	defer func() { // a panic here loses the node (its jobs run elsewhere), not the master
+		if r := recover(); r != nil {
+			log.Error("panic", "in", "slave session", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			handle.Lost(fmt.Errorf("%w: the master failed while serving this slave", scheduler.ErrInternal))
+		}
+	}()
 	if err := writeJSON(ctl, FrameAccepted, Accepted{ID: spec.Name}); err != nil {
 		handle.Lost(err)
 		return
@@ -116,31 +124,68 @@ func acceptWithin(sess *yamux.Session, d time.Duration) (*yamux.Stream, error) {
 }
 
 // remoteRunner runs jobs on a slave through its session: it is the slave seen as a
-// sandbox.Runner by the scheduler.
+// sandbox.Runner by the scheduler. A slave is not trusted more than a client: what it
+// sends is capped and checked (see Run).
 type remoteRunner struct {
 	sess *yamux.Session
 	node string
+	log  *slog.Logger
 }
 
 var _ sandbox.Runner = (*remoteRunner)(nil)
 
-// Run implements sandbox.Runner. A broken stream or session is scheduler.ErrNodeLost.
-func (r *remoteRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (sandbox.Result, error) {
+// Bounds on what a slave sends back for one job.
+const (
+	// outputSlack is how far past the job's output limit a slave's output may go (the
+	// sandbox stops a program within a chunk or two of it).
+	outputSlack = 2 * ChunkSize
+	// cancelGrace is how long Run waits, once its ctx ended, for the slave to answer.
+	cancelGrace = time.Second
+	// maxResultText caps a result's (and each case's) message and diff.
+	maxResultText = 4 << 10
+)
+
+// Run implements sandbox.Runner. A broken stream or session, and a slave that breaks the
+// protocol, is scheduler.ErrNodeLost (the scheduler runs the job elsewhere and drops the
+// node): output past the job's output limit plus outputSlack (what came over it is
+// neither kept nor forwarded), a result that is not one a sandbox could give (see
+// checkResult), a frame out of place. When ctx ends, Run returns within cancelGrace
+// whatever the slave does.
+func (r *remoteRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (res sandbox.Result, err error) {
 	fail := sandbox.Result{ExitCode: -1}
+	defer func() { // a panic here (in a callback, say) ends this job, not the master
+		if p := recover(); p != nil {
+			r.log.Error("panic", "in", "remote runner", "node", r.node, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			res, err = fail, fmt.Errorf("%w: the master failed while running the job on %s", scheduler.ErrInternal, r.node)
+		}
+	}()
 	if streams == nil {
 		streams = &sandbox.Streams{}
 	}
-	sub, err := json.Marshal(Submit{Spec: spec, Interactive: streams.Stdin != nil})
+	sub, err := encodeSubmit(spec, streams.Stdin != nil)
 	if err != nil {
-		return fail, fmt.Errorf("%w: encode: %v", sandbox.ErrInvalidRequest, err)
+		return fail, err
 	}
 	st, err := r.sess.OpenStream()
 	if err != nil {
 		return fail, fmt.Errorf("%w: %s: open stream: %v", scheduler.ErrNodeLost, r.node, err)
 	}
 	defer st.Close()
+	// A slave that stops reading, or never answers, holds nothing once ctx ends.
+	stop := context.AfterFunc(ctx, func() {
+		d := time.Now().Add(cancelGrace)
+		st.SetReadDeadline(d)
+		st.SetWriteDeadline(d)
+	})
+	defer stop()
+	lost := func(format string, a ...any) (sandbox.Result, error) {
+		if ctx.Err() != nil {
+			return fail, ctx.Err()
+		}
+		return fail, fmt.Errorf("%w: %s: %s", scheduler.ErrNodeLost, r.node, fmt.Sprintf(format, a...))
+	}
 	if err := WriteFrame(st, FrameSubmit, sub); err != nil {
-		return fail, fmt.Errorf("%w: %s: send: %v", scheduler.ErrNodeLost, r.node, err)
+		return lost("send: %v", err)
 	}
 
 	done := make(chan struct{})
@@ -150,20 +195,23 @@ func (r *remoteRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sand
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		sendInput(ctx, st, streams.Stdin, done, 5*time.Second)
+		sendInput(ctx, st, streams.Stdin, done, cancelGrace)
 	}()
 
+	limit := spec.Limits.WithDefaults(sandbox.DefaultLimits()).Output + outputSlack
 	var stdout, stderr, compile []byte
+	started := false
 	for {
 		typ, payload, err := ReadFrame(st, MaxFrame)
 		if err != nil {
-			if ctx.Err() != nil {
-				return fail, ctx.Err()
-			}
-			return fail, fmt.Errorf("%w: %s: %v", scheduler.ErrNodeLost, r.node, err)
+			return lost("%v", err)
 		}
 		switch typ {
 		case FrameStarted:
+			if started {
+				return lost("started the job twice")
+			}
+			started = true
 			if streams.Started != nil {
 				streams.Started()
 			}
@@ -179,15 +227,23 @@ func (r *remoteRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sand
 				c.Stream = sandbox.Compile
 				compile = append(compile, payload...)
 			}
+			if int64(len(stdout)+len(stderr)) > limit || int64(len(compile)) > limit {
+				return lost("sent more output than the job's limit of %s", sandbox.FormatSize(limit-outputSlack))
+			}
 			if streams.Output != nil {
 				streams.Output(c)
 			}
 		case FrameResult:
-			var res Result
-			if err := json.Unmarshal(payload, &res); err != nil {
-				return fail, fmt.Errorf("%w: %s: bad result: %v", scheduler.ErrNodeLost, r.node, err)
+			var w Result
+			if err := json.Unmarshal(payload, &w); err != nil {
+				return lost("bad result: %v", err)
 			}
-			return res.sandboxResult(stdout, stderr, compile), nil
+			if err := checkResult(w, spec, started); err != nil {
+				return lost("impossible result: %v", err)
+			}
+			res := w.sandboxResult(stdout, stderr, compile)
+			res.Node = r.node
+			return res, nil
 		case FrameError:
 			var e Error
 			json.Unmarshal(payload, &e)
@@ -197,9 +253,57 @@ func (r *remoteRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sand
 			}
 			return fail, err
 		default:
-			return fail, fmt.Errorf("%w: %s: unexpected frame %q", scheduler.ErrNodeLost, r.node, typ)
+			return lost("unexpected frame %q", typ)
 		}
 	}
+}
+
+// checkResult reports what makes a slave's result for spec one that no sandbox gives: an
+// unknown status or verdict, a program that ran (ok, runtime_error) without having
+// started, an exit code outside -1..255, negative or absurd times and sizes, texts over
+// maxResultText, verdict and cases on a run without tests, more cases than tests.
+func checkResult(w Result, spec sandbox.Spec, started bool) error {
+	lim := spec.Limits.WithDefaults(sandbox.MaxLimits())
+	// A judged run reports the largest of its cases' times; a killed one a little past
+	// its limit. Anything past twice the limits and a minute is made up.
+	maxRun, maxCompile := 2*lim.RunTime+time.Minute, 2*lim.CompileTime+time.Minute
+	switch {
+	case !w.Status.Valid():
+		return fmt.Errorf("unknown status %q", w.Status)
+	case !started && (w.Status == sandbox.StatusOK || w.Status == sandbox.StatusRuntimeError):
+		return fmt.Errorf("status %s before the program started", w.Status)
+	case w.ExitCode < -1 || w.ExitCode > 255:
+		return fmt.Errorf("exit code %d", w.ExitCode)
+	case w.Time < 0 || w.Time > maxRun || w.CPUTime < 0 || w.CPUTime > time.Duration(float64(maxRun)*max(lim.CPUs, 1)):
+		return fmt.Errorf("run time %v, CPU time %v", w.Time, w.CPUTime)
+	case w.CompileTime < 0 || w.CompileTime > maxCompile:
+		return fmt.Errorf("compile time %v", w.CompileTime)
+	case w.Memory < 0 || w.Memory > 4*lim.Memory:
+		return fmt.Errorf("memory %d bytes", w.Memory)
+	case len(w.Signal) > 32 || len(w.Message) > maxResultText:
+		return fmt.Errorf("a signal or message over its size")
+	case len(spec.Tests) == 0 && (w.Verdict != "" || len(w.Cases) > 0):
+		return fmt.Errorf("a verdict for a run without tests")
+	case len(spec.Tests) > 0 && !validVerdict(w.Verdict):
+		return fmt.Errorf("verdict %q", w.Verdict)
+	case len(w.Cases) > len(spec.Tests):
+		return fmt.Errorf("%d cases for %d tests", len(w.Cases), len(spec.Tests))
+	}
+	for _, c := range w.Cases {
+		switch {
+		case !validVerdict(c.Verdict):
+			return fmt.Errorf("case verdict %q", c.Verdict)
+		case c.ExitCode < -1 || c.ExitCode > 255 || c.Time < 0 || c.Time > maxRun || c.CPUTime < 0 || c.Memory < 0 || c.Memory > 4*lim.Memory:
+			return fmt.Errorf("case %q: exit code, time or memory out of range", c.Name)
+		case len(c.Name) > 128 || len(c.Signal) > 32 || len(c.Message) > maxResultText || len(c.Diff) > maxResultText || len(c.Stderr) > sandbox.MaxCaseStderr:
+			return fmt.Errorf("case %q: a text over its size", c.Name)
+		}
+	}
+	return nil
+}
+
+func validVerdict(v sandbox.Verdict) bool {
+	return v == sandbox.VerdictAccepted || v == sandbox.VerdictWrongAnswer || sandbox.Status(v).Valid()
 }
 
 // SlaveConfig configures a Slave.
@@ -278,7 +382,14 @@ func (sl *Slave) Run(ctx context.Context) error {
 		if connected {
 			backoff = 100 * time.Millisecond
 		}
-		sl.log.Warn("master unreachable, retrying", "err", err, "in", backoff)
+		var refused registrationRefused
+		if errors.As(err, &refused) {
+			// name_taken (a live node has this name: wait for it to go), or any other
+			// refusal: it may pass, so wait longer each time, never give up.
+			sl.log.Warn("the master refused this slave's registration, retrying", "code", refused.code, "err", refused.err, "in", backoff)
+		} else {
+			sl.log.Warn("master unreachable, retrying", "err", err, "in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -287,6 +398,16 @@ func (sl *Slave) Run(ctx context.Context) error {
 		backoff = min(2*backoff, sl.cfg.MaxBackoff)
 	}
 }
+
+// registrationRefused is the master's answer to a registration it refused (its wire code,
+// e.g. name_taken, kept even when this side does not know it).
+type registrationRefused struct {
+	code string
+	err  error
+}
+
+func (e registrationRefused) Error() string { return "registration refused: " + e.err.Error() }
+func (e registrationRefused) Unwrap() error { return e.err }
 
 // Running returns how many programs the slave runs now.
 func (sl *Slave) Running() int {
@@ -318,7 +439,7 @@ func (sl *Slave) session(ctx context.Context) (connected bool, err error) {
 	if typ == FrameError {
 		var e Error
 		json.Unmarshal(payload, &e)
-		return false, errorFromWire(e)
+		return false, registrationRefused{code: e.Code, err: errorFromWire(e)}
 	}
 	ctl.SetReadDeadline(time.Time{})
 	sl.log.Info("registered with the master", "capacity", sl.cfg.Capacity)
@@ -333,6 +454,12 @@ func (sl *Slave) session(ctx context.Context) (connected bool, err error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		defer func() { // a panic (in Load, say) ends this session; the slave reconnects
+			if r := recover(); r != nil {
+				sl.log.Error("panic", "in", "heartbeat", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				beatErr <- fmt.Errorf("%w: heartbeat: %v", scheduler.ErrInternal, r)
+			}
+		}()
 		t := time.NewTicker(sl.cfg.LoadInterval)
 		defer t.Stop()
 		for {
@@ -371,6 +498,7 @@ func (sl *Slave) session(ctx context.Context) (connected bool, err error) {
 				defer wg.Done()
 				defer func() { sl.mu.Lock(); sl.running--; sl.mu.Unlock() }()
 				defer st.Close()
+				defer sl.recoverJob(st, "job stream")
 				sl.serveJob(jobsCtx, st)
 			}()
 		}
@@ -393,6 +521,28 @@ func (sl *Slave) session(ctx context.Context) (connected bool, err error) {
 	cancelJobs()
 	sess.Close()
 	return true, err
+}
+
+// run runs spec on the slave's Runner; a panic in it is the job's internal error.
+func (sl *Slave) run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (res sandbox.Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			sl.log.Error("panic", "in", "runner", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			res, err = sandbox.Result{ExitCode: -1}, fmt.Errorf("%w: the slave %s failed while running the job (a bug, logged)", scheduler.ErrInternal, sl.cfg.Node)
+		}
+	}()
+	return sl.runner.Run(ctx, spec, streams)
+}
+
+// recoverJob, deferred, turns a panic into an error log and, when st is set, an internal
+// error frame on it: the job ends, the slave serves on.
+func (sl *Slave) recoverJob(st io.Writer, in string) {
+	if r := recover(); r != nil {
+		sl.log.Error("panic", "in", in, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		if st != nil {
+			writeError(st, fmt.Errorf("%w: the slave %s failed while handling the job (a bug, logged)", scheduler.ErrInternal, sl.cfg.Node))
+		}
+	}
 }
 
 // serveJob runs one job sent by the master and streams its progress back.
@@ -419,6 +569,8 @@ func (sl *Slave) serveJob(ctx context.Context, st *yamux.Stream) {
 	wg.Add(1)
 	go func() { // the master's side: stdin, cancel, or the stream going away
 		defer wg.Done()
+		defer cancel()
+		defer sl.recoverJob(nil, "job stream reader")
 		stdin := input
 		defer func() {
 			if stdin != nil {
@@ -478,7 +630,7 @@ func (sl *Slave) serveJob(ctx context.Context, st *yamux.Stream) {
 	if input != nil {
 		streams.Stdin = input
 	}
-	res, err := sl.runner.Run(ctx, sub.Spec, streams)
+	res, err := sl.run(ctx, sub.Spec, streams)
 	wmu.Lock()
 	if err != nil {
 		writeError(st, err)

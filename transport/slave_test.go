@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"regexp"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,8 +16,18 @@ import (
 // startSlave runs a Slave with a Fake runner against addr until the test ends (or stop).
 func startSlave(t *testing.T, addr, name string, capacity int) (stop func()) {
 	t.Helper()
-	sl, err := NewSlave(SlaveConfig{Master: addr, Node: name, Capacity: capacity, LoadInterval: 100 * time.Millisecond,
-		Load: func() scheduler.Load { return scheduler.Load{CPU: 12} }}, &sandboxtest.Fake{})
+	return startSlaveWith(t, addr, name, capacity, &sandboxtest.Fake{}, nil)
+}
+
+// startSlaveWith is startSlave with a runner and a log (nil: discarded).
+func startSlaveWith(t *testing.T, addr, name string, capacity int, runner sandbox.Runner, log *logBuffer) (stop func()) {
+	t.Helper()
+	cfg := SlaveConfig{Master: addr, Node: name, Capacity: capacity, LoadInterval: 100 * time.Millisecond,
+		Load: func() scheduler.Load { return scheduler.Load{CPU: 12} }}
+	if log != nil {
+		cfg.Logger = log.logger()
+	}
+	sl, err := NewSlave(cfg, runner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,5 +174,43 @@ func TestSlaveRefusedCredentials(t *testing.T) {
 	defer cancel()
 	if err := sl.Run(ctx); !errors.Is(err, ErrUnauthorized) {
 		t.Errorf("rogue slave: %v", err)
+	}
+}
+
+// A slave whose registration the master refuses (here: the master's own node name, a
+// live node's) does not exit nor spin: it says why and tries again, waiting longer each
+// time.
+func TestSlaveRetriesRefusedRegistration(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(s *scheduler.Config, _ *ServerConfig) { s.MaxPrograms = 0 })
+	var log logBuffer
+	sl, err := NewSlave(SlaveConfig{Master: ts.addr, Node: "master", Capacity: 1, Logger: log.logger()}, &sandboxtest.Fake{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sl.Run(ctx) }()
+	refusal := regexp.MustCompile(`refused this slave's registration, retrying.* code=(\w+) .* in=(\S+)`)
+	waitUntil(t, func() bool { return len(refusal.FindAllString(log.String(), -1)) >= 3 })
+	select {
+	case err := <-done:
+		t.Fatalf("the slave exited: %v", err)
+	default:
+	}
+	var last time.Duration
+	for i, m := range refusal.FindAllStringSubmatch(log.String(), 3) {
+		d, err := time.ParseDuration(m[2])
+		if m[1] != "invalid_request" || err != nil || d <= last {
+			t.Errorf("refusal %d: code %s, retry in %s after %v: want the code and a longer wait each time", i, m[1], m[2], last)
+		}
+		last = d
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("stopped: %v", err)
+	}
+	if n := len(ts.sched.Snapshot(0).Nodes); n != 1 {
+		t.Errorf("%d nodes, want the master alone", n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"runbox/internal/frame"
 	"runbox/scheduler"
@@ -88,18 +89,45 @@ func errorFromWire(e Error) error { return scheduler.ErrorOf(e.Code, e.Message, 
 func WriteFrame(w io.Writer, typ byte, payload []byte) error { return frame.Write(w, typ, payload) }
 
 // ReadFrame reads one frame whose payload is at most max bytes; a larger declared length
-// is ErrProtocol and nothing more is read. Past 64 KiB the payload's buffer grows with
-// the bytes that arrive, never to a length the peer only declared.
+// is ErrProtocol and nothing more is read. Past 4 KiB the payload's buffer grows with the
+// bytes that arrive, never to a length the peer only declared.
 func ReadFrame(r io.Reader, max int) (typ byte, payload []byte, err error) {
 	typ, n, err := readHeader(r, max)
 	if err != nil {
 		return typ, nil, err
 	}
-	payload, err = frame.ReadPayload(r, n)
+	payload, err = readPayload(r, n)
 	if err != nil {
 		return typ, nil, err
 	}
 	return typ, payload, nil
+}
+
+// eagerPayload is the largest payload read into a buffer of its declared size at once;
+// past it the buffer starts at this size and doubles as the bytes arrive, so that a
+// header that lies costs its reader no more than this.
+const eagerPayload = 4 << 10
+
+// readPayload reads exactly n bytes of payload, its buffer growing with what arrives.
+func readPayload(r io.Reader, n int) ([]byte, error) {
+	if n <= eagerPayload {
+		return frame.ReadPayload(r, n)
+	}
+	payload := make([]byte, 0, eagerPayload)
+	for len(payload) < n {
+		if len(payload) == cap(payload) {
+			payload = slices.Grow(payload, min(n, 2*cap(payload))-len(payload))
+		}
+		m, err := r.Read(payload[len(payload):min(n, cap(payload))])
+		payload = payload[:len(payload)+m]
+		if err != nil && len(payload) < n {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return payload, nil
 }
 
 // readHeader reads a frame's type and payload length, at most max (else ErrProtocol).
@@ -110,6 +138,3 @@ func readHeader(r io.Reader, max int) (typ byte, n int, err error) {
 	}
 	return typ, n, err
 }
-
-// eagerPayload is the largest payload read at its declared size at once (frame.Eager).
-const eagerPayload = frame.Eager

@@ -185,6 +185,90 @@ func TestSubmitJSONUnreachable(t *testing.T) {
 	}
 }
 
+// jsonLines parses `submit --json` output: one object per line.
+func jsonLines(t *testing.T, out string) []jsonResult {
+	t.Helper()
+	var rs []jsonResult
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r jsonResult
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("not a JSON object: %q (%v)", l, err)
+		}
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+// With --json every failure, found here or by the server, is one JSON object per FILE
+// with error.code, and the exit code is the documented one; a FILE that fails here does
+// not keep the others from running.
+func TestSubmitJSONLocalErrors(t *testing.T) {
+	t.Parallel()
+	addr := startMaster(t, &sandboxtest.Fake{}, nil)
+	good := write(t, "a.py", "out A")
+	big := write(t, "big.py", "out big\n"+strings.Repeat("#", 24<<20))
+	for _, c := range []struct {
+		name  string
+		args  []string
+		code  int
+		files []string // FILE of each line
+		want  []string // error.code of each line ("" for a program that ran)
+		msg   string   // in the first error's message
+	}{
+		{"unknown --lang", []string{"--lang", "cobol", good}, exitUsage, []string{good}, []string{"unknown_language"}, "unknown --lang"},
+		{"unknown extension", []string{write(t, "x.cob", "x"), good}, exitUsage, []string{"x.cob", good}, []string{"unknown_language", ""}, "--lang"},
+		{"missing file", []string{"/nonexistent/x.py", good}, exitUsage, []string{"/nonexistent/x.py", good}, []string{"usage", ""}, "no such file"},
+		{"bad flag value", []string{"--memory-limit", "lots", good, good}, exitUsage, []string{good, good}, []string{"usage", "usage"}, "--memory-limit"},
+		{"unknown flag", []string{"--frobnicate", good}, exitUsage, []string{""}, []string{"usage"}, "frobnicate"},
+		{"no file", nil, exitUsage, []string{""}, []string{"usage"}, "no program file"},
+		{"too large", []string{big, good}, exitInvalid, []string{big, good}, []string{"too_large", ""}, "over the 1MiB cap"},
+		{"refused by the server", []string{write(t, "e.py", "")}, exitInvalid, []string{"e.py"}, []string{"invalid_request"}, "empty"},
+	} {
+		args := append([]string{"submit", "--server", addr, "--json"}, c.args...)
+		code, out, errOut := cli(t, "", args...)
+		if code != c.code {
+			t.Errorf("%s: exit code %d, want %d (stderr %q)", c.name, code, c.code, errOut)
+		}
+		lines := jsonLines(t, out)
+		if len(lines) != len(c.want) {
+			t.Errorf("%s: %d lines, want %d: %s", c.name, len(lines), len(c.want), out)
+			continue
+		}
+		for i, r := range lines {
+			if !strings.HasSuffix(r.File, c.files[i]) {
+				t.Errorf("%s: line %d is of %q, want %q", c.name, i, r.File, c.files[i])
+			}
+			switch {
+			case c.want[i] == "" && (r.Error != nil || r.Status != "ok" || r.Stdout != "A\n"):
+				t.Errorf("%s: line %d: %+v, want the program's result", c.name, i, r)
+			case c.want[i] != "" && (r.Error == nil || r.Error.Code != c.want[i] || r.ExitCode != -1):
+				t.Errorf("%s: line %d: %+v, want error %s", c.name, i, r, c.want[i])
+			}
+		}
+		if e := lines[0].Error; e != nil && !strings.Contains(e.Message, c.msg) {
+			t.Errorf("%s: message %q, want %q", c.name, e.Message, c.msg)
+		}
+	}
+}
+
+// A source over the server's cap is refused before anything is sent, with too_large and
+// the cap, in text mode too.
+func TestSubmitTooLarge(t *testing.T) {
+	t.Parallel()
+	addr := startMaster(t, &sandboxtest.Fake{}, nil)
+	big := write(t, "big.py", strings.Repeat("#", 24<<20))
+	code, out, errOut := cli(t, "", "submit", "--server", addr, big)
+	if code != exitInvalid || out != "" || !strings.Contains(errOut, "request too large") || !strings.Contains(errOut, "1MiB cap") ||
+		strings.Count(strings.TrimSpace(errOut), "\n") > 0 {
+		t.Errorf("code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	in := write(t, "in.txt", strings.Repeat("x", 9<<20))
+	code, _, errOut = cli(t, "", "submit", "--server", addr, "--stdin", in, write(t, "p.py", "cat"))
+	if code != exitInvalid || !strings.Contains(errOut, "8MiB cap") {
+		t.Errorf("--stdin over its cap: code %d, stderr %q", code, errOut)
+	}
+}
+
 func TestSubmitBusy(t *testing.T) {
 	t.Parallel()
 	addr := startMaster(t, &sandboxtest.Fake{}, func(c *masterConfig) { c.MaxPrograms = 1; c.Queue = 0 })

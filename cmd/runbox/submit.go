@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -74,7 +75,9 @@ Without --json, the program's output streams to stdout and stderr as it runs (co
 errors go to stderr) and runbox exits with the program's exit code. With --json, one JSON
 object per FILE and line: id, file, language, status, exit_code, stdout, stderr,
 compile_output, time_ms, memory_bytes, node, attempts, and error {code, message} when the
-program could not run.
+program could not run. Every failure is such an object, whether the server or runbox
+itself found it (a bad flag, an unreadable FILE, an unknown language, a FILE too large,
+an unreachable server): a FILE that cannot be sent gets its error and the others run.
 
 Statuses: ok, compile_error, runtime_error, time_limit, memory_limit, output_limit.
 
@@ -92,8 +95,10 @@ Exit codes:
   0-255  the program's own exit code (the last failing one with several FILEs);
          a program killed at a limit exits 128+signal, e.g. 137
   0, 1   with --tests: 0 when every case of every FILE was accepted, else 1
-  64     usage error (bad flags, unreadable FILE)
-  65     the request was refused: invalid_request, unknown_language, too_large,
+  64     usage error: bad flags, unreadable FILE, unknown --lang or extension
+         (with --json: error.code usage or unknown_language)
+  65     the request was refused: invalid_request, unknown_language, too_large
+         (a FILE over 1 MiB or a --stdin over 8 MiB is refused before sending),
          or not_found (the job is unknown to the server)
   69     cannot reach the server (unreachable), its sandbox is unavailable, or it is
          shutting down (shutting_down)
@@ -122,109 +127,200 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&cfg.Compare, "compare", "trim", "with --tests, how outputs compare: exact (byte for byte), trim (trailing blanks of each line and trailing empty lines ignored) or tokens (whitespace-separated tokens)")
 	fs.Usage = func() { fmt.Fprint(stderr, submitHelp); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
+		if !errors.Is(err, flag.ErrHelp) && jsonRequested(args) { // the flag package said why on stderr
+			json.NewEncoder(stdout).Encode(toJSON("", "", sandbox.Spec{}, sandbox.Result{}, usageErr("usage", "%v", err)))
+		}
 		return exitUsage
 	}
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "runbox submit: "+format+"\n", a...)
-		return exitUsage
-	}
-	if fs.NArg() == 0 {
-		return fail("no program file given (runbox submit FILE...)")
-	}
-	var limits sandbox.Limits
-	limits.RunTime = cfg.TimeLimit
-	limits.CompileTime = cfg.CompileTime
-	if cfg.MemoryLimit != "" {
-		n, err := units.RAMInBytes(cfg.MemoryLimit)
-		if err != nil || n <= 0 {
-			return fail("bad --memory-limit %q: use e.g. 128MiB, 1GiB or plain bytes", cfg.MemoryLimit)
-		}
-		limits.Memory = n
-	}
-	if cfg.Lang != "" {
-		if _, ok := sandbox.Lookup(cfg.Lang); !ok {
-			return fail("unknown --lang %q (known: %s)", cfg.Lang, sandbox.LanguageNames())
-		}
-	}
-	var stdinData []byte
-	live := cfg.Stdin == "-"
-	if cfg.Stdin != "" && !live {
-		b, err := os.ReadFile(cfg.Stdin)
-		if err != nil {
-			return fail("--stdin: %v", err)
-		}
-		stdinData = b
-	}
-	if live && fs.NArg() > 1 {
-		return fail("--stdin - works with one FILE only")
-	}
-	var tests []sandbox.TestCase
-	if !sandbox.Compare(cfg.Compare).Valid() || cfg.Compare == "" {
-		return fail("bad --compare %q: exact, trim or tokens", cfg.Compare)
-	}
-	if cfg.Tests != "" {
-		if cfg.Stdin != "" {
-			return fail("--stdin and --tests do not go together: each test case has its input")
-		}
-		t, err := loadTests(cfg.Tests)
-		if err != nil {
-			return fail("%v", err)
-		}
-		tests = t
-	}
-	specs := make([]sandbox.Spec, fs.NArg())
-	for i, path := range fs.Args() {
-		src, err := os.ReadFile(path)
-		if err != nil {
-			return fail("%v", err)
-		}
-		lang := cfg.Lang
-		if lang == "" {
-			l, ok := sandbox.Detect(path)
-			if !ok {
-				return fail("cannot tell the language of %s from its extension; use --lang (%s)", path, sandbox.LanguageNames())
+	files := fs.Args()
+	// fail reports a failure of the whole command: one line on stderr and, with --json,
+	// one object per FILE (or one without a file when there is none).
+	fail := func(err error) int {
+		if cfg.JSON {
+			enc := json.NewEncoder(stdout)
+			if len(files) == 0 {
+				enc.Encode(toJSON("", "", sandbox.Spec{}, sandbox.Result{}, err))
 			}
-			lang = l.Name
+			for _, path := range files {
+				enc.Encode(toJSON("", path, sandbox.Spec{Language: cfg.Lang}, sandbox.Result{}, err))
+			}
 		}
-		specs[i] = sandbox.Spec{Language: lang, Files: []sandbox.File{{Content: src}}, Stdin: stdinData, Limits: limits}
-		if tests != nil {
-			specs[i].Tests, specs[i].Compare = tests, sandbox.Compare(cfg.Compare)
+		fmt.Fprintf(stderr, "runbox submit: %s\n", explain(err))
+		return exitCodeOf(err)
+	}
+	if len(files) == 0 {
+		return fail(usageErr("usage", "no program file given (runbox submit FILE...)"))
+	}
+	spec, err := cfg.baseSpec()
+	if err != nil {
+		return fail(err)
+	}
+	live := cfg.Stdin == "-"
+	if live && len(files) > 1 {
+		return fail(usageErr("usage", "--stdin - works with one FILE only"))
+	}
+	// Each FILE's program; with --json a FILE that cannot be sent gets its own error
+	// object and the others still run, without it the command stops before sending any.
+	specs := make([]sandbox.Spec, len(files))
+	local := make([]error, len(files))
+	for i, path := range files {
+		specs[i], local[i] = cfg.fileSpec(spec, path)
+		if local[i] != nil && !cfg.JSON {
+			fmt.Fprintf(stderr, "runbox submit: %s\n", explain(local[i]))
+			return exitCodeOf(local[i])
 		}
 	}
 
 	ccfg, err := cfg.config()
 	if err != nil {
-		return fail("%v", err)
+		return fail(usageErr("usage", "%v", err))
 	}
-	client, err := transport.Dial(ctx, cfg.Server, ccfg)
-	if err != nil {
-		if cfg.JSON { // every FILE still gets its line, carrying the error
-			enc := json.NewEncoder(stdout)
-			for i, path := range fs.Args() {
-				enc.Encode(toJSON("", path, specs[i], sandbox.Result{}, err))
+	var client *transport.Client
+	if slices.Contains(local, nil) { // some FILE is to be sent
+		if client, err = transport.Dial(ctx, cfg.Server, ccfg); err != nil {
+			for i := range local { // every FILE still gets its line, carrying the error
+				if local[i] == nil {
+					local[i] = err
+				}
 			}
+			fmt.Fprintf(stderr, "runbox submit: %v\n", explain(err))
+			if cfg.JSON {
+				return printJSON(stdout, files, specs, nil, local)
+			}
+			return exitCodeOf(err)
 		}
-		fmt.Fprintf(stderr, "runbox submit: %v\n", explain(err))
-		return exitCodeOf(err)
+		defer client.Close()
 	}
-	defer client.Close()
 
 	if cfg.JSON {
-		return submitJSON(ctx, client, fs.Args(), specs, stdout)
+		return submitJSON(ctx, client, files, specs, local, stdout)
 	}
 	code := 0
 	for i, spec := range specs {
 		var c int
-		if tests != nil {
-			c = submitJudged(ctx, client, fs.Arg(i), spec, &cfg, stdout, stderr)
+		if spec.Tests != nil {
+			c = submitJudged(ctx, client, files[i], spec, &cfg, stdout, stderr)
 		} else {
-			c = submitText(ctx, client, fs.Arg(i), spec, live, &cfg, stdin, stdout, stderr)
+			c = submitText(ctx, client, files[i], spec, live, &cfg, stdin, stdout, stderr)
 		}
 		if c != 0 {
 			code = c
 		}
 	}
 	return code
+}
+
+// baseSpec is the Spec the flags describe, without a program: limits, stdin, tests.
+func (cfg *submitConfig) baseSpec() (sandbox.Spec, error) {
+	var spec sandbox.Spec
+	spec.Limits.RunTime = cfg.TimeLimit
+	spec.Limits.CompileTime = cfg.CompileTime
+	if cfg.MemoryLimit != "" {
+		n, err := units.RAMInBytes(cfg.MemoryLimit)
+		if err != nil || n <= 0 {
+			return spec, usageErr("usage", "bad --memory-limit %q: use e.g. 128MiB, 1GiB or plain bytes", cfg.MemoryLimit)
+		}
+		spec.Limits.Memory = n
+	}
+	if cfg.Lang != "" {
+		if _, ok := sandbox.Lookup(cfg.Lang); !ok {
+			return spec, usageErr("unknown_language", "unknown --lang %q (known: %s)", cfg.Lang, sandbox.LanguageNames())
+		}
+	}
+	if cfg.Stdin != "" && cfg.Stdin != "-" {
+		b, err := readCapped(cfg.Stdin, "--stdin", sandbox.MaxStdinBytes, "a program's stdin")
+		if err != nil {
+			return spec, err
+		}
+		spec.Stdin = b
+	}
+	if !sandbox.Compare(cfg.Compare).Valid() || cfg.Compare == "" {
+		return spec, usageErr("usage", "bad --compare %q: exact, trim or tokens", cfg.Compare)
+	}
+	if cfg.Tests != "" {
+		if cfg.Stdin != "" {
+			return spec, usageErr("usage", "--stdin and --tests do not go together: each test case has its input")
+		}
+		tests, err := loadTests(cfg.Tests)
+		if err != nil {
+			return spec, usageErr("usage", "%v", err)
+		}
+		spec.Tests, spec.Compare = tests, sandbox.Compare(cfg.Compare)
+	}
+	return spec, nil
+}
+
+// fileSpec is base with the program of FILE path: its language (--lang, or from its
+// extension) and its source, refused here when the server would refuse it for its size.
+func (cfg *submitConfig) fileSpec(base sandbox.Spec, path string) (sandbox.Spec, error) {
+	spec := base
+	spec.Language = cfg.Lang
+	if spec.Language == "" {
+		l, ok := sandbox.Detect(path)
+		if !ok {
+			return spec, usageErr("unknown_language", "cannot tell the language of %s from its extension; use --lang (%s)", path, sandbox.LanguageNames())
+		}
+		spec.Language = l.Name
+	}
+	src, err := readCapped(path, path, sandbox.MaxSourceBytes, "a program's sources")
+	if err != nil {
+		return spec, err
+	}
+	spec.Files = []sandbox.File{{Content: src}}
+	if err := transport.CheckRequest(spec); err != nil {
+		return spec, fmt.Errorf("%s: %w", path, err)
+	}
+	return spec, nil
+}
+
+// readCapped reads the file at path, refusing it as too_large (without reading it) when
+// it is over max bytes, the server's cap on what of a request.
+func readCapped(path, name string, max int64, what string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, usageErr("usage", "%v", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > max {
+		return nil, fmt.Errorf("%w: %s is %s (%d bytes), over the %s cap on %s", sandbox.ErrTooLarge, name,
+			sandbox.FormatSize(fi.Size()), fi.Size(), sandbox.FormatSize(max), what)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1)) // a pipe or device is not trusted to stop
+	if err != nil {
+		return nil, usageErr("usage", "%s: %v", name, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%w: %s is over the %s cap on %s", sandbox.ErrTooLarge, name, sandbox.FormatSize(max), what)
+	}
+	return b, nil
+}
+
+// localError is a failure of the command itself, found before anything is sent (a bad
+// flag, an unreadable FILE, an unknown language): exit code 64, and in --json the code
+// it names (usage, unknown_language).
+type localError struct {
+	code string
+	err  error
+}
+
+func (e localError) Error() string { return e.err.Error() }
+
+func usageErr(code, format string, a ...any) error {
+	return localError{code: code, err: fmt.Errorf(format, a...)}
+}
+
+// jsonRequested reports whether args ask for --json, for a command line the flag
+// package could not parse.
+func jsonRequested(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-json", "--json", "-json=true", "--json=true", "-json=1", "--json=1":
+			return true
+		}
+	}
+	return false
 }
 
 // submitText runs one program with its output streaming to stdout and stderr.
@@ -322,7 +418,7 @@ func toJSON(id, file string, spec sandbox.Spec, res sandbox.Result, err error) j
 	out := jsonResult{ID: id, File: file, Language: lang.Name}
 	if err != nil {
 		out.ExitCode = -1
-		out.Error = &jsonError{Code: transport.Code(err), Message: explain(err)}
+		out.Error = &jsonError{Code: errorCode(err), Message: explain(err)}
 		return out
 	}
 	out.Status = string(res.Status)
@@ -335,47 +431,77 @@ func toJSON(id, file string, spec sandbox.Spec, res sandbox.Result, err error) j
 	return out
 }
 
-// submitJSON runs the programs concurrently and prints their results in FILE order.
-func submitJSON(ctx context.Context, client *transport.Client, files []string, specs []sandbox.Spec, stdout io.Writer) int {
-	results := make([]jsonResult, len(specs))
-	codes := make([]int, len(specs))
+// submitJSON runs the programs concurrently and prints their results in FILE order; a
+// FILE with a local error (local[i]) is not sent and gets its error.
+func submitJSON(ctx context.Context, client *transport.Client, files []string, specs []sandbox.Spec, local []error, stdout io.Writer) int {
+	results := make([]sandbox.Result, len(specs))
+	errs := slices.Clone(local)
+	ids := make([]string, len(specs))
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
 	for i := range specs {
+		if errs[i] != nil {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			var id string
-			res, err := client.Run(ctx, specs[i], transport.RunOptions{Handler: transport.Handler{Accepted: func(s string) { id = s }}})
-			results[i] = toJSON(id, files[i], specs[i], res, err)
-			switch {
-			case len(specs[i].Tests) > 0:
-				codes[i] = judgedExitCode(res, err)
-			case err != nil:
-				codes[i] = exitCodeOf(err)
-			case res.ExitCode < 0:
-				codes[i] = 1
-			default:
-				codes[i] = res.ExitCode
-			}
+			results[i], errs[i] = client.Run(ctx, specs[i], transport.RunOptions{Handler: transport.Handler{Accepted: func(s string) { ids[i] = s }}})
 		}()
 	}
 	wg.Wait()
-	enc := json.NewEncoder(stdout)
+	return printJSON(stdout, files, specs, ids, errs, results...)
+}
+
+// printJSON prints one object per FILE, in order, and returns the exit code: the last
+// failing FILE's.
+func printJSON(w io.Writer, files []string, specs []sandbox.Spec, ids []string, errs []error, results ...sandbox.Result) int {
+	enc := json.NewEncoder(w)
 	code := 0
-	for i, r := range results {
-		enc.Encode(r)
-		if codes[i] != 0 {
-			code = codes[i]
+	for i := range files {
+		var id string
+		var res sandbox.Result
+		if ids != nil {
+			id = ids[i]
+		}
+		if results != nil {
+			res = results[i]
+		}
+		enc.Encode(toJSON(id, files[i], specs[i], res, errs[i]))
+		c := 0
+		switch err := errs[i]; {
+		case len(specs[i].Tests) > 0:
+			c = judgedExitCode(res, err)
+		case err != nil:
+			c = exitCodeOf(err)
+		case res.ExitCode < 0:
+			c = 1
+		default:
+			c = res.ExitCode
+		}
+		if c != 0 {
+			code = c
 		}
 	}
 	return code
 }
 
+// errorCode is err's code in --json output: a local error's own, else the wire's.
+func errorCode(err error) string {
+	var le localError
+	if errors.As(err, &le) {
+		return le.code
+	}
+	return transport.Code(err)
+}
+
 // exitCodeOf maps an error to the documented exit codes.
 func exitCodeOf(err error) int {
+	if errors.As(err, new(localError)) {
+		return exitUsage
+	}
 	switch transport.Code(err) {
 	case "busy":
 		return exitBusy
