@@ -498,7 +498,9 @@ func (s *Server) visible(id Identity, snap scheduler.Snapshot) scheduler.Snapsho
 
 // auditJob waits for an admitted job's end, then releases its slot and writes its audit
 // line: who, language, size, node, status.
-func (s *Server) auditJob(job *scheduler.Job, id Identity, release func(bool)) {
+// size is the program's, measured when it was admitted: a finished job no longer holds
+// its sources.
+func (s *Server) auditJob(job *scheduler.Job, id Identity, size int, release func(bool)) {
 	defer s.wg.Done()
 	defer release(true)
 	defer s.recoverPanic(s.log, "audit", nil)
@@ -509,7 +511,7 @@ func (s *Server) auditJob(job *scheduler.Job, id Identity, release func(bool)) {
 	}
 	info := job.Info()
 	attrs := []any{"who", id.Who(), "via", id.Via, "remote", id.Remote, "job", job.ID,
-		"language", job.Spec.Language, "size", specSize(job.Spec), "node", info.Node, "attempts", info.Attempts}
+		"language", job.Spec.Language, "size", size, "node", info.Node, "attempts", info.Attempts}
 	if info.Error != "" {
 		attrs = append(attrs, "status", "error", "error", info.Error)
 	} else {

@@ -458,7 +458,7 @@ func TestAuditLog(t *testing.T) {
 	if _, err := c.Run(context.Background(), prog("out audited"), RunOptions{Handler: Handler{Accepted: func(s string) { id = s }}}); err != nil {
 		t.Fatal(err)
 	}
-	c.Run(context.Background(), prog("out refused"), RunOptions{})
+	c.Run(context.Background(), prog("out refused, and not of the same size"), RunOptions{})
 	waitLog(t, &log, "msg=job component=audit who=alice via=token", "job="+id, "language=python",
 		fmt.Sprintf("size=%d", len("out audited")), "node=master", "status=ok",
 		`msg="job refused" component=audit who=alice`, "code=rate_limited")

@@ -538,7 +538,7 @@ func (s *Server) serveStream(st *yamux.Stream, hello Hello, id Identity, budget 
 			return
 		}
 		s.wg.Add(1)
-		go s.auditJob(job, id, release)
+		go s.auditJob(job, id, specSize(sub.Spec), release)
 		log.Debug("job accepted", "job", job.ID, "language", sub.Spec.Language)
 		s.serveJob(st, job, 0, log)
 	case FrameWait:
