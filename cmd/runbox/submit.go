@@ -8,7 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/docker/go-units"
 
+	"runbox/internal/clientconf"
 	"runbox/sandbox"
 	"runbox/scheduler"
 	"runbox/transport"
@@ -36,20 +39,54 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 		def = defaultServer
 	}
 	fs.StringVar(&c.Server, "server", def, "server address HOST:PORT (default from $RUNBOX_SERVER)")
-	fs.StringVar(&c.Token, "token", os.Getenv("RUNBOX_TOKEN"), "bearer token for a secured cluster (default from $RUNBOX_TOKEN)")
-	fs.StringVar(&c.TLSCA, "tls-ca", os.Getenv("RUNBOX_TLS_CA"), "CA certificate of a TLS cluster: speak TLS and verify the master (default from $RUNBOX_TLS_CA)")
+	fs.StringVar(&c.Token, "token", os.Getenv("RUNBOX_TOKEN"), "bearer token for a secured cluster (default from $RUNBOX_TOKEN, else the token make cluster wrote, over TLS with its CA)")
+	fs.StringVar(&c.TLSCA, "tls-ca", os.Getenv("RUNBOX_TLS_CA"), "CA certificate of a TLS cluster: speak TLS and verify the master (default from $RUNBOX_TLS_CA, else the ca.crt make cluster wrote)")
 	fs.StringVar(&c.TLSCert, "tls-cert", os.Getenv("RUNBOX_TLS_CERT"), "client certificate to present, with --tls-key (optional; default from $RUNBOX_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", os.Getenv("RUNBOX_TLS_KEY"), "key of --tls-cert (default from $RUNBOX_TLS_KEY)")
 }
 
-// config returns the connection settings; the error is a bad TLS flag or file.
+// config returns the connection settings; the error is a bad TLS flag or file. What no
+// flag or variable gave comes from the client directory that make cluster writes
+// (internal/clientconf): its CA, and its token only over TLS verified by that CA, so
+// that the token never goes in clear, nor to another cluster.
 func (c *clientFlags) config() (transport.ClientConfig, error) {
 	cfg := transport.DefaultClientConfig()
+	if err := c.clientDirDefaults(os.Getenv); err != nil {
+		return cfg, err
+	}
 	cfg.Token = c.Token
 	cfg.Name = "runbox-cli"
 	t, err := clientTLS(c.TLSCA, c.TLSCert, c.TLSKey)
 	cfg.TLS = t
 	return cfg, err
+}
+
+// clientDirDefaults fills TLSCA and Token from the client directory when neither flag
+// nor variable gave them (see config).
+func (c *clientFlags) clientDirDefaults(getenv func(string) string) error {
+	dir := clientconf.Dir(getenv)
+	if dir == "" || c.TLSCert != "" {
+		return nil
+	}
+	ca := filepath.Join(dir, clientconf.CAFile)
+	if c.TLSCA == "" && c.Token == "" {
+		if _, err := os.Stat(ca); err != nil {
+			return nil // no cluster of make cluster's here: plaintext, as asked
+		}
+		c.TLSCA = ca
+	}
+	if c.TLSCA != ca || c.Token != "" {
+		return nil
+	}
+	tok, err := clientconf.ReadToken(filepath.Join(dir, clientconf.TokenFile))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("%v (make cluster writes it; or give --token)", err)
+	}
+	c.Token = tok
+	return nil
 }
 
 // submitConfig is `runbox submit`'s flags.
@@ -100,8 +137,8 @@ Exit codes:
   65     the request was refused: invalid_request, unknown_language, too_large
          (a FILE over 1 MiB or a --stdin over 8 MiB is refused before sending),
          or not_found (the job is unknown to the server)
-  69     cannot reach the server (unreachable), its sandbox is unavailable, or it is
-         shutting down (shutting_down)
+  69     cannot reach the server (unreachable), its sandbox is unavailable, it is
+         shutting down (shutting_down), or its journal cannot take a job (storage_full)
   70     internal error, the job's node crashed on every attempt (crashed_node), the
          job was cancelled on the server (cancelled), or a protocol error
   75     busy: the server is full; try another server (--server) or retry later
@@ -509,7 +546,7 @@ func exitCodeOf(err error) int {
 		return exitInvalid
 	case "unauthorized", "rate_limited", "quota":
 		return exitUnauthorized
-	case "unavailable", "shutting_down":
+	case "unavailable", "shutting_down", "storage_full":
 		return exitUnavailable
 	}
 	if errors.Is(err, transport.ErrConnect) {
