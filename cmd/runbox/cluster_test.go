@@ -76,6 +76,9 @@ type proc struct {
 func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
 	p := &proc{name: name, cmd: exec.Command(runboxBin(t), args...), log: &bytes.Buffer{}, done: make(chan struct{})}
+	// Killed with the test binary too, even when it dies before its cleanups (a timeout):
+	// a leftover master or slave would run on, holding ports and Docker for hours.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	w := &syncWriter{w: p.log}
 	p.cmd.Stdout, p.cmd.Stderr = w, w
 	if err := p.cmd.Start(); err != nil {
