@@ -20,7 +20,7 @@ INIT_FLAGS := -buildvcs=false -ldflags='-s -w -buildid='
 IMAGE_INPUTS := images/build.sh images/base/build.sh images/base/packages.txt \
 	images/base/Dockerfile $(wildcard images/runtime/*/Dockerfile)
 
-.PHONY: help images build gui test test-gui test-short bench cluster cluster-down fmt vet clean clean-images
+.PHONY: help images build gui check test test-gui test-short bench chaos cluster cluster-down fmt vet clean clean-images
 
 help: ## list the targets
 	@echo 'usage: make TARGET'
@@ -42,9 +42,20 @@ build: ## build bin/runbox and bin/runbox-init (static, CGO_ENABLED=0)
 # -p 1: one package at a time. The Docker-heavy packages (cmd/runbox's process tests,
 # sandbox/docker's conformance in six languages, docs' guides) each load the 2-core
 # machine on their own; run side by side they pushed programs past their time limits.
-test: images ## build the images, then run every test with -race (needs Docker and the GUI's -dev packages)
+test: check images ## the fast checks, the images, then every test with -race (needs Docker and the GUI's -dev packages)
 	CGO_ENABLED=1 $(GO) test -race -count=1 -p 1 -timeout 60m ./...
 	$(MAKE) test-gui
+
+# Before every commit, and first in CI (make test runs it): seconds to a couple of
+# minutes, no Docker needed. gofmt, go vet and go mod tidy on both modules, then the tests
+# that need no daemon with -race.
+check: ## fast checks: gofmt, go vet and go mod tidy -diff on both modules, go test -short -race
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [[ -n "$$unformatted" ]]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
+	$(GO) mod tidy -diff
+	CGO_ENABLED=0 $(GO) vet ./...
+	cd cmd/runbox-gui && $(GO) mod tidy -diff && CGO_ENABLED=1 $(GO) vet ./...
+	CGO_ENABLED=1 $(GO) test -short -race -count=1 ./...
 
 # The GUI is its own module (cgo, OpenGL, X11): see docs/install.md for its Debian
 # packages. Its tests are headless (fyne.io/fyne/v2/test) and need no display.
@@ -56,6 +67,11 @@ gui: ## build bin/runbox-gui, the Fyne desktop client (cgo; the first build take
 
 test-short: ## run the tests that need no Docker daemon (go test -short)
 	$(GO) test -short ./...
+
+# make test runs TestChaos in its short form (one round of each disturbance);
+# this is the long one. CHAOS_SEED=N replays a run (the test logs its seed).
+chaos: images ## drive a real master and two slaves through hostile programs, floods, a rogue slave, kill -9 and a truncated journal (long form)
+	RUNBOX_CHAOS=long RUNBOX_CHAOS_SEED=$(CHAOS_SEED) CGO_ENABLED=1 $(GO) test -race -count=1 -run '^TestChaos$$' -v -timeout 90m ./cmd/runbox/
 
 bench: images ## run the sandbox benchmarks (vars BENCHTIME, default 20x; BENCHCOUNT, default 1)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./sandbox/docker/
