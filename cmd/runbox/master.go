@@ -50,6 +50,7 @@ type masterConfig struct {
 	LogLevel     string
 	TLSDir       string // security: see certs.go
 	Tokens       string
+	ConnsPerAddr int // connections from one IP address at once (0: the default)
 
 	// The dashboard's token (see httpToken): a file, or $RUNBOX_HTTP_TOKEN; never a
 	// flag's value, which every user of the machine sees in the process list.
@@ -78,6 +79,7 @@ func (c *masterConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Runtime, "runtime", "", "OCI runtime of the sandbox containers, e.g. runsc for gVisor when installed (default: the engine's)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.TLSDir, "tls-dir", "", "TLS directory made by 'runbox certs issue --role master': TLS 1.3 for every connection, slaves need a slave certificate or join token (empty: plaintext)")
+	fs.IntVar(&c.ConnsPerAddr, "max-conns-per-address", transport.DefaultServerConfig().MaxConnsPerAddress, "connections from one IP address at once (clients and slaves); raise it for many users behind one NAT")
 	fs.StringVar(&c.Tokens, "tokens", "", "tokens file: clients need a bearer token, with its limits (see 'runbox certs -h'; empty: no tokens)")
 }
 
@@ -204,6 +206,9 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 	tcfg := transport.DefaultServerConfig()
 	tcfg.Node = cfg.Node
 	tcfg.Logger = log
+	if cfg.ConnsPerAddr > 0 {
+		tcfg.MaxConnsPerAddress = cfg.ConnsPerAddr
+	}
 	if err := secureMaster(&tcfg, cfg.TLSDir, cfg.Tokens, log); err != nil {
 		return err
 	}
