@@ -250,7 +250,9 @@ func chaosKinds() []chaosKind {
 			spec: func(c, j int) sandbox.Spec {
 				return pySpec("print('spinning', flush=True)\nwhile True: pass\n", time.Second)
 			},
-			check: wantStatus(sandbox.StatusTimeLimit, "spinning\n")},
+			// Its one second may end before a loaded machine's interpreter printed a
+			// thing: the status is what counts.
+			check: wantStatus(sandbox.StatusTimeLimit, "")},
 		{name: "memory bomb", mayFail: crashed,
 			spec: func(c, j int) sandbox.Spec {
 				s := pySpec("print('allocating', flush=True)\nhog = []\nwhile True: hog.append(b'x' * (1 << 20))\n", 20*time.Second)
@@ -276,7 +278,7 @@ func chaosKinds() []chaosKind {
 					"#include <unistd.h>\n#include <stdio.h>\nint main(void){puts(\"forking\");fflush(stdout);for(;;)fork();}\n")}},
 					Limits: sandbox.Limits{RunTime: time.Second, Pids: 32, CompileTime: time.Minute}}
 			},
-			check: wantStatus(sandbox.StatusTimeLimit, "forking\n")},
+			check: wantStatus(sandbox.StatusTimeLimit, "")},
 	}
 }
 
