@@ -104,6 +104,13 @@ func get(t *testing.T, url string, header ...string) (*http.Response, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return do(t, req, header...)
+}
+
+// do sends req with the header's name, value pairs, without following redirects, and
+// returns the response and its body.
+func do(t *testing.T, req *http.Request, header ...string) (*http.Response, string) {
+	t.Helper()
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
