@@ -214,3 +214,29 @@ func TestSlaveRetriesRefusedRegistration(t *testing.T) {
 		t.Errorf("%d nodes, want the master alone", n)
 	}
 }
+
+// TestSlaveOfATakenNameWaits: a second slave under a live slave's name is refused with
+// name_taken (it cannot evict the live one, whose jobs and session stay), retries, and
+// joins once the first one has left.
+func TestSlaveOfATakenNameWaits(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(s *scheduler.Config, _ *ServerConfig) { s.MaxPrograms = 0 })
+	stopFirst := startSlave(t, ts.addr, "twin", 1)
+	waitNodes(t, ts, 2)
+	joined := ts.sched.Snapshot(0).Nodes[1].Joined
+
+	var log logBuffer
+	startSlaveWith(t, ts.addr, "twin", 3, &sandboxtest.Fake{}, &log)
+	waitUntil(t, func() bool {
+		return regexp.MustCompile(`refused this slave's registration, retrying.* code=name_taken`).MatchString(log.String())
+	})
+	if nodes := ts.sched.Snapshot(0).Nodes; len(nodes) != 2 || nodes[1].Capacity != 1 || !nodes[1].Joined.Equal(joined) {
+		t.Fatalf("the live slave was replaced: %+v", nodes)
+	}
+
+	stopFirst()
+	waitUntil(t, func() bool {
+		nodes := ts.sched.Snapshot(0).Nodes
+		return len(nodes) == 2 && nodes[1].Name == "twin" && nodes[1].Capacity == 3
+	})
+}
