@@ -136,8 +136,8 @@ func Open(cfg Config) (*Journal, error) {
 		return nil, err
 	}
 	j.db = db
-	if err := j.repair(); err != nil {
-		db.Close()
+	if err := j.repairGuarded(); err != nil {
+		func() { defer func() { recover() }(); db.Close() }()
 		return nil, err
 	}
 	if j.compactDue(true) {
@@ -202,7 +202,27 @@ func (j *Journal) openDB(path string) (db *bbolt.DB, err error) {
 		db.Close()
 		return nil, damaged(path, err)
 	}
+	// Then bbolt's own check of the pages against the freelist (a page freed twice, or
+	// both used and free): such a file reads well and breaks at its first write, where a
+	// rollback re-reads the bad freelist and faults.
+	if err := db.View(checkPages); err != nil {
+		db.Close()
+		return nil, damaged(path, err)
+	}
 	return db, nil
+}
+
+// checkPages runs bbolt's consistency check and returns its first finding. It runs after
+// touchAll, which has read every page the check descends into, under faults turned into
+// panics: the check's own goroutine then meets no page that faults.
+func checkPages(tx *bbolt.Tx) error {
+	var first error
+	for err := range tx.Check() { // drained: the check's goroutine ends before the tx
+		if first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // touchAll reads every key and value of every bucket, so that a bad page shows now.
@@ -318,6 +338,19 @@ func checkHeader(path string) error {
 		return fmt.Errorf("truncated: %d bytes, its header says %d", size, want)
 	}
 	return nil
+}
+
+// repairGuarded is repair, the first write to the file, with memory faults turned into
+// panics and panics into ErrDamaged, like openDB's reads: damage the checks did not see
+// shows at the first commit.
+func (j *Journal) repairGuarded() (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = damaged(j.cfg.Path, fmt.Errorf("writing it failed: %v", p))
+		}
+	}()
+	return j.repair()
 }
 
 // repair makes an opened file ready: buckets, the undecodable pending records dropped
