@@ -12,6 +12,9 @@ import (
 type Limits struct {
 	// CompileTime is the compile phase's wall-time limit.
 	CompileTime time.Duration `json:"compile_time"`
+	// CompileMemory caps memory+swap of the compile phase in bytes (the compiler needs more
+	// than most programs: g++ with the usual headers passes 128 MiB).
+	CompileMemory int64 `json:"compile_memory,omitempty"`
 	// RunTime is the run phase's wall-time limit.
 	RunTime time.Duration `json:"run_time"`
 	// Output caps stdout+stderr bytes of the run (and separately the compiler's output);
@@ -42,30 +45,32 @@ const (
 // DefaultLimits are what a request gets for the fields it leaves zero.
 func DefaultLimits() Limits {
 	return Limits{
-		CompileTime: 10 * time.Second,
-		RunTime:     5 * time.Second,
-		Output:      1 * MiB,
-		CPUs:        1,
-		Memory:      256 * MiB,
-		Pids:        64,
-		Disk:        64 * MiB,
-		OpenFiles:   64,
-		FileSize:    16 * MiB,
+		CompileTime:   10 * time.Second,
+		CompileMemory: 512 * MiB,
+		RunTime:       5 * time.Second,
+		Output:        1 * MiB,
+		CPUs:          1,
+		Memory:        256 * MiB,
+		Pids:          64,
+		Disk:          64 * MiB,
+		OpenFiles:     64,
+		FileSize:      16 * MiB,
 	}
 }
 
 // MaxLimits are the default server maxima.
 func MaxLimits() Limits {
 	return Limits{
-		CompileTime: 60 * time.Second,
-		RunTime:     60 * time.Second,
-		Output:      16 * MiB,
-		CPUs:        2,
-		Memory:      2 * GiB,
-		Pids:        512,
-		Disk:        1 * GiB,
-		OpenFiles:   1024,
-		FileSize:    1 * GiB,
+		CompileTime:   60 * time.Second,
+		CompileMemory: 2 * GiB,
+		RunTime:       60 * time.Second,
+		Output:        16 * MiB,
+		CPUs:          2,
+		Memory:        2 * GiB,
+		Pids:          512,
+		Disk:          1 * GiB,
+		OpenFiles:     1024,
+		FileSize:      1 * GiB,
 	}
 }
 
@@ -73,6 +78,9 @@ func MaxLimits() Limits {
 func (l Limits) WithDefaults(def Limits) Limits {
 	if l.CompileTime == 0 {
 		l.CompileTime = def.CompileTime
+	}
+	if l.CompileMemory == 0 {
+		l.CompileMemory = def.CompileMemory
 	}
 	if l.RunTime == 0 {
 		l.RunTime = def.RunTime
@@ -103,15 +111,16 @@ func (l Limits) WithDefaults(def Limits) Limits {
 
 // Floors below which a program cannot even start; a request under them is invalid.
 var minLimits = Limits{
-	CompileTime: 100 * time.Millisecond,
-	RunTime:     10 * time.Millisecond,
-	Output:      1,
-	CPUs:        0.05,
-	Memory:      16 * MiB,
-	Pids:        4,
-	Disk:        1 * MiB,
-	OpenFiles:   8,
-	FileSize:    1,
+	CompileTime:   100 * time.Millisecond,
+	CompileMemory: 16 * MiB,
+	RunTime:       10 * time.Millisecond,
+	Output:        1,
+	CPUs:          0.05,
+	Memory:        16 * MiB,
+	Pids:          4,
+	Disk:          1 * MiB,
+	OpenFiles:     8,
+	FileSize:      1,
 }
 
 // Check reports, as ErrInvalidRequest, the first field of l that is negative, under the
@@ -124,6 +133,7 @@ func (l Limits) Check(max Limits) error {
 	}
 	fields := []field{
 		{"compile time", float64(l.CompileTime), float64(minLimits.CompileTime), float64(max.CompileTime), true, false},
+		{"compile memory", float64(l.CompileMemory), float64(minLimits.CompileMemory), float64(max.CompileMemory), false, true},
 		{"run time", float64(l.RunTime), float64(minLimits.RunTime), float64(max.RunTime), true, false},
 		{"output", float64(l.Output), float64(minLimits.Output), float64(max.Output), false, true},
 		{"cpus", l.CPUs, minLimits.CPUs, max.CPUs, false, false},

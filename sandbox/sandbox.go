@@ -327,6 +327,8 @@ type Result struct {
 	// Node names the server that ran the program; Attempts counts dispatches.
 	Node     string `json:"node,omitempty"`
 	Attempts int    `json:"attempts,omitempty"`
+	// Trace says where the job's time went, phase by phase (nil when not measured).
+	Trace *Trace `json:"trace,omitempty"`
 
 	// Verdict and Cases are set for a judged run (a Spec with Tests): the overall verdict
 	// (accepted when every case passed, else the first failing case's; compile_error when

@@ -1,0 +1,52 @@
+package sandbox
+
+import "time"
+
+// Trace says where one job's time went, phase by phase, so that a claim about speed is
+// measured rather than guessed. A zero phase did not happen or was not measured. The
+// Runner fills the container phases; the scheduler fills Queue; a client adds what it
+// sees on its side (the round trip) itself.
+type Trace struct {
+	// Queue is the wait in the scheduler before a node took the job.
+	Queue time.Duration `json:"queue,omitempty"`
+	// Acquire is getting a container ready for the program: a warm one from the pool, or
+	// one created, attached and started for this job (Pooled tells which).
+	Acquire time.Duration `json:"acquire,omitempty"`
+	Pooled  bool          `json:"pooled,omitempty"`
+	// Send is handing the program (sources, stdin, tests) to runbox-init.
+	Send time.Duration `json:"send,omitempty"`
+	// Compile and Run are the phases inside the container, as the Runner saw them.
+	Compile time.Duration `json:"compile,omitempty"`
+	Run     time.Duration `json:"run,omitempty"`
+	// Result is from the program's end to the Runner holding its result (the final
+	// frames, the cgroup readings).
+	Result time.Duration `json:"result,omitempty"`
+}
+
+// TracePhase is one named phase of a Trace.
+type TracePhase struct {
+	Name     string
+	Duration time.Duration
+}
+
+// Phases lists t's measured phases in the order they happen, by their metric names.
+func (t *Trace) Phases() []TracePhase {
+	if t == nil {
+		return nil
+	}
+	all := []TracePhase{
+		{"queue", t.Queue},
+		{"acquire", t.Acquire},
+		{"send", t.Send},
+		{"compile", t.Compile},
+		{"run", t.Run},
+		{"result", t.Result},
+	}
+	out := all[:0]
+	for _, p := range all {
+		if p.Duration > 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
