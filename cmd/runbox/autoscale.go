@@ -109,7 +109,7 @@ func startAutoscaler(ctx context.Context, cfg masterConfig, bound string, sched 
 		// One Swarm service per slave, on any node of the swarm; --slave-network is "host"
 		// or an overlay network the master is on, --advertise what slaves dial there.
 		scfg := swarmprov.DefaultConfig()
-		scfg.Config = pcfg
+		scfg.SlaveTemplate, scfg.Host = pcfg.SlaveTemplate, pcfg.Host
 		sp, err := swarmprov.New(ctx, scfg)
 		if err != nil {
 			return nil, err

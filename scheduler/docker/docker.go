@@ -33,50 +33,17 @@ import (
 	"runbox/scheduler"
 )
 
-// Labels on slave containers (and on the Swarm provisioner's services).
-const (
-	LabelCluster = "runbox.cluster"
-	LabelRole    = "runbox.role"
-	LabelNode    = "runbox.node"
-	// LabelOwner is the sandbox runner's label (sandbox/docker): a slave's sandboxes.
-	LabelOwner = "runbox.owner"
-)
-
-// Config configures a Provisioner: what every slave is, wherever it runs (the Swarm
-// provisioner's Config embeds it).
+// Config configures a Provisioner: the slaves as the scheduler's SlaveTemplate describes
+// them, and the engine that runs them.
 type Config struct {
+	scheduler.SlaveTemplate
 	// Host is the Docker engine address; empty takes DOCKER_HOST or the local socket.
 	Host string
-	// Cluster labels every slave container; List finds them by it after a master restart.
-	Cluster string
-	// Image is the server image ("runbox/server:latest").
-	Image string
-	// Network is the network slaves join: "host", or a bridge network where Master resolves.
-	Network string
-	// Master is the address slaves dial.
-	Master string
-	// Capacity is each slave's --max-programs; Pool its warm containers per language.
-	Capacity, Pool int
-	// CPUs and Memory limit each slave container (0: no limit).
-	CPUs   float64
-	Memory int64
-	// DockerSocket is the engine socket bind-mounted into slaves for their sandboxes.
-	DockerSocket string
 	// SocketGID is the group that owns DockerSocket on the engine's machine (SocketGroup
 	// finds it): slaves run as the unprivileged SlaveUser with this group added, which is
 	// what lets them use the socket. Negative: unknown, and slaves run as root (still with
 	// every capability dropped: root owns the socket, so it needs none).
 	SocketGID int
-	// Pids caps the processes and threads of each slave container (0: no limit).
-	Pids int64
-	// JoinToken is the master's join token for its slaves: it reaches them in their
-	// environment ($RUNBOX_TOKEN), never in their arguments. Empty: none.
-	JoinToken string
-	// CA is the cluster's CA certificate (PEM) when the master speaks TLS: it is copied
-	// into each slave container before it starts, as CAPath ($RUNBOX_TLS_CA). Empty: none.
-	CA []byte
-	// Args are extra arguments for `runbox slave` (the image tag); never a secret.
-	Args []string
 }
 
 // Where the CA certificate is in a slave container, and the user a slave runs as.
@@ -88,24 +55,11 @@ const (
 
 // DefaultConfig returns a Config for the local engine.
 func DefaultConfig() Config {
-	return Config{Cluster: "runbox", Image: "runbox/server:latest", Network: "host", Capacity: 2, Pool: 1,
-		CPUs: 1, Memory: 1 << 30, DockerSocket: "/var/run/docker.sock", SocketGID: -1, Pids: 512}
+	return Config{SlaveTemplate: scheduler.DefaultSlaveTemplate(), SocketGID: -1}
 }
 
 // Validate reports the first invalid field.
-func (c Config) Validate() error {
-	switch {
-	case c.Cluster == "" || c.Image == "" || c.Network == "" || c.DockerSocket == "":
-		return errors.New("provisioner: cluster, image, network and docker socket are needed")
-	case c.Master == "":
-		return errors.New("provisioner: the address slaves dial (--advertise) is needed")
-	case c.Capacity < 1:
-		return errors.New("provisioner: slave capacity must be at least 1")
-	case c.CPUs < 0 || c.Memory < 0 || c.Pids < 0:
-		return errors.New("provisioner: slave limits must not be negative")
-	}
-	return nil
-}
+func (c Config) Validate() error { return c.SlaveTemplate.Validate() }
 
 type dockerAPI interface {
 	ContainerCreate(ctx context.Context, cfg *container.Config, host *container.HostConfig, net *network.NetworkingConfig, platform *ocispec.Platform, name string) (container.CreateResponse, error)
@@ -161,19 +115,6 @@ func (p *Provisioner) Close() error { return p.api.Close() }
 // containerName is the slave container's name for node name.
 func (p *Provisioner) containerName(name string) string { return "runbox-" + name }
 
-// SlaveArgs are the arguments of the server image for the slave named name: `runbox
-// slave` dialling cfg.Master, with cfg's capacity, pool and extra arguments. The Swarm
-// provisioner builds its services from them too. They never hold a credential.
-func SlaveArgs(cfg Config, name string) []string {
-	return append([]string{"slave", "--master", cfg.Master, "--node", name,
-		"--max-programs", strconv.Itoa(cfg.Capacity), "--pool", strconv.Itoa(cfg.Pool)}, cfg.Args...)
-}
-
-// SlaveLabels are the labels of the slave named name: its cluster, its role, its name.
-func SlaveLabels(cfg Config, name string) map[string]string {
-	return map[string]string{LabelCluster: cfg.Cluster, LabelRole: "slave", LabelNode: name}
-}
-
 // slaveConfig is the one place that decides how a slave container is built. A slave needs
 // the network (it dials the master), the Docker socket (its sandboxes) and nothing else:
 // no capability (the socket's group, or root as its owner, opens it), no write to its
@@ -186,9 +127,9 @@ func slaveConfig(cfg Config, name string) (*container.Config, *container.HostCon
 	}
 	c := &container.Config{
 		Image:       cfg.Image,
-		Cmd:         SlaveArgs(cfg, name),
+		Cmd:         cfg.SlaveArgs(name),
 		Env:         env,
-		Labels:      SlaveLabels(cfg, name),
+		Labels:      cfg.SlaveLabels(name),
 		StopTimeout: ptr(60), // a stopping slave finishes what it runs
 	}
 	h := &container.HostConfig{
@@ -370,7 +311,7 @@ func (p *Provisioner) remove(ctx context.Context, id string) error {
 }
 
 func (p *Provisioner) removeSandboxes(ctx context.Context, name string) error {
-	list, err := p.api.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", LabelOwner+"=runbox-"+name))})
+	list, err := p.api.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", scheduler.LabelOwner+"=runbox-"+name))})
 	if err != nil {
 		return fmt.Errorf("list sandboxes: %w", err)
 	}
@@ -384,13 +325,13 @@ func (p *Provisioner) removeSandboxes(ctx context.Context, name string) error {
 // (crashed, or killed with the machine) are removed on the way.
 func (p *Provisioner) List(ctx context.Context) ([]string, error) {
 	list, err := p.api.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
-		filters.Arg("label", LabelCluster+"="+p.cfg.Cluster), filters.Arg("label", LabelRole+"=slave"))})
+		filters.Arg("label", scheduler.LabelCluster+"="+p.cfg.Cluster), filters.Arg("label", scheduler.LabelRole+"=slave"))})
 	if err != nil {
 		return nil, fmt.Errorf("list slave containers: %w", err)
 	}
 	var names []string
 	for _, c := range list {
-		name := c.Labels[LabelNode]
+		name := c.Labels[scheduler.LabelNode]
 		if c.State != "running" {
 			p.remove(ctx, c.ID)
 			p.removeSandboxes(ctx, name)

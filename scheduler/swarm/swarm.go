@@ -15,7 +15,8 @@
 //
 // Stop scales the service to 0 replicas, waits until its task has ended (the slave got
 // SIGTERM, finished what it ran and removed its sandboxes, within StopGrace) and Swarm has
-// deleted it, then removes the service (never earlier: see retire). Services and their containers carry the labels of scheduler/docker
+// deleted it, then removes the service (never earlier: see retire). Services and their
+// containers carry the scheduler's labels, as scheduler/docker's slave containers do
 // (runbox.cluster, runbox.role=slave, runbox.node), so `docker service ls --filter
 // label=runbox.cluster=NAME` and `docker ps --filter ...` find them.
 //
@@ -51,15 +52,15 @@ import (
 	"github.com/docker/docker/client"
 
 	"runbox/scheduler"
-	dockerprov "runbox/scheduler/docker"
 )
 
-// Labels on slave services and their containers: scheduler/docker's.
+// Labels on slave services and their containers: the scheduler's, as on scheduler/docker's
+// slave containers.
 const (
-	LabelCluster = dockerprov.LabelCluster
-	LabelRole    = dockerprov.LabelRole
-	LabelNode    = dockerprov.LabelNode
-	labelOwner   = dockerprov.LabelOwner
+	LabelCluster = scheduler.LabelCluster
+	LabelRole    = scheduler.LabelRole
+	LabelNode    = scheduler.LabelNode
+	labelOwner   = scheduler.LabelOwner
 )
 
 // The slaves' secrets, as files in their containers.
@@ -70,13 +71,16 @@ const (
 	roleSecret = "slave-credential"
 )
 
-// Config configures a Provisioner: the slaves as scheduler/docker describes them, where
-// Host is a swarm manager's engine, Image each node's local copy when the registry has
-// none (Swarm logs that the pull failed, then runs it), Network "host" (slaves reach a
-// master on 127.0.0.1 or the node's address) or an overlay network the master is on, and
-// DockerSocket the engine socket on every node; and where Swarm may place them.
+// Config configures a Provisioner: the slaves as the scheduler's SlaveTemplate describes
+// them, where Image is each node's local copy when the registry has none (Swarm logs that
+// the pull failed, then runs it), Network "host" (slaves reach a master on 127.0.0.1 or
+// the node's address) or an overlay network the master is on, and DockerSocket the engine
+// socket on every node; the swarm manager's engine; and where Swarm may place them.
 type Config struct {
-	dockerprov.Config
+	scheduler.SlaveTemplate
+	// Host is a swarm manager's engine address; empty takes DOCKER_HOST or the local
+	// socket.
+	Host string
 	// Constraints are Swarm placement constraints for slaves ("node.role==worker").
 	Constraints []string
 	// StopGrace is how long a stopping slave has to finish before it is killed.
@@ -85,12 +89,12 @@ type Config struct {
 
 // DefaultConfig returns a Config for a swarm whose manager is the local engine.
 func DefaultConfig() Config {
-	return Config{Config: dockerprov.DefaultConfig(), StopGrace: 60 * time.Second}
+	return Config{SlaveTemplate: scheduler.DefaultSlaveTemplate(), StopGrace: 60 * time.Second}
 }
 
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
-	if err := c.Config.Validate(); err != nil {
+	if err := c.SlaveTemplate.Validate(); err != nil {
 		return fmt.Errorf("swarm %w", err)
 	}
 	if c.StopGrace < 0 {
@@ -264,8 +268,8 @@ func serviceName(node string) string {
 // serviceSpec is the one place that decides how a slave service is built; secrets are the
 // slaves' credentials. TestServiceSpec pins it.
 func serviceSpec(cfg Config, name string, secrets []*swarm.SecretReference) swarm.ServiceSpec {
-	labels := dockerprov.SlaveLabels(cfg.Config, name)
-	args := dockerprov.SlaveArgs(cfg.Config, name)
+	labels := cfg.SlaveLabels(name)
+	args := cfg.SlaveArgs(name)
 	grace := cfg.StopGrace
 	delay := 2 * time.Second
 	var placement *swarm.Placement

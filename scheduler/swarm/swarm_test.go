@@ -17,7 +17,7 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/api/types/system"
 
-	dockerprov "runbox/scheduler/docker"
+	"runbox/scheduler"
 )
 
 // fakeSwarm is a swarm manager in memory: services by ID, each with the tasks its
@@ -371,7 +371,7 @@ func TestStartStopList(t *testing.T) {
 		}
 	}
 	// Another cluster's slave on the same swarm is not ours.
-	f.ServiceCreate(ctx, serviceSpec(Config{Config: dockerprov.Config{Cluster: "other", Image: "i", Network: "host", Master: "m", Capacity: 1}}, "other-slave-1", nil), swarm.ServiceCreateOptions{})
+	f.ServiceCreate(ctx, serviceSpec(Config{SlaveTemplate: scheduler.SlaveTemplate{Cluster: "other", Image: "i", Network: "host", Master: "m", Capacity: 1}}, "other-slave-1", nil), swarm.ServiceCreateOptions{})
 	names, err := p.List(ctx)
 	if err != nil || !slices.Equal(names, []string{"c1-slave-1", "c1-slave-2"}) {
 		t.Fatalf("List = %v, %v", names, err)
@@ -425,7 +425,7 @@ func TestStartReplacesALeftover(t *testing.T) {
 		t.Errorf("calls %q, want %q", got, want)
 	}
 	// A service of that name that is not this cluster's is left alone.
-	f.ServiceCreate(ctx, serviceSpec(Config{Config: dockerprov.Config{Cluster: "other", Image: "i", Network: "host", Master: "m", Capacity: 1}}, "c1-slave-2", nil), swarm.ServiceCreateOptions{})
+	f.ServiceCreate(ctx, serviceSpec(Config{SlaveTemplate: scheduler.SlaveTemplate{Cluster: "other", Image: "i", Network: "host", Master: "m", Capacity: 1}}, "c1-slave-2", nil), swarm.ServiceCreateOptions{})
 	if err := p.Start(ctx, "c1-slave-2"); err == nil || !strings.Contains(err.Error(), "not this cluster's") {
 		t.Errorf("err %v", err)
 	}
