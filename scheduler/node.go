@@ -2,6 +2,8 @@ package scheduler
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	"runbox/sandbox"
@@ -90,69 +92,180 @@ func (n *node) serves(lang string) bool {
 	return ok
 }
 
-// Candidate is a node as placement sees it.
-type Candidate struct {
-	Local bool
-	// Running is the program slots in use; Capacity the slots the node has.
-	Running  int
-	Capacity int
-	CPU      float64
-	// Eligible is false when the node cannot take this job (draining, wrong language).
-	Eligible bool
+// NodeEvent records a node joining or leaving, for status views.
+type NodeEvent struct {
+	At     time.Time `json:"at"`
+	Node   string    `json:"node"`
+	Kind   string    `json:"kind"` // joined, lost, left, draining
+	Reason string    `json:"reason,omitempty"`
 }
 
-// room reports whether c can take a job that needs need slots: it fits in the free
-// slots, or (oversize) it needs more than the node has and the node runs nothing, so that
-// a job bigger than every node still runs somewhere, alone.
-func (c Candidate) room(need int, oversize bool) bool {
-	if !c.Eligible || c.Capacity <= 0 {
-		return false
+// AddNode registers a slave that runs jobs through runner. onLost, when set, is called
+// (without locks held) when the scheduler declares the node lost (missed heartbeats), so
+// its owner can close the connection. A live node with the same name makes it
+// ErrNameTaken: registering under a live node's name must not evict it (and take its
+// jobs). The name is free again once that node is lost.
+func (s *Scheduler) AddNode(spec NodeSpec, runner sandbox.Runner, onLost func(reason error)) (*NodeHandle, error) {
+	if spec.Name == "" || spec.Capacity < 0 {
+		return nil, fmt.Errorf("%w: a node needs a name and a capacity of 0 or more", sandbox.ErrInvalidRequest)
 	}
-	if oversize {
-		return need > c.Capacity && c.Running == 0
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrShuttingDown
 	}
-	return c.Running+need <= c.Capacity
-}
-
-// Place chooses where a job that holds need program slots (its Spec.Slots; less than 1
-// counts as 1) runs: the index of a candidate, or -1 when none has room. A node has room
-// when the job fits in its free slots. The master (Local) runs jobs itself while it has
-// room and its CPU is under cpuThreshold (0: no CPU threshold); past either, jobs go to
-// the slave with the lowest share of its capacity in use, then the lowest CPU, then the
-// lowest index. When no slave has room either, the master takes the job if it has room
-// (CPU alone never stops it: a busy master is better than a queued job). A job that
-// needs more slots than a node has fits nowhere; it then goes, by the same rules, to a
-// node that runs nothing at all (so it is never stuck), and holds that node whole.
-func Place(cands []Candidate, need int, cpuThreshold float64) int {
-	need = max(need, 1)
-	if i := place(cands, need, cpuThreshold, false); i >= 0 {
-		return i
+	if spec.Name == s.local.Name {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: node name %q is the master's", sandbox.ErrInvalidRequest, spec.Name)
 	}
-	return place(cands, need, cpuThreshold, true)
-}
-
-func place(cands []Candidate, need int, cpuThreshold float64, oversize bool) int {
-	local := -1
-	best := -1
-	var bestShare, bestCPU float64
-	for i, c := range cands {
-		if !c.room(need, oversize) {
-			continue
+	for _, old := range s.nodes {
+		if old.Name == spec.Name && !old.gone {
+			s.mu.Unlock()
+			s.log.Warn("node refused: its name is a live node's", "node", spec.Name)
+			return nil, fmt.Errorf("%w: a live node is registered as %q (joined %s); a node may take the name once that one is lost",
+				ErrNameTaken, spec.Name, old.joined.Format(time.RFC3339))
 		}
-		if c.Local {
-			if cpuThreshold <= 0 || c.CPU < cpuThreshold {
-				return i
+	}
+	n := &node{NodeSpec: spec, role: RoleSlave, runner: runner, running: map[*Job]bool{}, lastBeat: s.now(), joined: s.now(), onLost: onLost}
+	s.nodes = append(s.nodes, n)
+	s.noteLocked(n.Name, "joined", fmt.Sprintf("capacity %d", spec.Capacity))
+	s.log.Info("node joined", "node", n.Name, "capacity", spec.Capacity)
+	s.dispatchLocked()
+	s.unlockAndNotify()
+	return &NodeHandle{s: s, n: n}, nil
+}
+
+// loseLocked marks n gone and re-queues its jobs; it returns the onLost call to make
+// once the lock is released.
+func (s *Scheduler) loseLocked(n *node, reason error) func() {
+	n.gone = true
+	s.nodes = slices.DeleteFunc(s.nodes, func(x *node) bool { return x == n })
+	jobs := make([]*Job, 0, len(n.running))
+	for j := range n.running {
+		jobs = append(jobs, j)
+	}
+	slices.SortFunc(jobs, func(a, b *Job) int { return b.Submitted.Compare(a.Submitted) })
+	clear(n.running)
+	n.used = 0
+	for _, j := range jobs { // newest first, so the oldest ends up at the head
+		s.requeueLocked(j, fmt.Sprintf("node %s lost: %v", n.Name, reason))
+	}
+	if n.draining && len(jobs) == 0 {
+		s.noteLocked(n.Name, "left", reason.Error()) // a drained slave going away is no loss
+		s.log.Info("node left", "node", n.Name)
+	} else {
+		s.noteLocked(n.Name, "lost", reason.Error())
+		s.log.Warn("node lost", "node", n.Name, "reason", reason, "requeued", len(jobs))
+	}
+	s.dispatchLocked()
+	if n.onLost == nil {
+		return func() {}
+	}
+	return func() { n.onLost(reason) }
+}
+
+func (s *Scheduler) noteLocked(name, kind, reason string) {
+	e := NodeEvent{At: s.now(), Node: name, Kind: kind, Reason: reason}
+	if s.cfg.Observer != nil {
+		s.pendingNotes = append(s.pendingNotes, e)
+	}
+	s.events = append(s.events, e)
+	if len(s.events) > 100 {
+		s.events = slices.Delete(s.events, 0, len(s.events)-100)
+	}
+}
+
+// DrainNode stops placing jobs on the named slave; what it runs finishes. It reports
+// whether such a slave is registered.
+func (s *Scheduler) DrainNode(name string) bool {
+	s.mu.Lock()
+	defer s.unlockAndNotify()
+	for _, n := range s.nodes {
+		if n.Name == name && n.role == RoleSlave {
+			if !n.draining {
+				n.draining = true
+				s.noteLocked(n.Name, "draining", "")
 			}
-			local = i
-			continue
-		}
-		share := float64(c.Running) / float64(c.Capacity)
-		if best < 0 || share < bestShare || (share == bestShare && c.CPU < bestCPU) {
-			best, bestShare, bestCPU = i, share, c.CPU
+			return true
 		}
 	}
-	if best >= 0 {
-		return best
+	return false
+}
+
+// noteExternal records a node event decided outside the scheduler (the autoscaler's).
+func (s *Scheduler) noteExternal(name, kind, reason string) {
+	s.mu.Lock()
+	s.noteLocked(name, kind, reason)
+	s.unlockAndNotify()
+}
+
+// unlockAndNotify releases mu and tells the Observer the node events noted meanwhile.
+func (s *Scheduler) unlockAndNotify() {
+	notes := s.pendingNotes
+	s.pendingNotes = nil
+	s.mu.Unlock()
+	for _, e := range notes {
+		s.observe(func(o Observer) { o.NodeChanged(e) })
 	}
-	return local
+}
+
+// NodeHandle is a registered slave's side of the scheduler.
+type NodeHandle struct {
+	s *Scheduler
+	n *node
+}
+
+// Heartbeat records the node's load; it also proves the node alive.
+func (h *NodeHandle) Heartbeat(load Load) {
+	h.s.mu.Lock()
+	defer h.s.mu.Unlock()
+	h.n.load = load
+	h.n.lastBeat = h.s.now()
+}
+
+// SetCapacity changes how many programs the node takes (0 while it drains).
+func (h *NodeHandle) SetCapacity(capacity int) {
+	h.s.mu.Lock()
+	defer h.s.mu.Unlock()
+	h.n.Capacity = max(capacity, 0)
+	h.s.dispatchLocked()
+}
+
+// Drain stops placing jobs on the node; the ones it runs finish. Running reports how many
+// are left.
+func (h *NodeHandle) Drain() {
+	h.s.mu.Lock()
+	defer h.s.unlockAndNotify()
+	if !h.n.draining {
+		h.n.draining = true
+		h.s.noteLocked(h.n.Name, "draining", "")
+	}
+}
+
+// Running is how many jobs run on the node now.
+func (h *NodeHandle) Running() int {
+	h.s.mu.Lock()
+	defer h.s.mu.Unlock()
+	return len(h.n.running)
+}
+
+// Lost reports the node gone (its connection closed): its jobs run again elsewhere.
+func (h *NodeHandle) Lost(reason error) {
+	h.s.mu.Lock()
+	if h.n.gone {
+		h.s.mu.Unlock()
+		return
+	}
+	f := h.s.loseLocked(h.n, reason)
+	h.s.unlockAndNotify()
+	f()
+}
+
+// ReportLoad records the master's own load (sampled by its owner, e.g. every second).
+func (s *Scheduler) ReportLoad(load Load) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.local.load = load
+	s.local.lastBeat = s.now()
+	s.dispatchLocked()
 }

@@ -14,40 +14,6 @@ import (
 	"runbox/sandbox/sandboxtest"
 )
 
-func TestPlace(t *testing.T) {
-	t.Parallel()
-	local := func(run, capa int, cpu float64) Candidate {
-		return Candidate{Local: true, Running: run, Capacity: capa, CPU: cpu, Eligible: true}
-	}
-	slave := func(run, capa int, cpu float64) Candidate {
-		return Candidate{Running: run, Capacity: capa, CPU: cpu, Eligible: true}
-	}
-	ineligible := Candidate{Capacity: 10, Eligible: false}
-	for _, c := range []struct {
-		name      string
-		cands     []Candidate
-		threshold float64
-		want      int
-	}{
-		{"local has room", []Candidate{local(0, 2, 10), slave(0, 4, 0)}, 80, 0},
-		{"local full: least loaded slave", []Candidate{local(2, 2, 10), slave(3, 4, 0), slave(1, 4, 50)}, 80, 2},
-		{"local cpu over threshold", []Candidate{local(0, 2, 95), slave(1, 4, 0)}, 80, 1},
-		{"threshold 0 ignores cpu", []Candidate{local(0, 2, 100), slave(0, 4, 0)}, 0, 0},
-		{"share beats cpu", []Candidate{local(2, 2, 0), slave(2, 4, 10), slave(1, 4, 90)}, 80, 2},
-		{"equal share: lower cpu", []Candidate{local(2, 2, 0), slave(1, 4, 60), slave(1, 4, 20)}, 80, 2},
-		{"equal everything: first", []Candidate{local(2, 2, 0), slave(1, 4, 20), slave(1, 4, 20)}, 80, 1},
-		{"slaves full, hot local with room takes it", []Candidate{local(1, 2, 99), slave(4, 4, 0)}, 80, 0},
-		{"everything full", []Candidate{local(2, 2, 0), slave(4, 4, 0)}, 80, -1},
-		{"ineligible skipped", []Candidate{local(2, 2, 0), ineligible, slave(0, 1, 0)}, 80, 2},
-		{"master with no slots", []Candidate{local(0, 0, 0), slave(0, 1, 0)}, 80, 1},
-		{"nothing at all", nil, 80, -1},
-	} {
-		if got := Place(c.cands, 1, c.threshold); got != c.want {
-			t.Errorf("%s: Place = %d, want %d", c.name, got, c.want)
-		}
-	}
-}
-
 // gate is a Runner whose runs block until released or cancelled; it records who ran.
 type gate struct {
 	name    string

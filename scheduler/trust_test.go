@@ -526,38 +526,6 @@ func TestOutputCapped(t *testing.T) {
 	}
 }
 
-func TestPlaceSlots(t *testing.T) {
-	t.Parallel()
-	local := func(run, capa int) Candidate {
-		return Candidate{Local: true, Running: run, Capacity: capa, Eligible: true}
-	}
-	slave := func(run, capa int, cpu float64) Candidate {
-		return Candidate{Running: run, Capacity: capa, CPU: cpu, Eligible: true}
-	}
-	for _, c := range []struct {
-		name  string
-		cands []Candidate
-		need  int
-		want  int
-	}{
-		{"fits the master", []Candidate{local(0, 4), slave(0, 4, 0)}, 4, 0},
-		{"master has 2 free of 4: to a slave", []Candidate{local(2, 4), slave(0, 4, 0)}, 4, 1},
-		{"slave with 3 free of 4 too small, empty one fits", []Candidate{local(4, 4), slave(1, 4, 0), slave(0, 4, 50)}, 4, 2},
-		{"nothing free enough: wait", []Candidate{local(2, 4), slave(1, 4, 0)}, 4, -1},
-		{"bigger than every node: an empty one", []Candidate{local(1, 2), slave(0, 2, 0)}, 4, 1},
-		{"bigger than every node, none empty: wait", []Candidate{local(1, 2), slave(1, 2, 0)}, 4, -1},
-		{"fitting beats oversize", []Candidate{local(0, 2), slave(0, 4, 90)}, 4, 1},
-		{"oversize on the empty master", []Candidate{local(0, 2)}, 4, 0},
-		{"capacity 0 never", []Candidate{local(0, 0)}, 1, -1},
-		{"need 0 counts 1", []Candidate{local(1, 1), slave(0, 1, 0)}, 0, 1},
-		{"draining never", []Candidate{{Capacity: 4, Eligible: false}}, 4, -1},
-	} {
-		if got := Place(c.cands, c.need, 0); got != c.want {
-			t.Errorf("%s: Place = %d, want %d", c.name, got, c.want)
-		}
-	}
-}
-
 func judgedProg(cases int) sandbox.Spec {
 	spec := prog("judged")
 	for i := 0; i < cases; i++ {
