@@ -26,8 +26,7 @@ type metrics struct {
 // Label values the series start with, so that dashboards and rate() see zeros before the
 // first event.
 var (
-	nodeEventKinds = []string{"joined", "lost", "left", "draining", "starting", "start_failed", "stopped"}
-	autoscaleKinds = []string{AutoscaleStart, AutoscaleStop, "start_failed"}
+	autoscaleKinds = []string{AutoscaleStart, AutoscaleStop, autoscaleStartFailed}
 	nodeRoles      = []string{scheduler.RoleMaster, scheduler.RoleSlave}
 	nodeStates     = []string{scheduler.NodeReady, scheduler.NodeDraining}
 )
@@ -67,8 +66,8 @@ func newMetrics(snapshot func() (scheduler.Snapshot, bool)) *metrics {
 			Help: "Slaves the autoscaler started (kind=start), failed to start (kind=start_failed) and stopped (kind=stop).",
 		}, []string{"kind"}),
 	}
-	for _, k := range nodeEventKinds {
-		m.nodeEvents.WithLabelValues(k)
+	for _, k := range scheduler.NodeEventKinds() {
+		m.nodeEvents.WithLabelValues(string(k))
 	}
 	for _, k := range autoscaleKinds {
 		m.autoscaler.WithLabelValues(k)
@@ -96,19 +95,20 @@ func (m *metrics) finished(lang string, r jobResult, started, ran bool) {
 
 // nodeEvent counts a node event; the autoscaler's (noted through the scheduler as
 // starting, start_failed and stopped) count as autoscaler events too.
-func (m *metrics) nodeEvent(kind string) {
+func (m *metrics) nodeEvent(kind scheduler.NodeEventKind) {
 	switch kind {
-	case "starting":
+	case scheduler.NodeEventStarting:
 		m.autoscaler.WithLabelValues(AutoscaleStart).Inc()
-	case "stopped":
+	case scheduler.NodeEventStopped:
 		m.autoscaler.WithLabelValues(AutoscaleStop).Inc()
-	case "start_failed":
-		m.autoscaler.WithLabelValues("start_failed").Inc()
+	case scheduler.NodeEventStartFailed:
+		m.autoscaler.WithLabelValues(autoscaleStartFailed).Inc()
 	}
-	if !slices.Contains(nodeEventKinds, kind) {
-		kind = "other"
+	label := string(kind)
+	if !slices.Contains(scheduler.NodeEventKinds(), kind) {
+		label = "other"
 	}
-	m.nodeEvents.WithLabelValues(kind).Inc()
+	m.nodeEvents.WithLabelValues(label).Inc()
 }
 
 // clusterCollector turns a Snapshot into gauges at scrape time.

@@ -125,6 +125,9 @@ func (c Config) Validate() error {
 const (
 	AutoscaleStart = "start" // the autoscaler started a slave
 	AutoscaleStop  = "stop"  // the autoscaler stopped a slave
+
+	// autoscaleStartFailed counts the scheduler's NodeEventStartFailed.
+	autoscaleStartFailed = "start_failed"
 )
 
 // Monitor serves the dashboard, /metrics, /api/status, /healthz and /readyz, and hears
@@ -281,9 +284,10 @@ func (m *Monitor) JobRejected() {
 	m.signal()
 }
 
-// NodeChanged implements scheduler.Observer: it counts node events by kind (joined, lost,
-// left, draining, and the autoscaler's starting, start_failed and stopped, which count as
-// autoscaler events too) and pushes the change to the dashboards.
+// NodeChanged implements scheduler.Observer: it counts node events by kind (one series
+// per scheduler.NodeEventKinds, "other" for a kind it does not know; the autoscaler's
+// starting, start_failed and stopped count as autoscaler events too) and pushes the
+// change to the dashboards.
 func (m *Monitor) NodeChanged(e scheduler.NodeEvent) {
 	m.metrics.nodeEvent(e.Kind)
 	m.signal()
@@ -300,7 +304,9 @@ func (m *Monitor) AutoscalerEvent(kind string) {
 	}
 	m.metrics.autoscaler.WithLabelValues(kind).Inc()
 	m.mu.Lock()
-	m.autoscale = append(m.autoscale, scheduler.NodeEvent{At: m.now(), Node: "autoscaler", Kind: kind})
+	// Listed with the scheduler's node events under the monitor's own kinds (start, stop,
+	// other), which the dashboard shows as they are.
+	m.autoscale = append(m.autoscale, scheduler.NodeEvent{At: m.now(), Node: "autoscaler", Kind: scheduler.NodeEventKind(kind)})
 	if len(m.autoscale) > 100 {
 		m.autoscale = m.autoscale[len(m.autoscale)-100:]
 	}

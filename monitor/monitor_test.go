@@ -68,7 +68,7 @@ func cluster() scheduler.Snapshot {
 		Queued: []scheduler.Info{{ID: "q1", Language: "cpp", State: scheduler.StateQueued, Submitted: t0}},
 		Recent: []scheduler.Info{{ID: "done1", Language: "python", State: scheduler.StateDone, Node: "s1", Attempts: 1,
 			Submitted: t0, Started: t0.Add(time.Second), Finished: t0.Add(2 * time.Second), Status: sandbox.StatusOK}},
-		NodeEvents: []scheduler.NodeEvent{{At: t0, Node: "s1", Kind: "joined", Reason: "capacity 3"}},
+		NodeEvents: []scheduler.NodeEvent{{At: t0, Node: "s1", Kind: scheduler.NodeEventJoined, Reason: "capacity 3"}},
 		Totals:     scheduler.Totals{Accepted: 4, Finished: 1, ByStatus: map[string]int{"ok": 1}},
 	}
 }
@@ -268,7 +268,7 @@ func TestStatusJSON(t *testing.T) {
 	if ok.Outcome != "ok" || ok.TimeMS == nil || *ok.TimeMS != 1500 || ok.MemoryBytes == nil || *ok.MemoryBytes != 12<<20 || ok.WaitMS == nil || *ok.WaitMS != 1000 {
 		t.Errorf("ok job: %+v", ok)
 	}
-	if len(v.NodeEvents) != 1 || v.NodeEvents[0].Kind != "joined" {
+	if len(v.NodeEvents) != 1 || v.NodeEvents[0].Kind != scheduler.NodeEventJoined {
 		t.Errorf("node events: %+v", v.NodeEvents)
 	}
 	if !strings.Contains(body, `"time_ms": 1500`) || !strings.Contains(body, `"memory_bytes": 12582912`) {
@@ -293,14 +293,14 @@ func TestMetricsAfterKnownJobs(t *testing.T) {
 	for range 3 {
 		m.JobRejected()
 	}
-	m.NodeChanged(scheduler.NodeEvent{Node: "s1", Kind: "joined"})
-	m.NodeChanged(scheduler.NodeEvent{Node: "s2", Kind: "joined"})
-	m.NodeChanged(scheduler.NodeEvent{Node: "s2", Kind: "lost"})
+	m.NodeChanged(scheduler.NodeEvent{Node: "s1", Kind: scheduler.NodeEventJoined})
+	m.NodeChanged(scheduler.NodeEvent{Node: "s2", Kind: scheduler.NodeEventJoined})
+	m.NodeChanged(scheduler.NodeEvent{Node: "s2", Kind: scheduler.NodeEventLost})
 	// scheduler.Autoscaler notes its work as node events; another autoscaler may call
 	// AutoscalerEvent.
-	m.NodeChanged(scheduler.NodeEvent{Node: "m1-slave-1", Kind: "starting"})
-	m.NodeChanged(scheduler.NodeEvent{Node: "m1-slave-1", Kind: "stopped"})
-	m.NodeChanged(scheduler.NodeEvent{Node: "m1-slave-2", Kind: "start_failed"})
+	m.NodeChanged(scheduler.NodeEvent{Node: "m1-slave-1", Kind: scheduler.NodeEventStarting})
+	m.NodeChanged(scheduler.NodeEvent{Node: "m1-slave-1", Kind: scheduler.NodeEventStopped})
+	m.NodeChanged(scheduler.NodeEvent{Node: "m1-slave-2", Kind: scheduler.NodeEventStartFailed})
 	m.NodeChanged(scheduler.NodeEvent{Node: "m1-slave-2", Kind: "exploded"})
 	m.AutoscalerEvent(monitor.AutoscaleStart)
 	m.AutoscalerEvent(monitor.AutoscaleStop)
@@ -596,7 +596,7 @@ func TestObserverDoesNotBlock(t *testing.T) {
 		for i := range 1000 {
 			m.JobFinished(scheduler.Info{ID: fmt.Sprint(i), Language: "python"}, nil, errors.New("x"), 0)
 			m.JobRejected()
-			m.NodeChanged(scheduler.NodeEvent{Kind: "joined"})
+			m.NodeChanged(scheduler.NodeEvent{Kind: scheduler.NodeEventJoined})
 			m.AutoscalerEvent("resize")
 		}
 	}()

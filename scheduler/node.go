@@ -94,10 +94,33 @@ func (n *node) serves(lang string) bool {
 
 // NodeEvent records a node joining or leaving, for status views.
 type NodeEvent struct {
-	At     time.Time `json:"at"`
-	Node   string    `json:"node"`
-	Kind   string    `json:"kind"` // joined, lost, left, draining
-	Reason string    `json:"reason,omitempty"`
+	At     time.Time     `json:"at"`
+	Node   string        `json:"node"`
+	Kind   NodeEventKind `json:"kind"`
+	Reason string        `json:"reason,omitempty"`
+}
+
+// NodeEventKind says what happened to a node. Its values are part of the status JSON
+// (node_events[].kind) and of the metrics' labels (runbox_node_events_total{kind}).
+type NodeEventKind string
+
+// Node event kinds: the scheduler notes the first four, the autoscaler the last three.
+const (
+	NodeEventJoined   NodeEventKind = "joined"   // a slave registered
+	NodeEventLost     NodeEventKind = "lost"     // its connection broke or its heartbeats stopped; its jobs run again elsewhere
+	NodeEventLeft     NodeEventKind = "left"     // a drained slave went away with nothing running: no loss
+	NodeEventDraining NodeEventKind = "draining" // no job is placed on it any more; what it runs finishes
+
+	NodeEventStarting    NodeEventKind = "starting"     // the autoscaler starts a slave
+	NodeEventStartFailed NodeEventKind = "start_failed" // the autoscaler could not start it
+	NodeEventStopped     NodeEventKind = "stopped"      // the autoscaler stopped a slave
+)
+
+// NodeEventKinds lists every kind the scheduler and its autoscaler note, in the order
+// above (metrics start a series at zero for each).
+func NodeEventKinds() []NodeEventKind {
+	return []NodeEventKind{NodeEventJoined, NodeEventLost, NodeEventLeft, NodeEventDraining,
+		NodeEventStarting, NodeEventStartFailed, NodeEventStopped}
 }
 
 // AddNode registers a slave that runs jobs through runner. onLost, when set, is called
@@ -128,7 +151,7 @@ func (s *Scheduler) AddNode(spec NodeSpec, runner sandbox.Runner, onLost func(re
 	}
 	n := &node{NodeSpec: spec, role: RoleSlave, runner: runner, running: map[*Job]bool{}, lastBeat: s.now(), joined: s.now(), onLost: onLost}
 	s.nodes = append(s.nodes, n)
-	s.noteLocked(n.Name, "joined", fmt.Sprintf("capacity %d", spec.Capacity))
+	s.noteLocked(n.Name, NodeEventJoined, fmt.Sprintf("capacity %d", spec.Capacity))
 	s.log.Info("node joined", "node", n.Name, "capacity", spec.Capacity)
 	s.dispatchLocked()
 	s.unlockAndNotify()
@@ -151,10 +174,10 @@ func (s *Scheduler) loseLocked(n *node, reason error) func() {
 		s.requeueLocked(j, fmt.Sprintf("node %s lost: %v", n.Name, reason))
 	}
 	if n.draining && len(jobs) == 0 {
-		s.noteLocked(n.Name, "left", reason.Error()) // a drained slave going away is no loss
+		s.noteLocked(n.Name, NodeEventLeft, reason.Error()) // a drained slave going away is no loss
 		s.log.Info("node left", "node", n.Name)
 	} else {
-		s.noteLocked(n.Name, "lost", reason.Error())
+		s.noteLocked(n.Name, NodeEventLost, reason.Error())
 		s.log.Warn("node lost", "node", n.Name, "reason", reason, "requeued", len(jobs))
 	}
 	s.dispatchLocked()
@@ -164,7 +187,7 @@ func (s *Scheduler) loseLocked(n *node, reason error) func() {
 	return func() { n.onLost(reason) }
 }
 
-func (s *Scheduler) noteLocked(name, kind, reason string) {
+func (s *Scheduler) noteLocked(name string, kind NodeEventKind, reason string) {
 	e := NodeEvent{At: s.now(), Node: name, Kind: kind, Reason: reason}
 	if s.cfg.Observer != nil {
 		s.pendingNotes = append(s.pendingNotes, e)
@@ -184,7 +207,7 @@ func (s *Scheduler) DrainNode(name string) bool {
 		if n.Name == name && n.role == RoleSlave {
 			if !n.draining {
 				n.draining = true
-				s.noteLocked(n.Name, "draining", "")
+				s.noteLocked(n.Name, NodeEventDraining, "")
 			}
 			return true
 		}
@@ -193,7 +216,7 @@ func (s *Scheduler) DrainNode(name string) bool {
 }
 
 // noteExternal records a node event decided outside the scheduler (the autoscaler's).
-func (s *Scheduler) noteExternal(name, kind, reason string) {
+func (s *Scheduler) noteExternal(name string, kind NodeEventKind, reason string) {
 	s.mu.Lock()
 	s.noteLocked(name, kind, reason)
 	s.unlockAndNotify()
@@ -238,7 +261,7 @@ func (h *NodeHandle) Drain() {
 	defer h.s.unlockAndNotify()
 	if !h.n.draining {
 		h.n.draining = true
-		h.s.noteLocked(h.n.Name, "draining", "")
+		h.s.noteLocked(h.n.Name, NodeEventDraining, "")
 	}
 }
 

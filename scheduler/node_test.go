@@ -367,3 +367,37 @@ func TestBrokenNodeIsNotRetried(t *testing.T) {
 		t.Errorf("second job: %+v", evs[len(evs)-1])
 	}
 }
+
+// TestNodeEventKinds: the events the scheduler notes carry the kinds NodeEventKinds lists
+// (what metrics start series for), and the list has each kind once.
+func TestNodeEventKinds(t *testing.T) {
+	t.Parallel()
+	kinds := NodeEventKinds()
+	if got := slices.Compact(slices.Sorted(slices.Values(kinds))); len(got) != len(kinds) {
+		t.Errorf("NodeEventKinds repeats a kind: %q", kinds)
+	}
+	s, _ := newSched(t, func(c *Config) { c.HeartbeatTimeout = time.Hour }, nil)
+	a, err := s.AddNode(NodeSpec{Name: "a", Capacity: 1}, &sandboxtest.Fake{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Drain()
+	a.Lost(errors.New("stopped after draining"))
+	b, err := s.AddNode(NodeSpec{Name: "b", Capacity: 1}, &sandboxtest.Fake{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Lost(errors.New("connection closed"))
+	s.noteExternal("c", NodeEventStarting, "queue")
+	var got []NodeEventKind
+	for _, e := range s.Snapshot(0).NodeEvents {
+		got = append(got, e.Kind)
+		if !slices.Contains(kinds, e.Kind) {
+			t.Errorf("event %+v: kind not in NodeEventKinds", e)
+		}
+	}
+	want := []NodeEventKind{NodeEventJoined, NodeEventDraining, NodeEventLeft, NodeEventJoined, NodeEventLost, NodeEventStarting}
+	if !slices.Equal(got, want) {
+		t.Errorf("node events %q, want %q", got, want)
+	}
+}
