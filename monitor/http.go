@@ -241,7 +241,7 @@ func (m *Monitor) serveReady(w http.ResponseWriter, r *http.Request) {
 		defer close(done)
 		src.Snapshot(0)
 	}()
-	t := time.NewTimer(3 * time.Second)
+	t := time.NewTimer(m.cfg.ReadyTimeout)
 	defer t.Stop()
 	select {
 	case <-done:

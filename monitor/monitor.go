@@ -81,6 +81,9 @@ type Config struct {
 	// MaxHeaderBytes bounds a request's headers (the request line included); past it the
 	// server answers 431.
 	MaxHeaderBytes int
+	// ReadyTimeout bounds /readyz's wait for the scheduler's answer; past it the master is
+	// not ready (503).
+	ReadyTimeout time.Duration
 
 	// Logger receives the monitor's logs; nil discards them.
 	Logger *slog.Logger
@@ -93,7 +96,7 @@ func DefaultConfig() Config {
 	return Config{Title: "runbox", Interval: time.Second, History: 10 * time.Minute, Recent: 30,
 		MaxStreams: 32, ReservedStreams: 8, MaxStreamsPerAddr: 4, StreamWriteTimeout: 10 * time.Second,
 		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
-		IdleTimeout: 60 * time.Second, MaxHeaderBytes: 32 << 10}
+		IdleTimeout: 60 * time.Second, MaxHeaderBytes: 32 << 10, ReadyTimeout: 3 * time.Second}
 }
 
 // Validate reports the first invalid field.
@@ -111,8 +114,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("monitor: reserved streams %d, want 0 to max streams (%d)", c.ReservedStreams, c.MaxStreams)
 	case c.MaxStreamsPerAddr < 1:
 		return fmt.Errorf("monitor: max streams per address %d, want at least 1", c.MaxStreamsPerAddr)
-	case c.StreamWriteTimeout <= 0 || c.ReadHeaderTimeout <= 0 || c.ReadTimeout <= 0 || c.WriteTimeout <= 0 || c.IdleTimeout <= 0:
-		return errors.New("monitor: the stream write, read header, read, write and idle timeouts must be positive")
+	case c.StreamWriteTimeout <= 0 || c.ReadHeaderTimeout <= 0 || c.ReadTimeout <= 0 || c.WriteTimeout <= 0 || c.IdleTimeout <= 0 || c.ReadyTimeout <= 0:
+		return errors.New("monitor: the stream write, read header, read, write, idle and ready timeouts must be positive")
 	case c.ReadTimeout < c.ReadHeaderTimeout:
 		return fmt.Errorf("monitor: read timeout %v shorter than the read header timeout %v", c.ReadTimeout, c.ReadHeaderTimeout)
 	case c.MaxHeaderBytes < 4<<10:

@@ -147,6 +147,7 @@ func TestConfigValidate(t *testing.T) {
 		"no write":         func(c *monitor.Config) { c.WriteTimeout = 0 },
 		"no idle":          func(c *monitor.Config) { c.IdleTimeout = 0 },
 		"tiny headers":     func(c *monitor.Config) { c.MaxHeaderBytes = 100 },
+		"no ready timeout": func(c *monitor.Config) { c.ReadyTimeout = 0 },
 	} {
 		c := monitor.DefaultConfig()
 		mod(&c)
@@ -201,7 +202,9 @@ func TestPageHasNoExternalReference(t *testing.T) {
 
 func TestHealthAndReady(t *testing.T) {
 	t.Parallel()
-	m, srv := newMonitor(t, monitor.DefaultConfig(), nil)
+	cfg := monitor.DefaultConfig()
+	cfg.ReadyTimeout = time.Second // the stuck scheduler below is waited for this long
+	m, srv := newMonitor(t, cfg, nil)
 	if resp, _ := get(t, srv.URL+"/healthz"); resp.StatusCode != 200 {
 		t.Errorf("/healthz without a scheduler: %s, want 200", resp.Status)
 	}

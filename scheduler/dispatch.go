@@ -118,8 +118,9 @@ func (s *Scheduler) run(ctx context.Context, cancel context.CancelFunc, a attemp
 		}
 	}()
 	// The attempt is durable before the run starts: a master that dies while it runs
-	// counts it on restart.
-	if err := s.journalCall("dispatch", func() error { return s.journal.Dispatch(a.rec) }); err != nil {
+	// counts it on restart. An attempt cancelled before then does not run: it is not
+	// counted.
+	if err := s.journalCall("dispatch", func() error { return s.journal.Dispatch(ctx, a.rec) }); err != nil && ctx.Err() == nil {
 		s.log.Error("journal the attempt", "job", j.ID, "attempt", a.number, "err", err)
 	}
 
@@ -262,7 +263,7 @@ func (s *Scheduler) complete(ctx context.Context, a attempt, res sandbox.Result,
 		// Shutting down: the journal still has the job as pending, and the attempt it
 		// was cut short in is given back (a stop is no crash).
 		a.rec.Attempts--
-		if jerr := s.journalCall("dispatch", func() error { return s.journal.Dispatch(a.rec) }); jerr != nil {
+		if jerr := s.journalCall("dispatch", func() error { return s.journal.Dispatch(context.WithoutCancel(ctx), a.rec) }); jerr != nil {
 			s.log.Warn("give back an interrupted attempt", "job", j.ID, "err", jerr)
 		}
 		return

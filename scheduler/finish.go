@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"runtime/debug"
 	"slices"
 	"time"
@@ -37,7 +38,8 @@ func (s *Scheduler) finish(j *Job, res sandbox.Result, err error) {
 		rec.Result = &res
 	}
 	var unsynced *Record
-	if jerr := s.journalCall("finish", func() error { return s.journal.Finish(rec) }); jerr != nil {
+	// A job's end is written even while the scheduler shuts down.
+	if jerr := s.journalCall("finish", func() error { return s.journal.Finish(context.WithoutCancel(s.ctx), rec) }); jerr != nil {
 		s.log.Error("journal finish: the result stays in memory and the journal is retried", "job", j.ID, "err", jerr)
 		unsynced = &rec
 	}
@@ -157,7 +159,7 @@ func (s *Scheduler) syncFinished() {
 		if rec == nil {
 			continue
 		}
-		err := s.journalCall("finish", func() error { return s.journal.Finish(*rec) })
+		err := s.journalCall("finish", func() error { return s.journal.Finish(context.WithoutCancel(s.ctx), *rec) })
 		s.mu.Lock()
 		if err == nil {
 			j.unsynced = nil

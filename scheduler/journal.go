@@ -1,6 +1,9 @@
 package scheduler
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -30,19 +33,24 @@ type Record struct {
 // Journal remembers accepted jobs so that none is lost when the server dies. Records read
 // back are outside input (a damaged or edited file): an implementation skips, with a
 // logged error, a record it cannot decode rather than failing or panicking.
+//
+// Accept, Dispatch and Finish block until their write is durable (an fsync). Their ctx
+// stops a call that has not started writing: it then returns an error wrapping
+// ctx.Err() and writes nothing. A write under way is not interrupted (an fsync cannot
+// be), so it completes even when ctx ends meanwhile.
 type Journal interface {
 	// Accept stores a newly accepted job. It returns only once the record is durable:
 	// the client gets the job's id after Accept returns. It wraps ErrStorageFull when the
 	// journal cannot take the job (its disk is full, or it holds its bound of unfinished
 	// jobs); nothing stored before is lost then.
-	Accept(rec Record) error
+	Accept(ctx context.Context, rec Record) error
 	// Dispatch records that the pending job rec.ID (submitted at rec.Submitted) starts its
 	// rec.Attempts-th dispatch. It returns once the count is durable, before the run
 	// starts. A job that is not pending (finished, forgotten) is left alone.
-	Dispatch(rec Record) error
+	Dispatch(ctx context.Context, rec Record) error
 	// Finish stores a job's end (rec.Done is true, with Result or ErrCode). A failed
 	// Finish leaves the job pending; the caller may call it again.
-	Finish(rec Record) error
+	Finish(ctx context.Context, rec Record) error
 	// Pending returns the jobs accepted and not finished, oldest first, with the attempts
 	// journaled by Dispatch.
 	Pending() ([]Record, error)
@@ -61,6 +69,25 @@ type MemJournalConfig struct {
 	RetainBytes int64
 	// RetainAge drops finished records older than this (0: no age bound).
 	RetainAge time.Duration
+}
+
+// DefaultMemJournalConfig returns the bounds of a master started without --data: 10,000
+// finished records of at most DefaultRetainBytes in all, none older than a day.
+func DefaultMemJournalConfig() MemJournalConfig {
+	return MemJournalConfig{KeepFinished: 10000, RetainBytes: DefaultRetainBytes, RetainAge: 24 * time.Hour}
+}
+
+// Validate reports the first invalid field.
+func (c MemJournalConfig) Validate() error {
+	switch {
+	case c.KeepFinished < 1:
+		return fmt.Errorf("memory journal: keep finished %d, want at least 1", c.KeepFinished)
+	case c.RetainBytes < 0:
+		return fmt.Errorf("memory journal: retain bytes %d, want 0 or more", c.RetainBytes)
+	case c.RetainAge < 0:
+		return errors.New("memory journal: retain age must be 0 (no age bound) or more")
+	}
+	return nil
 }
 
 // DefaultRetainBytes is the default byte bound of retained finished jobs, in memory and
@@ -85,23 +112,31 @@ type memDone struct {
 	size     int64
 }
 
-// NewMemJournal returns a MemJournal that keeps at most max finished records (and at most
-// DefaultRetainBytes of them).
-func NewMemJournal(max int) *MemJournal {
-	return NewMemJournalWith(MemJournalConfig{KeepFinished: max, RetainBytes: DefaultRetainBytes})
+// NewMemJournal returns a MemJournal, for tests, that keeps at most keep finished records
+// (at least 1: it panics otherwise), of at most DefaultRetainBytes, whatever their age.
+func NewMemJournal(keep int) *MemJournal {
+	m, err := NewMemJournalWith(MemJournalConfig{KeepFinished: keep, RetainBytes: DefaultRetainBytes})
+	if err != nil {
+		panic(err)
+	}
+	return m
 }
 
 // NewMemJournalWith returns a MemJournal bounded by cfg.
-func NewMemJournalWith(cfg MemJournalConfig) *MemJournal {
-	cfg.KeepFinished = max(cfg.KeepFinished, 1)
-	cfg.RetainBytes = max(cfg.RetainBytes, 0)
-	return &MemJournal{cfg: cfg, now: time.Now, recs: map[string]Record{}}
+func NewMemJournalWith(cfg MemJournalConfig) (*MemJournal, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &MemJournal{cfg: cfg, now: time.Now, recs: map[string]Record{}}, nil
 }
 
 var _ Journal = (*MemJournal)(nil)
 
 // Accept implements Journal.
-func (m *MemJournal) Accept(rec Record) error {
+func (m *MemJournal) Accept(ctx context.Context, rec Record) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("journal accept: %w", err)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.recs[rec.ID] = rec
@@ -109,7 +144,10 @@ func (m *MemJournal) Accept(rec Record) error {
 }
 
 // Dispatch implements Journal.
-func (m *MemJournal) Dispatch(rec Record) error {
+func (m *MemJournal) Dispatch(ctx context.Context, rec Record) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("journal dispatch: %w", err)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r, ok := m.recs[rec.ID]; ok && !r.Done {
@@ -120,7 +158,10 @@ func (m *MemJournal) Dispatch(rec Record) error {
 }
 
 // Finish implements Journal.
-func (m *MemJournal) Finish(rec Record) error {
+func (m *MemJournal) Finish(ctx context.Context, rec Record) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("journal finish: %w", err)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if old, ok := m.recs[rec.ID]; ok && old.Done {

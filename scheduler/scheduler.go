@@ -276,7 +276,7 @@ func (s *Scheduler) SubmitAs(owner string, spec sandbox.Spec, interactive bool) 
 	s.mu.Unlock()
 
 	err := s.journalCall("accept", func() error {
-		return s.journal.Accept(Record{ID: j.ID, Owner: owner, Spec: spec, Interactive: interactive, Submitted: now})
+		return s.journal.Accept(s.ctx, Record{ID: j.ID, Owner: owner, Spec: spec, Interactive: interactive, Submitted: now})
 	})
 	if err != nil {
 		s.mu.Lock()
@@ -284,9 +284,12 @@ func (s *Scheduler) SubmitAs(owner string, spec sandbox.Spec, interactive bool) 
 		delete(s.jobs, j.ID)
 		s.dispatchLocked()
 		s.mu.Unlock()
-		if errors.Is(err, ErrStorageFull) {
+		switch {
+		case errors.Is(err, ErrStorageFull):
 			s.log.Warn("job refused: the journal is full", "err", err)
 			return nil, fmt.Errorf("accept job: %w", err)
+		case s.ctx.Err() != nil: // closed while the journal waited
+			return nil, ErrShuttingDown
 		}
 		return nil, fmt.Errorf("%w: journal: %v", ErrInternal, err)
 	}

@@ -182,9 +182,9 @@ func TestRestartRequeuesPendingAndServesFinished(t *testing.T) {
 	journal := NewMemJournal(100)
 	done := Record{ID: "done1", Spec: prog("out x"), Done: true, Submitted: time.Now(), Attempts: 1,
 		Result: &sandbox.Result{Status: sandbox.StatusOK, Stdout: []byte("x\n"), Node: "old"}}
-	journal.Accept(done)
-	journal.Finish(done)
-	journal.Accept(Record{ID: "pend1", Spec: prog("out again"), Submitted: time.Now()})
+	journal.Accept(t.Context(), done)
+	journal.Finish(t.Context(), done)
+	journal.Accept(t.Context(), Record{ID: "pend1", Spec: prog("out again"), Submitted: time.Now()})
 
 	s, _ := newSched(t, nil, journal)
 	j, err := s.Get("pend1")

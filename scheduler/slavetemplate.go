@@ -3,6 +3,7 @@ package scheduler
 import (
 	"errors"
 	"strconv"
+	"time"
 )
 
 // Labels on the slaves a Provisioner starts (containers, Swarm services and their
@@ -48,13 +49,17 @@ type SlaveTemplate struct {
 	CA []byte
 	// Args are extra arguments for `runbox slave` (the image tag); never a secret.
 	Args []string
+	// StopGrace is how long a stopping slave has, after SIGTERM, to finish what it runs
+	// and remove its sandboxes before it is killed.
+	StopGrace time.Duration
 }
 
 // DefaultSlaveTemplate returns the template of `runbox master --autoscale`: slaves of
-// capacity 2 on the host network, one core, 1 GiB and 512 processes each.
+// capacity 2 on the host network, one core, 1 GiB and 512 processes each, a minute to
+// stop.
 func DefaultSlaveTemplate() SlaveTemplate {
 	return SlaveTemplate{Cluster: "runbox", Image: "runbox/server:latest", Network: "host", Capacity: 2, Pool: 1,
-		CPUs: 1, Memory: 1 << 30, DockerSocket: "/var/run/docker.sock", Pids: 512}
+		CPUs: 1, Memory: 1 << 30, DockerSocket: "/var/run/docker.sock", Pids: 512, StopGrace: 60 * time.Second}
 }
 
 // Validate reports the first invalid field.
@@ -70,6 +75,8 @@ func (t SlaveTemplate) Validate() error {
 		return errors.New("provisioner: slave pool must not be negative")
 	case t.CPUs < 0 || t.Memory < 0 || t.Pids < 0:
 		return errors.New("provisioner: slave limits must not be negative")
+	case t.StopGrace < 0:
+		return errors.New("provisioner: the stop grace must not be negative")
 	}
 	return nil
 }

@@ -58,8 +58,8 @@ func TestRestartStopsCrashLoop(t *testing.T) {
 	t.Parallel()
 	journal := NewMemJournal(10)
 	now := time.Now()
-	journal.Accept(Record{ID: "killer", Spec: prog("out again"), Submitted: now, Attempts: 3})
-	journal.Accept(Record{ID: "unlucky", Spec: prog("out again"), Submitted: now.Add(time.Millisecond), Attempts: 2})
+	journal.Accept(t.Context(), Record{ID: "killer", Spec: prog("out again"), Submitted: now, Attempts: 3})
+	journal.Accept(t.Context(), Record{ID: "unlucky", Spec: prog("out again"), Submitted: now.Add(time.Millisecond), Attempts: 2})
 	fake := &sandboxtest.Fake{Node: "m"}
 	s, err := New(DefaultConfig(), fake, journal)
 	if err != nil {
@@ -91,8 +91,8 @@ func TestRestartStopsCrashLoop(t *testing.T) {
 func TestRestartRefusesBadRecord(t *testing.T) {
 	t.Parallel()
 	journal := NewMemJournal(10)
-	journal.Accept(Record{ID: "bad", Spec: sandbox.Spec{Language: "cobol", Files: []sandbox.File{{Content: []byte("x")}}}, Submitted: time.Now()})
-	journal.Accept(Record{ID: "", Spec: prog("out x"), Submitted: time.Now()})
+	journal.Accept(t.Context(), Record{ID: "bad", Spec: sandbox.Spec{Language: "cobol", Files: []sandbox.File{{Content: []byte("x")}}}, Submitted: time.Now()})
+	journal.Accept(t.Context(), Record{ID: "", Spec: prog("out x"), Submitted: time.Now()})
 	s, _ := newSched(t, nil, journal)
 	j, err := s.Get("bad")
 	if err != nil {
@@ -197,14 +197,14 @@ type panicJournal struct {
 	armed bool
 }
 
-func (p *panicJournal) Finish(rec Record) error {
+func (p *panicJournal) Finish(ctx context.Context, rec Record) error {
 	p.mu.Lock()
 	armed := p.armed
 	p.mu.Unlock()
 	if armed {
 		panic("journal page out of range")
 	}
-	return p.MemJournal.Finish(rec)
+	return p.MemJournal.Finish(ctx, rec)
 }
 
 // TestFinishPanics: a panicking journal or observer while a job finishes still ends the
@@ -250,17 +250,17 @@ func (f *faultJournal) set(accept, finish bool) {
 	f.fullAccept, f.failFinish = accept, finish
 }
 
-func (f *faultJournal) Accept(rec Record) error {
+func (f *faultJournal) Accept(ctx context.Context, rec Record) error {
 	f.mu.Lock()
 	full := f.fullAccept
 	f.mu.Unlock()
 	if full {
 		return fmt.Errorf("%w: journal accept: write journal.db: no space left on device", ErrStorageFull)
 	}
-	return f.MemJournal.Accept(rec)
+	return f.MemJournal.Accept(ctx, rec)
 }
 
-func (f *faultJournal) Finish(rec Record) error {
+func (f *faultJournal) Finish(ctx context.Context, rec Record) error {
 	f.mu.Lock()
 	fail := f.failFinish
 	f.finishes++
@@ -268,7 +268,7 @@ func (f *faultJournal) Finish(rec Record) error {
 	if fail {
 		return fmt.Errorf("%w: journal finish: no space left on device", ErrStorageFull)
 	}
-	return f.MemJournal.Finish(rec)
+	return f.MemJournal.Finish(ctx, rec)
 }
 
 // TestStorageFull: a full journal refuses new jobs with ErrStorageFull (storage_full);
@@ -385,7 +385,10 @@ func TestRetentionBytes(t *testing.T) {
 // TestRetentionAge: finished jobs older than RetainAge leave memory, and the MemJournal.
 func TestRetentionAge(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		journal := NewMemJournalWith(MemJournalConfig{KeepFinished: 10, RetainBytes: 1 << 20, RetainAge: time.Minute})
+		journal, err := NewMemJournalWith(MemJournalConfig{KeepFinished: 10, RetainBytes: 1 << 20, RetainAge: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
 		cfg := DefaultConfig()
 		cfg.RetainAge = time.Minute
 		s, _ := New(cfg, &sandboxtest.Fake{}, journal)

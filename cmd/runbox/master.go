@@ -181,8 +181,12 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 		return err
 	}
 	scfg.Observer = mon
-	var journal scheduler.Journal = scheduler.NewMemJournalWith(scheduler.MemJournalConfig{
-		KeepFinished: 10000, RetainBytes: retain, RetainAge: cfg.RetainAge})
+	mjcfg := scheduler.DefaultMemJournalConfig()
+	mjcfg.RetainBytes, mjcfg.RetainAge = retain, cfg.RetainAge
+	var journal scheduler.Journal
+	if journal, err = scheduler.NewMemJournalWith(mjcfg); err != nil {
+		return err
+	}
 	if cfg.Data != "" {
 		bcfg := bolt.DefaultConfig(cfg.Data)
 		bcfg.RetainBytes, bcfg.RetainAge, bcfg.Logger = retain, cfg.RetainAge, log

@@ -15,6 +15,7 @@ package bolt
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -68,6 +69,9 @@ type Config struct {
 	CompactFree int64
 	// BatchDelay is how long a write waits to share its fsync with others.
 	BatchDelay time.Duration
+	// LockTimeout is how long Open (and a compaction, for its new file) waits for the
+	// file's lock, held by another process, before it fails.
+	LockTimeout time.Duration
 	// Logger receives the journal's logs (skipped records, compactions); nil discards them.
 	Logger *slog.Logger
 
@@ -78,7 +82,8 @@ type Config struct {
 // DefaultConfig returns a Config for the journal in dir.
 func DefaultConfig(dir string) Config {
 	return Config{Path: filepath.Join(dir, "journal.db"), KeepFinished: 100000, RetainBytes: scheduler.DefaultRetainBytes,
-		RetainAge: 24 * time.Hour, MaxPendingBytes: 1 << 30, CompactFree: 64 << 20, BatchDelay: 2 * time.Millisecond}
+		RetainAge: 24 * time.Hour, MaxPendingBytes: 1 << 30, CompactFree: 64 << 20, BatchDelay: 2 * time.Millisecond,
+		LockTimeout: 5 * time.Second}
 }
 
 // Validate reports the first invalid field.
@@ -91,7 +96,9 @@ func (c Config) Validate() error {
 	case c.RetainBytes < 0 || c.MaxPendingBytes < 1 || c.CompactFree < 0:
 		return errors.New("bolt journal: retain bytes and compact free must be 0 or more, max pending bytes positive")
 	case c.RetainAge < 0 || c.BatchDelay < 0:
-		return errors.New("bolt journal: durations must be 0 or more")
+		return errors.New("bolt journal: retain age and batch delay must be 0 or more")
+	case c.LockTimeout <= 0:
+		return errors.New("bolt journal: the lock timeout must be positive (bbolt waits forever on 0)")
 	}
 	return nil
 }
@@ -117,7 +124,7 @@ type Journal struct {
 var _ scheduler.Journal = (*Journal)(nil)
 
 // Open opens (or creates) the journal. A second process opening the same file waits up
-// to 5 s for its lock, then fails. A damaged file is refused with an error wrapping
+// to LockTimeout for its lock, then fails. A damaged file is refused with an error wrapping
 // ErrDamaged that names the file and says how to move it aside.
 func Open(cfg Config) (*Journal, error) {
 	if err := cfg.Validate(); err != nil {
@@ -169,7 +176,7 @@ func (j *Journal) openDB(path string) (db *bbolt.DB, err error) {
 	if openFile == nil {
 		openFile = os.OpenFile
 	}
-	opts := &bbolt.Options{Timeout: 5 * time.Second, OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
+	opts := &bbolt.Options{Timeout: j.cfg.LockTimeout, OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
 		f, err := openFile(name, flag, mode)
 		if f != nil {
 			files = append(files, f)
@@ -475,13 +482,24 @@ func timeKey(t time.Time, id string) []byte {
 }
 
 // update runs fn in a batched, fsynced transaction on the open file.
-func (j *Journal) update(op string, fn func(*bbolt.Tx) error) error {
+// update runs fn in a write transaction shared with concurrent writes (one fsync for all).
+// A ctx that ends before the transaction runs fn stops the write: nothing of it is
+// written, and the error wraps ctx.Err(). Once the transaction commits, it is on disk.
+func (j *Journal) update(ctx context.Context, op string, fn func(*bbolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("journal %s: %w", op, err)
+	}
 	j.gate.RLock()
 	defer j.gate.RUnlock()
 	if j.db == nil {
 		return fmt.Errorf("journal %s: %w", op, j.dbErr)
 	}
-	return storageErr(op, j.db.Batch(fn))
+	return storageErr(op, j.db.Batch(func(tx *bbolt.Tx) error {
+		if err := ctx.Err(); err != nil {
+			return err // bbolt runs the batch's other writes without this one
+		}
+		return fn(tx)
+	}))
 }
 
 func (j *Journal) view(fn func(*bbolt.Tx) error) error {
@@ -512,12 +530,12 @@ func storageErr(op string, err error) error {
 }
 
 // Accept implements scheduler.Journal: the record is on disk when it returns.
-func (j *Journal) Accept(rec scheduler.Record) error {
+func (j *Journal) Accept(ctx context.Context, rec scheduler.Record) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	return j.update("accept", func(tx *bbolt.Tx) error {
+	return j.update(ctx, "accept", func(tx *bbolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		c := getCounters(meta)
 		if c.pendingBytes+int64(len(b)) > j.cfg.MaxPendingBytes {
@@ -540,9 +558,9 @@ func attemptsValue(n int) []byte {
 }
 
 // Dispatch implements scheduler.Journal: the attempt count is on disk when it returns.
-func (j *Journal) Dispatch(rec scheduler.Record) error {
+func (j *Journal) Dispatch(ctx context.Context, rec scheduler.Record) error {
 	key := timeKey(rec.Submitted, rec.ID)
-	return j.update("dispatch", func(tx *bbolt.Tx) error {
+	return j.update(ctx, "dispatch", func(tx *bbolt.Tx) error {
 		pending := tx.Bucket(bucketPending)
 		if k, _ := pending.Cursor().Seek(key); !bytes.Equal(k, key) {
 			return nil // finished or forgotten
@@ -554,12 +572,12 @@ func (j *Journal) Dispatch(rec scheduler.Record) error {
 // Finish implements scheduler.Journal: the record replaces the pending one (finished
 // records should come without their inputs, scheduler.WithoutInputs), then the oldest
 // finished records past the bounds go, and the file is compacted when most of it is free.
-func (j *Journal) Finish(rec scheduler.Record) error {
+func (j *Journal) Finish(ctx context.Context, rec scheduler.Record) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	err = j.update("finish", func(tx *bbolt.Tx) error {
+	err = j.update(ctx, "finish", func(tx *bbolt.Tx) error {
 		jobs, pending, meta := tx.Bucket(bucketJobs), tx.Bucket(bucketPending), tx.Bucket(bucketMeta)
 		c := getCounters(meta)
 		key := timeKey(rec.Submitted, rec.ID)
@@ -759,7 +777,7 @@ func (j *Journal) compactLocked() {
 
 func (j *Journal) copyTo(tmp string) (err error) {
 	os.Remove(tmp)
-	opts := &bbolt.Options{Timeout: time.Second, NoSync: true, OpenFile: j.cfg.openFile}
+	opts := &bbolt.Options{Timeout: j.cfg.LockTimeout, NoSync: true, OpenFile: j.cfg.openFile}
 	dst, err := bbolt.Open(tmp, 0o600, opts)
 	if err != nil {
 		return err

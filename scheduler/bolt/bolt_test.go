@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -32,14 +33,14 @@ func TestJournalSurvivesReopen(t *testing.T) {
 	j := open(t, dir, 10)
 	t0 := time.Now()
 	for i, id := range []string{"b", "a", "c"} { // submitted in this order
-		if err := j.Accept(rec(id, t0.Add(time.Duration(i)*time.Millisecond))); err != nil {
+		if err := j.Accept(t.Context(), rec(id, t0.Add(time.Duration(i)*time.Millisecond))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	done := rec("a", t0.Add(time.Millisecond))
 	done.Done, done.Finished, done.Attempts = true, time.Now(), 1
 	done.Result = &sandbox.Result{Status: sandbox.StatusOK, Stdout: []byte("out")}
-	if err := j.Finish(done); err != nil {
+	if err := j.Finish(t.Context(), done); err != nil {
 		t.Fatal(err)
 	}
 	j.Close()
@@ -69,9 +70,9 @@ func TestJournalTrimsOldFinished(t *testing.T) {
 	t0 := time.Now()
 	for i := 0; i < 10; i++ {
 		r := rec(fmt.Sprint("j", i), t0)
-		j.Accept(r)
+		j.Accept(t.Context(), r)
 		r.Done, r.Finished = true, t0.Add(time.Duration(i)*time.Second)
-		if err := j.Finish(r); err != nil {
+		if err := j.Finish(t.Context(), r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -92,7 +93,7 @@ func TestConcurrentAccepts(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := j.Accept(rec(fmt.Sprint("c", i), time.Now())); err != nil {
+			if err := j.Accept(t.Context(), rec(fmt.Sprint("c", i), time.Now())); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -140,10 +141,67 @@ func BenchmarkAccept(b *testing.B) {
 			n++
 			id := fmt.Sprint("b", n)
 			mu.Unlock()
-			if err := j.Accept(rec(id, time.Now())); err != nil {
+			if err := j.Accept(b.Context(), rec(id, time.Now())); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "accepts/s")
+}
+
+// TestCancelledContextWritesNothing: a write whose ctx ended before it ran is refused with
+// the context's error and leaves the file as it was.
+func TestCancelledContextWritesNothing(t *testing.T) {
+	t.Parallel()
+	j := open(t, t.TempDir(), 10)
+	defer j.Close()
+	t0 := time.Now()
+	pending := rec("pending", t0)
+	if err := j.Accept(t.Context(), pending); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := j.Accept(ctx, rec("late", t0.Add(time.Millisecond))); !errors.Is(err, context.Canceled) {
+		t.Errorf("accept with a cancelled ctx: %v, want context.Canceled", err)
+	}
+	if err := j.Dispatch(ctx, scheduler.Record{ID: "pending", Submitted: t0, Attempts: 2}); !errors.Is(err, context.Canceled) {
+		t.Errorf("dispatch with a cancelled ctx: %v", err)
+	}
+	done := pending
+	done.Done, done.Finished = true, time.Now()
+	if err := j.Finish(ctx, done); !errors.Is(err, context.Canceled) {
+		t.Errorf("finish with a cancelled ctx: %v", err)
+	}
+	if _, err := j.Get("late"); !errors.Is(err, scheduler.ErrNotFound) {
+		t.Errorf("the refused accept was written: %v", err)
+	}
+	p, err := j.Pending()
+	if err != nil || len(p) != 1 || p[0].ID != "pending" || p[0].Attempts != 0 {
+		t.Errorf("pending after refused writes: %v %+v", err, p)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	if err := DefaultConfig(t.TempDir()).Validate(); err != nil {
+		t.Fatalf("the default config: %v", err)
+	}
+	for name, mod := range map[string]func(*Config){
+		"no path":          func(c *Config) { c.Path = "" },
+		"keep none":        func(c *Config) { c.KeepFinished = 0 },
+		"negative retain":  func(c *Config) { c.RetainBytes = -1 },
+		"no pending bytes": func(c *Config) { c.MaxPendingBytes = 0 },
+		"negative age":     func(c *Config) { c.RetainAge = -time.Second },
+		"no lock timeout":  func(c *Config) { c.LockTimeout = 0 },
+	} {
+		cfg := DefaultConfig(t.TempDir())
+		mod(&cfg)
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("%s: valid", name)
+		}
+		if _, err := Open(cfg); err == nil {
+			t.Errorf("%s: opened", name)
+		}
+	}
 }

@@ -101,7 +101,7 @@ func validFile(t testing.TB) string {
 	for i := 0; i < 20; i++ {
 		r := rec(fmt.Sprint("job", i), t0.Add(time.Duration(i)))
 		r.Spec.Stdin = bytes.Repeat([]byte{byte('a' + i)}, 40<<10)
-		if err := j.Accept(r); err != nil {
+		if err := j.Accept(t.Context(), r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -219,9 +219,9 @@ func TestUndecodableRecordsSkipped(t *testing.T) {
 	dir := t.TempDir()
 	j := open(t, dir, 100)
 	t0 := time.Now()
-	j.Accept(rec("good", t0))
-	j.Accept(rec("bad", t0.Add(1)))
-	j.Accept(rec("liar", t0.Add(2)))
+	j.Accept(t.Context(), rec("good", t0))
+	j.Accept(t.Context(), rec("bad", t0.Add(1)))
+	j.Accept(t.Context(), rec("liar", t0.Add(2)))
 	j.Close()
 	db, err := bbolt.Open(DefaultConfig(dir).Path, 0o600, nil)
 	if err != nil {
@@ -267,7 +267,7 @@ func TestRetentionAndCompaction(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		r := rec(fmt.Sprint("j", i), t0.Add(time.Duration(i)))
 		r.Spec.Stdin = bytes.Repeat([]byte("s"), 1<<20)
-		if err := j.Accept(r); err != nil {
+		if err := j.Accept(t.Context(), r); err != nil {
 			t.Fatal(err)
 		}
 		if st, _ := j.Stats(); st.FileBytes > peak {
@@ -276,7 +276,7 @@ func TestRetentionAndCompaction(t *testing.T) {
 		r.Spec = scheduler.WithoutInputs(r.Spec)
 		r.Done, r.Finished = true, t0.Add(time.Duration(i)*time.Second)
 		r.Result = &sandbox.Result{Status: sandbox.StatusOK, Stdout: bytes.Repeat([]byte("o"), 50<<10)}
-		if err := j.Finish(r); err != nil {
+		if err := j.Finish(t.Context(), r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -312,9 +312,9 @@ func TestRetentionAge(t *testing.T) {
 	now := time.Now()
 	for i, age := range []time.Duration{3 * time.Hour, 2 * time.Hour, time.Minute} {
 		r := rec(fmt.Sprint("a", i), now.Add(-age))
-		j.Accept(r)
+		j.Accept(t.Context(), r)
 		r.Done, r.Finished = true, now.Add(-age)
-		j.Finish(r)
+		j.Finish(t.Context(), r)
 	}
 	for i, kept := range []bool{false, false, true} {
 		if _, err := j.Get(fmt.Sprint("a", i)); kept != (err == nil) {
@@ -340,23 +340,23 @@ func TestPendingBound(t *testing.T) {
 		return r
 	}
 	first := big("first")
-	if err := j.Accept(first); err != nil {
+	if err := j.Accept(t.Context(), first); err != nil {
 		t.Fatal(err)
 	}
-	if err := j.Accept(big("second")); !errors.Is(err, scheduler.ErrStorageFull) {
+	if err := j.Accept(t.Context(), big("second")); !errors.Is(err, scheduler.ErrStorageFull) {
 		t.Fatalf("past the bound: %v, want ErrStorageFull", err)
 	}
 	if p, _ := j.Pending(); len(p) != 1 || p[0].ID != "first" {
 		t.Errorf("pending: %+v", p)
 	}
 	first.Spec, first.Done, first.Finished = scheduler.WithoutInputs(first.Spec), true, time.Now()
-	if err := j.Finish(first); err != nil {
+	if err := j.Finish(t.Context(), first); err != nil {
 		t.Fatal(err)
 	}
-	if err := j.Accept(big("third")); err != nil {
+	if err := j.Accept(t.Context(), big("third")); err != nil {
 		t.Errorf("after one finished: %v", err)
 	}
-	if err := j.Finish(first); err != nil {
+	if err := j.Finish(t.Context(), first); err != nil {
 		t.Errorf("a retried Finish: %v", err)
 	}
 	if st, _ := j.Stats(); st.Finished != 1 || st.Pending != 1 {
@@ -390,7 +390,7 @@ func diskFullChild(t *testing.T, dir string) {
 	defer j.Close()
 	t0 := time.Now()
 	small := rec("small", t0)
-	if err := j.Accept(small); err != nil {
+	if err := j.Accept(t.Context(), small); err != nil {
 		t.Fatal(err)
 	}
 	fi, _ := os.Stat(cfg.Path)
@@ -402,7 +402,7 @@ func diskFullChild(t *testing.T, dir string) {
 	}
 	big := rec("big", t0.Add(1))
 	big.Spec.Stdin = bytes.Repeat([]byte("x"), 1<<20)
-	err = j.Accept(big)
+	err = j.Accept(t.Context(), big)
 	if !errors.Is(err, scheduler.ErrStorageFull) {
 		t.Fatalf("accept with a full disk: %v, want ErrStorageFull", err)
 	}
@@ -413,17 +413,17 @@ func diskFullChild(t *testing.T, dir string) {
 	done := small
 	done.Done, done.Finished = true, time.Now()
 	done.Result = &sandbox.Result{Status: sandbox.StatusOK, Stdout: bytes.Repeat([]byte("o"), 1<<20)}
-	if err := j.Finish(done); !errors.Is(err, scheduler.ErrStorageFull) {
+	if err := j.Finish(t.Context(), done); !errors.Is(err, scheduler.ErrStorageFull) {
 		t.Fatalf("finish with a full disk: %v", err)
 	}
 	if p, _ := j.Pending(); len(p) != 1 {
 		t.Fatalf("a failed Finish lost the pending job: %+v", p)
 	}
 	syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old)
-	if err := j.Finish(done); err != nil {
+	if err := j.Finish(t.Context(), done); err != nil {
 		t.Fatalf("finish with room again: %v", err)
 	}
-	if err := j.Accept(big); err != nil {
+	if err := j.Accept(t.Context(), big); err != nil {
 		t.Fatalf("accept with room again: %v", err)
 	}
 	j.Close()

@@ -22,6 +22,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
@@ -60,6 +61,9 @@ func DefaultConfig() Config {
 
 // Validate reports the first invalid field.
 func (c Config) Validate() error { return c.SlaveTemplate.Validate() }
+
+// stopSeconds is StopGrace in the engine's unit, whole seconds (rounded up).
+func (c Config) stopSeconds() int { return int((c.StopGrace + time.Second - 1) / time.Second) }
 
 type dockerAPI interface {
 	ContainerCreate(ctx context.Context, cfg *container.Config, host *container.HostConfig, net *network.NetworkingConfig, platform *ocispec.Platform, name string) (container.CreateResponse, error)
@@ -130,7 +134,7 @@ func slaveConfig(cfg Config, name string) (*container.Config, *container.HostCon
 		Cmd:         cfg.SlaveArgs(name),
 		Env:         env,
 		Labels:      cfg.SlaveLabels(name),
-		StopTimeout: ptr(60), // a stopping slave finishes what it runs
+		StopTimeout: ptr(cfg.stopSeconds()), // a stopping slave finishes what it runs
 	}
 	h := &container.HostConfig{
 		NetworkMode:    container.NetworkMode(cfg.Network),
@@ -291,7 +295,7 @@ func (p *Provisioner) Discard(ctx context.Context) error {
 // behind with it.
 func (p *Provisioner) Stop(ctx context.Context, name string) error {
 	id := p.containerName(name)
-	timeout := 60
+	timeout := p.cfg.stopSeconds()
 	if err := p.api.ContainerStop(ctx, id, container.StopOptions{Timeout: &timeout}); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("stop slave container: %w", err)
 	}

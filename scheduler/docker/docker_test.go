@@ -217,6 +217,9 @@ func TestSlaveConfigHardening(t *testing.T) {
 	if len(c.Env) != 0 {
 		t.Errorf("Env %v without credentials", c.Env)
 	}
+	if c.StopTimeout == nil || *c.StopTimeout != 60 {
+		t.Errorf("StopTimeout %v: want the template's StopGrace, 60 s", c.StopTimeout)
+	}
 
 	// The socket's group unknown: root, still without any capability.
 	cfg.SocketGID = -1

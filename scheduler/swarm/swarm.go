@@ -83,22 +83,17 @@ type Config struct {
 	Host string
 	// Constraints are Swarm placement constraints for slaves ("node.role==worker").
 	Constraints []string
-	// StopGrace is how long a stopping slave has to finish before it is killed.
-	StopGrace time.Duration
 }
 
 // DefaultConfig returns a Config for a swarm whose manager is the local engine.
 func DefaultConfig() Config {
-	return Config{SlaveTemplate: scheduler.DefaultSlaveTemplate(), StopGrace: 60 * time.Second}
+	return Config{SlaveTemplate: scheduler.DefaultSlaveTemplate()}
 }
 
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
 	if err := c.SlaveTemplate.Validate(); err != nil {
 		return fmt.Errorf("swarm %w", err)
-	}
-	if c.StopGrace < 0 {
-		return errors.New("swarm provisioner: the stop grace must not be negative")
 	}
 	return nil
 }
