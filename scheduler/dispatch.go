@@ -77,9 +77,9 @@ func (s *Scheduler) launchLocked(j *Job, n *node) {
 	j.node = n.Name
 	j.attempts++
 	j.lease++
-	a := attempt{j: j, n: n, lease: j.lease, number: j.attempts, spec: j.Spec, timeout: timeout,
-		rec: Record{ID: j.ID, Submitted: j.Submitted, Attempts: j.attempts}}
 	j.started = s.now()
+	a := attempt{j: j, n: n, lease: j.lease, number: j.attempts, spec: j.Spec, timeout: timeout,
+		queued: max(j.started.Sub(j.Submitted), 0), rec: Record{ID: j.ID, Submitted: j.Submitted, Attempts: j.attempts}}
 	j.cancel = cancel
 	j.appendLocked(Event{Kind: EventStarted, Node: n.Name})
 	j.mu.Unlock()
@@ -101,7 +101,8 @@ type attempt struct {
 	number  int
 	spec    sandbox.Spec
 	timeout time.Duration
-	rec     Record // for Journal.Dispatch
+	queued  time.Duration // from the job's admission to this dispatch
+	rec     Record        // for Journal.Dispatch
 }
 
 // run is one attempt, in its own goroutine: journal the attempt, run it under its
@@ -296,7 +297,21 @@ func (s *Scheduler) complete(ctx context.Context, a attempt, res sandbox.Result,
 		return
 	}
 	s.mu.Unlock()
-	s.finish(j, res, err)
+	s.finish(j, withQueue(res, a.queued), err)
+}
+
+// withQueue returns res with its Trace's Queue phase set to queued, the wait between the
+// job's admission and its dispatch to the node that answered (earlier attempts' runs
+// count as waiting). The node's Trace is copied, not changed; a node that sent none gets
+// one with the Queue phase alone.
+func withQueue(res sandbox.Result, queued time.Duration) sandbox.Result {
+	var t sandbox.Trace
+	if res.Trace != nil {
+		t = *res.Trace
+	}
+	t.Queue = queued
+	res.Trace = &t
+	return res
 }
 
 // requeueLocked puts a job whose node was lost back at the head of the queue, or ends it

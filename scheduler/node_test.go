@@ -401,3 +401,69 @@ func TestNodeEventKinds(t *testing.T) {
 		t.Errorf("node events %q, want %q", got, want)
 	}
 }
+
+// tracer answers with a Trace of its own, as a Docker runner does.
+type tracer struct{ *gate }
+
+func (t tracer) Run(ctx context.Context, spec sandbox.Spec, st *sandbox.Streams) (sandbox.Result, error) {
+	res, err := t.gate.Run(ctx, spec, st)
+	res.Trace = &sandbox.Trace{Run: 7 * time.Millisecond}
+	return res, err
+}
+
+// TestTraceQueue: a job's result says how long it waited between its admission and its
+// dispatch to the node that answered (Trace.Queue); a node's own Trace keeps its phases,
+// and a node that sent none gets one.
+func TestTraceQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		local := newGate("master")
+		s, err := New(func() Config { c := DefaultConfig(); c.MaxPrograms = 1; c.HeartbeatTimeout = time.Hour; return c }(), local, NewMemJournal(10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		first, _ := s.Submit(prog("first"), false)
+		<-local.started
+		second, _ := s.Submit(prog("second"), false) // waits for the master's one slot
+		time.Sleep(5 * time.Second)
+		local.release <- nil
+		if e := lastEvent(t, first); e.Result == nil || e.Result.Trace == nil || e.Result.Trace.Queue != 0 {
+			t.Errorf("first job, dispatched at once: %+v", e)
+		}
+		<-local.started
+		time.Sleep(2 * time.Second) // running is not waiting
+		local.release <- nil
+		if e := lastEvent(t, second); e.Result == nil || e.Result.Trace == nil || e.Result.Trace.Queue != 5*time.Second {
+			t.Errorf("second job, queued 5 s: %+v", e)
+		}
+
+		// A retried job waited through its first attempt; the trace of the node that
+		// answered keeps its phases.
+		dies := newGate("dies")
+		h, err := s.AddNode(NodeSpec{Name: "dies", Capacity: 1}, dies, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		busy, _ := s.Submit(prog("busy"), false)
+		<-local.started
+		retried, _ := s.Submit(prog("retried"), false)
+		<-dies.started
+		time.Sleep(3 * time.Second)
+		answers := tracer{newGate("answers")}
+		if _, err := s.AddNode(NodeSpec{Name: "answers", Capacity: 1}, answers, nil); err != nil {
+			t.Fatal(err)
+		}
+		h.Lost(errors.New("connection closed"))
+		<-answers.started
+		answers.release <- nil
+		e := lastEvent(t, retried)
+		if e.Result == nil || e.Result.Node != "answers" || e.Result.Attempts != 2 {
+			t.Fatalf("retried job: %+v", e)
+		}
+		if tr := e.Result.Trace; tr == nil || tr.Queue != 3*time.Second || tr.Run != 7*time.Millisecond {
+			t.Errorf("retried job's trace %+v: want the queue phase of 3 s and the node's run phase", tr)
+		}
+		local.release <- nil
+		lastEvent(t, busy)
+	})
+}
