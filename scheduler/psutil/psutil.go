@@ -20,7 +20,8 @@ import (
 
 // Sampler reports load since its previous Sample. It is safe for concurrent use.
 type Sampler struct {
-	root string // cgroup mount, "/sys/fs/cgroup"
+	root string           // cgroup mount, "/sys/fs/cgroup"
+	now  func() time.Time // the wall clock the CPU use is divided by (tests set it)
 
 	mu       sync.Mutex
 	lastCPU  time.Duration // cgroup CPU usage at the last sample
@@ -31,8 +32,10 @@ type Sampler struct {
 func New() *Sampler { return NewAt("/sys/fs/cgroup") }
 
 // NewAt returns a Sampler reading the cgroup mounted at root (tests point it at a fake tree).
-func NewAt(root string) *Sampler {
-	s := &Sampler{root: root}
+func NewAt(root string) *Sampler { return newSampler(root, time.Now) }
+
+func newSampler(root string, now func() time.Time) *Sampler {
+	s := &Sampler{root: root, now: now}
 	s.Sample() // prime the CPU deltas
 	return s
 }
@@ -42,7 +45,7 @@ func (s *Sampler) Sample() scheduler.Load {
 	var load scheduler.Load
 	cores, quota := s.cpuQuota()
 	if usage, ok := s.cpuUsage(); ok && quota {
-		now := time.Now()
+		now := s.now()
 		s.mu.Lock()
 		if !s.lastWall.IsZero() {
 			wall := now.Sub(s.lastWall)

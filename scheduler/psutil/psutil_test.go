@@ -37,13 +37,14 @@ func TestCgroupV2Limits(t *testing.T) {
 		"memory.max":         "268435456",
 		"memory.current":     "67108864",
 	})
-	s := NewAt(root)
-	time.Sleep(100 * time.Millisecond)
-	// 40 ms of CPU in ~100 ms of wall on half a core: about 80%.
+	wall := time.Unix(1e9, 0)
+	s := newSampler(root, func() time.Time { return wall })
+	wall = wall.Add(100 * time.Millisecond)
+	// 40 ms of CPU in 100 ms of wall on half a core: 80%.
 	os.WriteFile(filepath.Join(root, "cpu.stat"), []byte("usage_usec 1040000\n"), 0o644)
 	l := s.Sample()
-	if l.CPU < 40 || l.CPU > 100 {
-		t.Errorf("cpu %.1f%%, want about 80%% of the half core", l.CPU)
+	if l.CPU < 79.9 || l.CPU > 80.1 {
+		t.Errorf("cpu %.1f%%, want 80%% of the half core", l.CPU)
 	}
 	if l.MemTotal != 256<<20 || l.MemUsed != 64<<20 || l.MemPercent() != 25 {
 		t.Errorf("memory %+v", l)
