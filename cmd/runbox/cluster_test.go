@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 
 	"runbox/sandbox"
 	"runbox/sandbox/sandboxtest"
+	"runbox/scheduler"
 	"runbox/transport"
 )
 
@@ -277,13 +279,38 @@ func TestKillSlaveMidLoad(t *testing.T) {
 		}
 	})
 	checkAll(t, outs, 200, pyWant)
+	// The kill must have hit running jobs, and those ran again elsewhere: with 20 clients
+	// and 5 slots the queue is never empty, so slave A always held jobs when it died (a
+	// slot it freed is filled before the freeing job's client hears of it).
 	retried := 0
 	for _, o := range outs {
-		if o.res.Attempts > 1 {
+		if o.err == nil && o.res.Attempts > 1 {
 			retried++
+			if o.res.Node == a {
+				t.Errorf("job %s ran again on the killed slave %s: %+v", o.id, a, o.res)
+			}
 		}
 	}
-	t.Logf("200 jobs, %d ran again after the slave was killed", retried)
+	if retried == 0 {
+		t.Errorf("no job ran again: the kill of %s hit no running job, so the test proved nothing", a)
+	}
+	// The master saw the slave lost and counted the dispatches it repeated.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := transport.Dial(ctx, addr, transport.DefaultClientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	snap, err := cl.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := slices.ContainsFunc(snap.NodeEvents, func(e scheduler.NodeEvent) bool { return e.Node == a && e.Kind == scheduler.NodeEventLost })
+	if !lost || snap.Totals.Retried < retried {
+		t.Errorf("master: %s lost %v, %d dispatches repeated; want it lost and at least the %d jobs that ran again", a, lost, snap.Totals.Retried, retried)
+	}
+	t.Logf("200 jobs, %d ran again after the slave was killed (%d dispatches repeated)", retried, snap.Totals.Retried)
 }
 
 func TestKillMasterAndRestart(t *testing.T) {
