@@ -83,17 +83,31 @@ type Config struct {
 	Host string
 	// Constraints are Swarm placement constraints for slaves ("node.role==worker").
 	Constraints []string
+	// RestartDelay is how long Swarm waits before it restarts a slave that died.
+	RestartDelay time.Duration
+	// StopPoll is how often Stop looks at the stopping slave's task; StopMargin how much
+	// longer than StopGrace it waits for the task to end (its node may be gone) before it
+	// leaves the service at 0 replicas for a later List to remove.
+	StopPoll   time.Duration
+	StopMargin time.Duration
 }
 
 // DefaultConfig returns a Config for a swarm whose manager is the local engine.
 func DefaultConfig() Config {
-	return Config{SlaveTemplate: scheduler.DefaultSlaveTemplate()}
+	return Config{SlaveTemplate: scheduler.DefaultSlaveTemplate(), RestartDelay: 2 * time.Second,
+		StopPoll: 250 * time.Millisecond, StopMargin: 30 * time.Second}
 }
 
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
 	if err := c.SlaveTemplate.Validate(); err != nil {
 		return fmt.Errorf("swarm %w", err)
+	}
+	switch {
+	case c.RestartDelay < 0 || c.StopMargin < 0:
+		return errors.New("swarm provisioner: the restart delay and the stop margin must not be negative")
+	case c.StopPoll <= 0:
+		return errors.New("swarm provisioner: the stop poll interval must be positive")
 	}
 	return nil
 }
@@ -119,8 +133,6 @@ type Provisioner struct {
 	cfg     Config
 	api     swarmAPI
 	secrets []*swarm.SecretReference // the slaves' credentials, made by New
-	poll    time.Duration            // how often Stop looks at the stopping task
-	margin  time.Duration            // how much longer than StopGrace Stop waits for it
 }
 
 var _ scheduler.Provisioner = (*Provisioner)(nil)
@@ -155,7 +167,7 @@ func newProvisioner(ctx context.Context, cfg Config, api swarmAPI) (*Provisioner
 		return nil, fmt.Errorf("swarm provisioner: the engine is not a swarm manager (swarm state %q): run `docker swarm init` or point --docker-host at a manager",
 			info.Swarm.LocalNodeState)
 	}
-	p := &Provisioner{cfg: cfg, api: api, poll: 250 * time.Millisecond, margin: 30 * time.Second}
+	p := &Provisioner{cfg: cfg, api: api}
 	if p.secrets, err = p.ensureSecrets(ctx); err != nil {
 		return nil, err
 	}
@@ -266,7 +278,7 @@ func serviceSpec(cfg Config, name string, secrets []*swarm.SecretReference) swar
 	labels := cfg.SlaveLabels(name)
 	args := cfg.SlaveArgs(name)
 	grace := cfg.StopGrace
-	delay := 2 * time.Second
+	delay := cfg.RestartDelay
 	var placement *swarm.Placement
 	if len(cfg.Constraints) > 0 {
 		placement = &swarm.Placement{Constraints: cfg.Constraints}
@@ -352,7 +364,7 @@ func (p *Provisioner) Start(ctx context.Context, name string) error {
 // Stop implements scheduler.Provisioner: the service goes to 0 replicas, its task gets
 // SIGTERM (the slave finishes what it runs and removes its sandboxes), and once Swarm has
 // deleted the ended task the service is removed, with any sandbox the slave left on this
-// engine. A task that does not end within StopGrace and a margin (its node is gone) leaves
+// engine. A task that does not end within StopGrace and StopMargin (its node is gone) leaves
 // the service at 0 replicas: Swarm stops it when the node returns, List removes it later.
 func (p *Provisioner) Stop(ctx context.Context, name string) error {
 	svc, ok, err := p.find(ctx, name)
@@ -394,7 +406,7 @@ func (p *Provisioner) retire(ctx context.Context, svc swarm.Service) (removed bo
 	if err := p.scaleToZero(ctx, svc); err != nil {
 		return false, err
 	}
-	gone, err := p.waitNoTasks(ctx, svc.ID, p.cfg.StopGrace+p.margin)
+	gone, err := p.waitNoTasks(ctx, svc.ID, p.cfg.StopGrace+p.cfg.StopMargin)
 	if err != nil || !gone {
 		return false, err
 	}
@@ -459,7 +471,7 @@ func (p *Provisioner) waitNoTasks(ctx context.Context, id string, wait time.Dura
 		select {
 		case <-ctx.Done():
 			return false, ctx.Err()
-		case <-time.After(p.poll):
+		case <-time.After(p.cfg.StopPoll):
 		}
 	}
 }

@@ -268,7 +268,7 @@ func newTestProvisioner(t *testing.T, f *fakeSwarm) *Provisioner {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.poll = time.Millisecond
+	p.cfg.StopPoll = time.Millisecond
 	return p
 }
 
@@ -357,6 +357,22 @@ func TestNewNeedsAManager(t *testing.T) {
 	if err := (Config{}).Validate(); err == nil {
 		t.Error("empty config valid")
 	}
+	if err := testConfig().Validate(); err != nil {
+		t.Errorf("test config: %v", err)
+	}
+	for name, mod := range map[string]func(*Config){
+		"no stop poll":         func(c *Config) { c.StopPoll = 0 },
+		"negative margin":      func(c *Config) { c.StopMargin = -time.Second },
+		"negative delay":       func(c *Config) { c.RestartDelay = -time.Second },
+		"negative stop grace":  func(c *Config) { c.StopGrace = -time.Second },
+		"template without one": func(c *Config) { c.Master = "" },
+	} {
+		c := testConfig()
+		mod(&c)
+		if _, err := New(context.Background(), c); err == nil || c.Validate() == nil {
+			t.Errorf("%s: valid", name)
+		}
+	}
 }
 
 func TestStartStopList(t *testing.T) {
@@ -435,7 +451,7 @@ func TestStopLeavesATaskThatOutlivesTheWait(t *testing.T) {
 	t.Parallel()
 	f := newFake()
 	p := newTestProvisioner(t, f)
-	p.cfg.StopGrace, p.margin = 20*time.Millisecond, 0
+	p.cfg.StopGrace, p.cfg.StopMargin = 20*time.Millisecond, 0
 	ctx := context.Background()
 	p.Start(ctx, "c1-slave-1")
 	f.stopAfter = 1 << 30 // its node is gone: the task does not end
