@@ -71,7 +71,9 @@ func place(cands []Candidate, need int, cpuThreshold float64, oversize bool) int
 	return local
 }
 
-// placeLocked picks a node for j, or nil.
+// placeLocked picks a node for j, or nil: it describes every node as a Candidate (the
+// ones that are gone, draining or without j's language are not eligible) and lets Place
+// decide. dispatchLocked calls it for each queued job, oldest first.
 func (s *Scheduler) placeLocked(j *Job) *node {
 	lang, _ := sandbox.Lookup(j.Spec.Language)
 	s.cands = s.cands[:0]
