@@ -168,19 +168,11 @@ func clientHandshake(conn net.Conn, cfg ClientConfig) (Welcome, error) {
 		}
 		return Welcome{}, fmt.Errorf("%w: handshake: %v (is it a runbox server?)", ErrConnect, err)
 	}
-	switch typ {
-	case FrameWelcome:
-		var w Welcome
-		if err := json.Unmarshal(payload, &w); err != nil {
-			return Welcome{}, fmt.Errorf("%w: bad welcome: %v", ErrProtocol, err)
-		}
-		return w, nil
-	case FrameError:
-		var e Error
-		json.Unmarshal(payload, &e)
-		return Welcome{}, errorFromWire(e)
+	var w Welcome
+	if err := decodeReply(typ, payload, FrameWelcome, &w); err != nil {
+		return Welcome{}, err
 	}
-	return Welcome{}, fmt.Errorf("%w: unexpected handshake frame %q", ErrProtocol, typ)
+	return w, nil
 }
 
 // openStream opens a stream on the live session, redialling once if the session died.
@@ -289,12 +281,7 @@ func (c *Client) Cancel(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if typ == FrameError {
-		var e Error
-		json.Unmarshal(payload, &e)
-		return errorFromWire(e)
-	}
-	return nil
+	return decodeReply(typ, payload, FrameAccepted, nil)
 }
 
 // Status returns the server's view of the cluster.
@@ -312,18 +299,8 @@ func (c *Client) Status(ctx context.Context) (scheduler.Snapshot, error) {
 	if err != nil {
 		return snap, err
 	}
-	switch typ {
-	case FrameStatus:
-		if err := json.Unmarshal(payload, &snap); err != nil {
-			return snap, fmt.Errorf("%w: bad status: %v", ErrProtocol, err)
-		}
-		return snap, nil
-	case FrameError:
-		var e Error
-		json.Unmarshal(payload, &e)
-		return snap, errorFromWire(e)
-	}
-	return snap, fmt.Errorf("%w: unexpected frame %q", ErrProtocol, typ)
+	err = decodeReply(typ, payload, FrameStatus, &snap)
+	return snap, err
 }
 
 // readFrameCtx reads one frame, giving up when ctx ends.
@@ -427,22 +404,16 @@ func (w *watch) follow(ctx context.Context, st *yamux.Stream, stdin <-chan []byt
 	}()
 
 	accepted := w.id != ""
-	for {
-		typ, payload, err := ReadFrame(st, MaxFrame)
-		if err != nil {
-			if ctx.Err() != nil {
-				return fail, ctx.Err(), false
+	out := map[sandbox.Stream]*bytes.Buffer{sandbox.Stdout: &w.stdout, sandbox.Stderr: &w.stderr, sandbox.Compile: &w.compile}
+	r, refused, err := readJob(st, jobFrames{
+		before: func(typ byte) error {
+			if !accepted {
+				return fmt.Errorf("%w: frame %q before the job was accepted", ErrProtocol, typ)
 			}
-			if errors.Is(err, ErrProtocol) {
-				return fail, err, false
-			}
-			return fail, fmt.Errorf("%w: connection lost: %v", ErrConnect, err), accepted && w.c.cfg.Reconnect > 0
-		}
-		if typ == FrameAccepted {
-			var a Accepted
-			if err := json.Unmarshal(payload, &a); err != nil {
-				return fail, fmt.Errorf("%w: bad accepted frame", ErrProtocol), false
-			}
+			w.seen++
+			return nil
+		},
+		accepted: func(a Accepted) error {
 			if w.id == "" && w.h.Accepted != nil {
 				w.h.Accepted(a.ID)
 			}
@@ -450,61 +421,48 @@ func (w *watch) follow(ctx context.Context, st *yamux.Stream, stdin <-chan []byt
 				w.seen = 0 // a new master run replays the job's log from its start
 			}
 			w.id, w.epoch, accepted = a.ID, a.Epoch, true
-			continue
-		}
-		if !accepted && typ != FrameError {
-			return fail, fmt.Errorf("%w: frame %q before the job was accepted", ErrProtocol, typ), false
-		}
-		if typ != FrameError || accepted {
-			w.seen++
-		}
-		switch typ {
-		case FrameQueued:
-			var q Queued
-			json.Unmarshal(payload, &q)
+			return nil
+		},
+		queued: func(q Queued) error {
 			if w.h.Queued != nil {
 				w.h.Queued(q.Position)
 			}
-		case FrameStarted:
-			var s Started
-			json.Unmarshal(payload, &s)
+			return nil
+		},
+		started: func(s Started) error {
 			// A new attempt: what came before belonged to one that was abandoned.
-			w.stdout.Reset()
-			w.stderr.Reset()
-			w.compile.Reset()
+			for _, b := range out {
+				b.Reset()
+			}
 			if w.h.Started != nil {
 				w.h.Started(s.Node)
 			}
-		case FrameStdout, FrameStderr, FrameCompile:
-			stream, buf := sandbox.Stdout, &w.stdout
-			switch typ {
-			case FrameStderr:
-				stream, buf = sandbox.Stderr, &w.stderr
-			case FrameCompile:
-				stream, buf = sandbox.Compile, &w.compile
+			return nil
+		},
+		output: func(c sandbox.Chunk) error {
+			if b := out[c.Stream]; b != nil {
+				b.Write(c.Data)
 			}
-			buf.Write(payload)
 			if w.h.Output != nil {
-				w.h.Output(sandbox.Chunk{Stream: stream, Data: payload})
+				w.h.Output(c)
 			}
-		case FrameResult:
-			var r Result
-			if err := json.Unmarshal(payload, &r); err != nil {
-				return fail, fmt.Errorf("%w: bad result frame", ErrProtocol), false
-			}
-			return r.sandboxResult(w.stdout.Bytes(), w.stderr.Bytes(), w.compile.Bytes()), nil, false
-		case FrameError:
-			var e Error
-			json.Unmarshal(payload, &e)
-			err := errorFromWire(e)
-			if ctx.Err() != nil && errors.Is(err, scheduler.ErrCancelled) {
-				return fail, ctx.Err(), false
-			}
-			return fail, err, false
-		default:
-			return fail, fmt.Errorf("%w: unexpected frame %q", ErrProtocol, typ), false
+			return nil
+		},
+	})
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return fail, ctx.Err(), false
+	case errors.Is(err, ErrProtocol):
+		return fail, err, false
+	case err != nil:
+		return fail, fmt.Errorf("%w: connection lost: %v", ErrConnect, err), accepted && w.c.cfg.Reconnect > 0
+	case refused != nil:
+		if ctx.Err() != nil && errors.Is(refused, scheduler.ErrCancelled) {
+			return fail, ctx.Err(), false
 		}
+		return fail, refused, false
 	}
+	return r.sandboxResult(w.stdout.Bytes(), w.stderr.Bytes(), w.compile.Bytes()), nil, false
 }
 
 // Runner adapts a Client to sandbox.Runner: every Run is a job on the server. The

@@ -664,14 +664,7 @@ func writeEvent(w io.Writer, e scheduler.Event) error {
 	case scheduler.EventStarted:
 		return writeJSON(w, FrameStarted, Started{Node: e.Node})
 	case scheduler.EventOutput:
-		typ := FrameStdout
-		switch e.Chunk.Stream {
-		case sandbox.Stderr:
-			typ = FrameStderr
-		case sandbox.Compile:
-			typ = FrameCompile
-		}
-		return WriteFrame(w, typ, e.Chunk.Data) // at most scheduler.MaxChunk bytes
+		return writeChunk(w, e.Chunk) // at most scheduler.MaxChunk bytes
 	case scheduler.EventDone:
 		if e.Err != nil {
 			return writeError(w, e.Err)

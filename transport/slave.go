@@ -199,63 +199,45 @@ func (r *remoteRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sand
 	}()
 
 	limit := spec.Limits.WithDefaults(sandbox.DefaultLimits()).Output + outputSlack
-	var stdout, stderr, compile []byte
+	out := map[sandbox.Stream][]byte{}
 	started := false
-	for {
-		typ, payload, err := ReadFrame(st, MaxFrame)
-		if err != nil {
-			return lost("%v", err)
-		}
-		switch typ {
-		case FrameStarted:
+	w, refused, err := readJob(st, jobFrames{
+		started: func(Started) error {
 			if started {
-				return lost("started the job twice")
+				return errors.New("started the job twice")
 			}
 			started = true
 			if streams.Started != nil {
 				streams.Started()
 			}
-		case FrameStdout, FrameStderr, FrameCompile:
-			c := sandbox.Chunk{Stream: sandbox.Stdout, Data: payload}
-			switch typ {
-			case FrameStdout:
-				stdout = append(stdout, payload...)
-			case FrameStderr:
-				c.Stream = sandbox.Stderr
-				stderr = append(stderr, payload...)
-			case FrameCompile:
-				c.Stream = sandbox.Compile
-				compile = append(compile, payload...)
-			}
-			if int64(len(stdout)+len(stderr)) > limit || int64(len(compile)) > limit {
-				return lost("sent more output than the job's limit of %s", sandbox.FormatSize(limit-outputSlack))
+			return nil
+		},
+		output: func(c sandbox.Chunk) error {
+			out[c.Stream] = append(out[c.Stream], c.Data...)
+			if int64(len(out[sandbox.Stdout])+len(out[sandbox.Stderr])) > limit || int64(len(out[sandbox.Compile])) > limit {
+				return fmt.Errorf("sent more output than the job's limit of %s", sandbox.FormatSize(limit-outputSlack))
 			}
 			if streams.Output != nil {
 				streams.Output(c)
 			}
-		case FrameResult:
-			var w Result
-			if err := json.Unmarshal(payload, &w); err != nil {
-				return lost("bad result: %v", err)
-			}
-			if err := checkResult(w, spec, started); err != nil {
-				return lost("impossible result: %v", err)
-			}
-			res := w.sandboxResult(stdout, stderr, compile)
-			res.Node = r.node
-			return res, nil
-		case FrameError:
-			var e Error
-			json.Unmarshal(payload, &e)
-			err := errorFromWire(e)
-			if ctx.Err() != nil {
-				return fail, ctx.Err()
-			}
-			return fail, err
-		default:
-			return lost("unexpected frame %q", typ)
+			return nil
+		},
+	})
+	switch {
+	case err != nil:
+		return lost("%v", err)
+	case refused != nil:
+		if ctx.Err() != nil {
+			return fail, ctx.Err()
 		}
+		return fail, refused
 	}
+	if err := checkResult(w, spec, started); err != nil {
+		return lost("impossible result: %v", err)
+	}
+	res = w.sandboxResult(out[sandbox.Stdout], out[sandbox.Stderr], out[sandbox.Compile])
+	res.Node = r.node
+	return res, nil
 }
 
 // checkResult reports what makes a slave's result for spec one that no sandbox gives: an
@@ -399,8 +381,9 @@ func (sl *Slave) Run(ctx context.Context) error {
 	}
 }
 
-// registrationRefused is the master's answer to a registration it refused (its wire code,
-// e.g. name_taken, kept even when this side does not know it).
+// registrationRefused is the master's answer to a registration it refused, with its wire
+// code (e.g. name_taken; a code this side does not know is internal, and its message
+// names it).
 type registrationRefused struct {
 	code string
 	err  error
@@ -436,10 +419,11 @@ func (sl *Slave) session(ctx context.Context) (connected bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("register: %w", err)
 	}
-	if typ == FrameError {
-		var e Error
-		json.Unmarshal(payload, &e)
-		return false, registrationRefused{code: e.Code, err: errorFromWire(e)}
+	if err := decodeReply(typ, payload, FrameAccepted, nil); err != nil {
+		if typ != FrameError {
+			return false, fmt.Errorf("register: %w", err)
+		}
+		return false, registrationRefused{code: Code(err), err: err}
 	}
 	ctl.SetReadDeadline(time.Time{})
 	sl.log.Info("registered with the master", "capacity", sl.cfg.Capacity)
@@ -616,16 +600,7 @@ func (sl *Slave) serveJob(ctx context.Context, st *yamux.Stream) {
 			b, _ := json.Marshal(Started{Node: sl.cfg.Node})
 			send(FrameStarted, b)
 		},
-		Output: func(c sandbox.Chunk) {
-			typ := FrameStdout
-			switch c.Stream {
-			case sandbox.Stderr:
-				typ = FrameStderr
-			case sandbox.Compile:
-				typ = FrameCompile
-			}
-			send(typ, c.Data)
-		},
+		Output: func(c sandbox.Chunk) { send(outputFrame(c.Stream), c.Data) },
 	}
 	if input != nil {
 		streams.Stdin = input
