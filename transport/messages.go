@@ -127,3 +127,9 @@ func casesFromWire(cases []Case) []sandbox.CaseResult {
 	}
 	return out
 }
+
+// Capacity changes how many programs a slave takes.
+type Capacity struct {
+	Capacity int  `json:"capacity"`
+	Draining bool `json:"draining,omitempty"`
+}

@@ -46,6 +46,14 @@ const (
 	FrameError    byte = 'X' // JSON Error: the request was refused or the job could not run
 )
 
+// Frame types of the slave protocol. A slave opens one control stream after the
+// handshake; the master opens one job stream per job on the same session.
+const (
+	FrameRegister byte = 'G' // slave → master, first frame of the control stream: JSON scheduler.NodeSpec
+	FrameLoad     byte = 'L' // slave → master, control stream, every load interval: JSON scheduler.Load
+	FrameCapacity byte = 'P' // slave → master, control stream: JSON Capacity (0 while draining)
+)
+
 // Caps on what a peer may send.
 const (
 	// MaxRequestFrame caps the first frame of a stream (a submit carries sources and stdin).
