@@ -19,32 +19,6 @@ import (
 	"runbox/scheduler"
 )
 
-// ClientConfig configures a Client.
-type ClientConfig struct {
-	// Role is RoleClient (default) or RoleSlave.
-	Role string
-	// Name identifies the client in the server's logs.
-	Name string
-	// Token is the bearer token, when the server asks for one.
-	Token string
-	// TLS, when set, wraps the connection.
-	TLS *tls.Config
-	// DialTimeout bounds one connection attempt, handshake included.
-	DialTimeout time.Duration
-	// KeepAlive is the yamux keepalive period.
-	KeepAlive time.Duration
-	// Reconnect is how long a job's watcher keeps trying to reach the server again after
-	// the connection broke (with exponential backoff); 0 gives up at once.
-	Reconnect time.Duration
-	// Logger receives reconnect notices; nil discards them.
-	Logger *slog.Logger
-}
-
-// DefaultClientConfig returns the defaults of `runbox submit`.
-func DefaultClientConfig() ClientConfig {
-	return ClientConfig{Role: RoleClient, DialTimeout: 5 * time.Second, KeepAlive: 5 * time.Second, Reconnect: 2 * time.Minute}
-}
-
 // Client talks to one server over one yamux session, redialled when it breaks. It is
 // safe for concurrent use: each call opens its own stream.
 type Client struct {
@@ -60,15 +34,10 @@ type Client struct {
 
 // Dial connects to addr (host:port) and runs the handshake.
 func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
-	if cfg.Role == "" {
-		cfg.Role = RoleClient
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 5 * time.Second
-	}
-	if cfg.KeepAlive <= 0 {
-		cfg.KeepAlive = 5 * time.Second
-	}
+	cfg = cfg.withDefaults()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -145,7 +114,7 @@ func dial(ctx context.Context, addr string, cfg ClientConfig) (*yamux.Session, W
 		return nil, Welcome{}, err
 	}
 	conn.SetDeadline(time.Time{})
-	sess, err := yamux.Client(newBatchConn(conn), yamuxConfig(cfg.KeepAlive, clientBacklog))
+	sess, err := yamux.Client(newBatchConn(conn), cfg.mux())
 	if err != nil {
 		conn.Close()
 		return nil, Welcome{}, err
@@ -339,7 +308,7 @@ func (w *watch) run(ctx context.Context, st *yamux.Stream, stdin <-chan []byte) 
 // resume reconnects and follows the job by id until it ends or the reconnect budget is spent.
 func (w *watch) resume(ctx context.Context, lastErr error) (sandbox.Result, error) {
 	deadline := time.Now().Add(w.c.cfg.Reconnect)
-	backoff := 100 * time.Millisecond
+	backoff := w.c.cfg.Backoff
 	first := lastErr == nil
 	for {
 		if !first {
@@ -355,7 +324,7 @@ func (w *watch) resume(ctx context.Context, lastErr error) (sandbox.Result, erro
 				return sandbox.Result{ExitCode: -1}, ctx.Err()
 			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 5*time.Second)
+			backoff = min(2*backoff, w.c.cfg.MaxBackoff)
 		}
 		first = false
 		st, err := w.c.openStream(ctx)
@@ -400,7 +369,7 @@ func (w *watch) follow(ctx context.Context, st *yamux.Stream, stdin <-chan []byt
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		sendInput(ctx, st, stdin, done, 2*time.Second)
+		sendInput(ctx, st, stdin, done, w.c.cfg.CancelGrace)
 	}()
 
 	accepted := w.id != ""

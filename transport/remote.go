@@ -23,7 +23,9 @@ import (
 // serveSlave handles a slave's session on the master: registration, heartbeats, and the
 // remote runner through which the scheduler sends it jobs.
 func (s *Server) serveSlave(sess *yamux.Session, hello Hello, log *slog.Logger) {
-	ctl, err := acceptWithin(sess, s.cfg.FirstFrameTimeout)
+	ctx, cancel := context.WithTimeoutCause(s.ctx, s.cfg.FirstFrameTimeout, fmt.Errorf("none within %v", s.cfg.FirstFrameTimeout))
+	ctl, err := acceptStream(ctx, sess)
+	cancel()
 	if err != nil {
 		log.Debug("slave sent no control stream", "err", err)
 		return
@@ -42,7 +44,7 @@ func (s *Server) serveSlave(sess *yamux.Session, hello Hello, log *slog.Logger) 
 	if spec.Name == "" {
 		spec.Name = hello.Name
 	}
-	remote := &remoteRunner{sess: sess, node: spec.Name, log: log}
+	remote := &remoteRunner{sess: sess, node: spec.Name, log: log, grace: s.cfg.CancelGrace}
 	handle, err := s.sched.AddNode(spec, remote, func(error) { sess.Close() })
 	if err != nil {
 		writeError(ctl, err)
@@ -62,7 +64,7 @@ func (s *Server) serveSlave(sess *yamux.Session, hello Hello, log *slog.Logger) 
 	// Heartbeats: the scheduler declares the node lost when they stop; a read deadline of
 	// a few heartbeat timeouts only frees this goroutine from a peer that stopped forever.
 	for {
-		ctl.SetReadDeadline(time.Now().Add(time.Minute))
+		ctl.SetReadDeadline(time.Now().Add(s.cfg.ControlTimeout))
 		typ, payload, err := ReadFrame(ctl, MaxFrame)
 		if err != nil {
 			handle.Lost(fmt.Errorf("control stream: %v", err))
@@ -89,27 +91,18 @@ func (s *Server) serveSlave(sess *yamux.Session, hello Hello, log *slog.Logger) 
 	}
 }
 
-func acceptWithin(sess *yamux.Session, d time.Duration) (*yamux.Stream, error) {
-	type res struct {
-		st  *yamux.Stream
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		st, err := sess.AcceptStream()
-		ch <- res{st, err}
-	}()
-	select {
-	case r := <-ch:
-		return r.st, r.err
-	case <-time.After(d):
-		sess.Close() // unblocks AcceptStream
-		r := <-ch
-		if r.st != nil {
-			r.st.Close()
+// acceptStream accepts the session's next stream; when ctx ends first it closes the
+// session (which unblocks the accept) and returns ctx's cause.
+func acceptStream(ctx context.Context, sess *yamux.Session) (*yamux.Stream, error) {
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	st, err := sess.AcceptStream()
+	if !stop() { // ctx ended: the session is closing
+		if st != nil {
+			st.Close()
 		}
-		return nil, fmt.Errorf("no stream within %v", d)
+		return nil, fmt.Errorf("no stream: %w", context.Cause(ctx))
 	}
+	return st, err
 }
 
 // remoteRunner runs jobs on a slave through its session: it is the slave seen as a
@@ -119,6 +112,9 @@ type remoteRunner struct {
 	sess *yamux.Session
 	node string
 	log  *slog.Logger
+	// grace is how long Run waits, once its ctx ended, for the slave to answer (zero:
+	// DefaultServerConfig's CancelGrace, for a remoteRunner built by hand).
+	grace time.Duration
 }
 
 var _ sandbox.Runner = (*remoteRunner)(nil)
@@ -128,8 +124,6 @@ const (
 	// outputSlack is how far past the job's output limit a slave's output may go (the
 	// sandbox stops a program within a chunk or two of it).
 	outputSlack = 2 * ChunkSize
-	// cancelGrace is how long Run waits, once its ctx ended, for the slave to answer.
-	cancelGrace = time.Second
 	// maxResultText caps a result's (and each case's) message and diff.
 	maxResultText = 4 << 10
 )
@@ -138,7 +132,7 @@ const (
 // protocol, is scheduler.ErrNodeLost (the scheduler runs the job elsewhere and drops the
 // node): output past the job's output limit plus outputSlack (what came over it is
 // neither kept nor forwarded), a result that is not one a sandbox could give (see
-// checkResult), a frame out of place. When ctx ends, Run returns within cancelGrace
+// checkResult), a frame out of place. When ctx ends, Run returns within its grace
 // whatever the slave does.
 func (r *remoteRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (res sandbox.Result, err error) {
 	fail := sandbox.Result{ExitCode: -1}
@@ -162,7 +156,7 @@ func (r *remoteRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sand
 	defer st.Close()
 	// A slave that stops reading, or never answers, holds nothing once ctx ends.
 	stop := context.AfterFunc(ctx, func() {
-		d := time.Now().Add(cancelGrace)
+		d := time.Now().Add(r.cancelGrace())
 		st.SetReadDeadline(d)
 		st.SetWriteDeadline(d)
 	})
@@ -184,7 +178,7 @@ func (r *remoteRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sand
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		sendInput(ctx, st, streams.Stdin, done, cancelGrace)
+		sendInput(ctx, st, streams.Stdin, done, r.cancelGrace())
 	}()
 
 	limit := spec.Limits.WithDefaults(sandbox.DefaultLimits()).Output + outputSlack
@@ -227,6 +221,14 @@ func (r *remoteRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sand
 	res = w.sandboxResult(out[sandbox.Stdout], out[sandbox.Stderr], out[sandbox.Compile])
 	res.Node = r.node
 	return res, nil
+}
+
+// cancelGrace is r.grace, or the default for a remoteRunner built without one.
+func (r *remoteRunner) cancelGrace() time.Duration {
+	if r.grace == 0 {
+		return DefaultServerConfig().CancelGrace
+	}
+	return r.grace
 }
 
 // checkResult reports what makes a slave's result for spec one that no sandbox gives: an

@@ -20,28 +20,6 @@ import (
 	"runbox/scheduler"
 )
 
-// SlaveConfig configures a Slave.
-type SlaveConfig struct {
-	// Master is the master's address, host:port.
-	Master string
-	// Node is this slave's name in the cluster (unique).
-	Node string
-	// Capacity is how many programs it runs at once.
-	Capacity int
-	// Languages it serves, with their image versions.
-	Languages map[string]string
-	// Client holds the connection settings (token, TLS, timeouts); its Role is set to slave.
-	Client ClientConfig
-	// LoadInterval is how often the slave reports its load (its heartbeat).
-	LoadInterval time.Duration
-	// Load samples the slave's load; nil reports zeros (still a heartbeat).
-	Load func() scheduler.Load
-	// MaxBackoff caps the wait between reconnect attempts.
-	MaxBackoff time.Duration
-	// Logger receives the slave's logs; nil discards them.
-	Logger *slog.Logger
-}
-
 // Slave serves jobs from a master on a local Runner. It dials the master (no inbound port),
 // registers, beats, runs what the master sends, and reconnects with backoff when the
 // master goes away.
@@ -52,39 +30,27 @@ type Slave struct {
 
 	mu      sync.Mutex
 	running int
+	changed chan struct{} // closed, and replaced, when running changes
 }
 
 // NewSlave returns a Slave that runs jobs on runner.
 func NewSlave(cfg SlaveConfig, runner sandbox.Runner) (*Slave, error) {
-	if cfg.Master == "" || cfg.Node == "" || cfg.Capacity < 1 {
-		return nil, errors.New("transport: a slave needs a master address, a node name and a capacity of at least 1")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.LoadInterval <= 0 {
-		cfg.LoadInterval = time.Second
-	}
-	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = 10 * time.Second
-	}
-	cfg.Client.Role = RoleSlave
-	cfg.Client.Name = cfg.Node
-	if cfg.Client.DialTimeout <= 0 {
-		cfg.Client.DialTimeout = 5 * time.Second
-	}
-	if cfg.Client.KeepAlive <= 0 {
-		cfg.Client.KeepAlive = 5 * time.Second
-	}
+	cfg = cfg.withDefaults()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Slave{cfg: cfg, runner: runner, log: log.With("component", "slave", "node", cfg.Node, "master", cfg.Master)}, nil
+	return &Slave{cfg: cfg, runner: runner, changed: make(chan struct{}), log: log.With("component", "slave", "node", cfg.Node, "master", cfg.Master)}, nil
 }
 
 // Run serves until ctx ends. Then it tells the master it drains, lets the programs it
 // runs finish (their results still reach the master), and returns nil. Errors that no
 // retry can fix (refused credentials, a wrong protocol version) end it at once.
 func (sl *Slave) Run(ctx context.Context) error {
-	backoff := 100 * time.Millisecond
+	backoff := sl.cfg.Backoff
 	for {
 		connected, err := sl.session(ctx)
 		if ctx.Err() != nil {
@@ -94,7 +60,7 @@ func (sl *Slave) Run(ctx context.Context) error {
 			return err
 		}
 		if connected {
-			backoff = 100 * time.Millisecond
+			backoff = sl.cfg.Backoff
 		}
 		var refused registrationRefused
 		if errors.As(err, &refused) {
@@ -131,6 +97,35 @@ func (sl *Slave) Running() int {
 	return sl.running
 }
 
+// addRunning adds n to the programs running and tells waitIdle.
+func (sl *Slave) addRunning(n int) {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	sl.running += n
+	close(sl.changed)
+	sl.changed = make(chan struct{})
+}
+
+// waitIdle returns once no program runs and grace has passed.
+func (sl *Slave) waitIdle(grace time.Duration) {
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	over := false
+	for {
+		sl.mu.Lock()
+		n, changed := sl.running, sl.changed
+		sl.mu.Unlock()
+		if n == 0 && over {
+			return
+		}
+		select {
+		case <-changed:
+		case <-t.C:
+			over = true
+		}
+	}
+}
+
 // session runs one connection to the master until it breaks or ctx ends.
 func (sl *Slave) session(ctx context.Context) (connected bool, err error) {
 	sess, _, err := dial(ctx, sl.cfg.Master, sl.cfg.Client)
@@ -146,7 +141,7 @@ func (sl *Slave) session(ctx context.Context) (connected bool, err error) {
 	if err := writeJSON(ctl, FrameRegister, scheduler.NodeSpec{Name: sl.cfg.Node, Capacity: sl.cfg.Capacity, Languages: sl.cfg.Languages}); err != nil {
 		return false, err
 	}
-	ctl.SetReadDeadline(time.Now().Add(10 * time.Second))
+	ctl.SetReadDeadline(time.Now().Add(sl.cfg.FrameTimeout))
 	typ, payload, err := ReadFrame(ctl, MaxFrame)
 	if err != nil {
 		return false, fmt.Errorf("register: %w", err)
@@ -206,13 +201,11 @@ func (sl *Slave) session(ctx context.Context) (connected bool, err error) {
 				accepted <- err
 				return
 			}
-			sl.mu.Lock()
-			sl.running++
-			sl.mu.Unlock()
+			sl.addRunning(1)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer func() { sl.mu.Lock(); sl.running--; sl.mu.Unlock() }()
+				defer sl.addRunning(-1)
 				defer st.Close()
 				defer sl.recoverJob(st, "job stream")
 				sl.serveJob(jobsCtx, st)
@@ -229,9 +222,7 @@ func (sl *Slave) session(ctx context.Context) (connected bool, err error) {
 		// for its stream before deciding nothing runs.
 		writeJSON(ctl, FrameCapacity, Capacity{Capacity: 0, Draining: true})
 		sl.log.Info("draining", "running", sl.Running())
-		for grace := time.Now().Add(sl.cfg.LoadInterval); sl.Running() > 0 || time.Now().Before(grace); {
-			time.Sleep(50 * time.Millisecond)
-		}
+		sl.waitIdle(sl.cfg.LoadInterval)
 		err = ctx.Err()
 	}
 	cancelJobs()
@@ -263,7 +254,7 @@ func (sl *Slave) recoverJob(st io.Writer, in string) {
 
 // serveJob runs one job sent by the master and streams its progress back.
 func (sl *Slave) serveJob(ctx context.Context, st *yamux.Stream) {
-	st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	st.SetReadDeadline(time.Now().Add(sl.cfg.FrameTimeout))
 	typ, payload, err := ReadFrame(st, MaxRequestFrame)
 	if err != nil || typ != FrameSubmit {
 		return
@@ -347,5 +338,5 @@ func (sl *Slave) serveJob(ctx context.Context, st *yamux.Stream) {
 	}
 	wmu.Unlock()
 	st.Close()
-	st.SetReadDeadline(time.Now().Add(5 * time.Second)) // frees the reader if the master never closes
+	st.SetReadDeadline(time.Now().Add(sl.cfg.FrameTimeout)) // frees the reader if the master never closes
 }
