@@ -231,10 +231,15 @@ func (r *remoteRunner) cancelGrace() time.Duration {
 	return r.grace
 }
 
+// maxTracePhase bounds each phase of a slave's trace: a job's phases are seconds, a
+// loaded engine's minutes; a day is made up.
+const maxTracePhase = 24 * time.Hour
+
 // checkResult reports what makes a slave's result for spec one that no sandbox gives: an
 // unknown status or verdict, a program that ran (ok, runtime_error) without having
 // started, an exit code outside -1..255, negative or absurd times and sizes, texts over
-// maxResultText, verdict and cases on a run without tests, more cases than tests.
+// maxResultText, verdict and cases on a run without tests, more cases than tests, a trace
+// phase negative or over maxTracePhase.
 func checkResult(w Result, spec sandbox.Spec, started bool) error {
 	lim := spec.Limits.WithDefaults(sandbox.MaxLimits())
 	// A judged run reports the largest of its cases' times; a killed one a little past
@@ -261,6 +266,13 @@ func checkResult(w Result, spec sandbox.Spec, started bool) error {
 		return fmt.Errorf("verdict %q", w.Verdict)
 	case len(w.Cases) > len(spec.Tests):
 		return fmt.Errorf("%d cases for %d tests", len(w.Cases), len(spec.Tests))
+	}
+	if t := w.Trace; t != nil {
+		for _, d := range []time.Duration{t.Queue, t.Acquire, t.Send, t.Compile, t.Run, t.Result} {
+			if d < 0 || d > maxTracePhase {
+				return fmt.Errorf("a trace phase of %v", d)
+			}
+		}
 	}
 	for _, c := range w.Cases {
 		switch {

@@ -175,6 +175,9 @@ func TestRogueSlaveResults(t *testing.T) {
 		{"verdict without tests", prog("x"), true, Result{Status: sandbox.StatusOK, Verdict: sandbox.VerdictAccepted}, "without tests"},
 		{"more cases than tests", judged, true, Result{Status: sandbox.StatusOK, Verdict: sandbox.VerdictAccepted, Cases: make([]Case, 2)}, "cases"},
 		{"long message", prog("x"), true, Result{Status: sandbox.StatusOK, Message: strings.Repeat("m", 5000)}, "message"},
+		{"traced", prog("x"), true, Result{Status: sandbox.StatusOK, Trace: &sandbox.Trace{Acquire: time.Millisecond, Run: 2 * time.Millisecond}}, ""},
+		{"negative trace", prog("x"), true, Result{Status: sandbox.StatusOK, Trace: &sandbox.Trace{Run: -time.Second}}, "trace phase"},
+		{"absurd trace", prog("x"), true, Result{Status: sandbox.StatusOK, Trace: &sandbox.Trace{Queue: 1000 * time.Hour}}, "trace phase"},
 	} {
 		r, slave := rogueSlave(t)
 		go func() {

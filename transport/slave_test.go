@@ -240,3 +240,38 @@ func TestSlaveOfATakenNameWaits(t *testing.T) {
 		return len(nodes) == 2 && nodes[1].Name == "twin" && nodes[1].Capacity == 3
 	})
 }
+
+// tracingRunner is the Fake with a trace on every result.
+type tracingRunner struct{ sandboxtest.Fake }
+
+var testTrace = sandbox.Trace{Acquire: 3 * time.Millisecond, Pooled: true, Send: time.Millisecond, Run: 7 * time.Millisecond}
+
+func (r *tracingRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (sandbox.Result, error) {
+	res, err := r.Fake.Run(ctx, spec, streams)
+	tr := testTrace
+	res.Trace = &tr
+	return res, err
+}
+
+// A result's trace crosses both hops: slave to master, master to client.
+func TestTraceCrossesTheWire(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(s *scheduler.Config, _ *ServerConfig) { s.MaxPrograms = 0 })
+	startSlaveWith(t, ts.addr, "tracer", 1, &tracingRunner{}, nil)
+	waitNodes(t, ts, 2)
+	c := dialT(t, ts.addr, nil)
+	res, err := c.Run(context.Background(), prog("out traced"), RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Node != "tracer" || res.Trace == nil || res.Trace.Acquire != testTrace.Acquire || !res.Trace.Pooled ||
+		res.Trace.Send != testTrace.Send || res.Trace.Run != testTrace.Run {
+		t.Errorf("node %s trace %+v, want %+v", res.Node, res.Trace, testTrace)
+	}
+	// Untraced results carry none.
+	ts2 := startServer(t, nil)
+	res, err = dialT(t, ts2.addr, nil).Run(context.Background(), prog("out plain"), RunOptions{})
+	if err != nil || res.Trace != nil {
+		t.Errorf("untraced: %v, trace %+v", err, res.Trace)
+	}
+}
