@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"runbox/sandbox"
@@ -97,17 +98,20 @@ func TestSlaveLossRerunsElsewhere(t *testing.T) {
 	waitNodes(t, ts, 2)
 	c := dialT(t, ts.addr, nil)
 	var nodes []string
+	var node string // where the attempt whose output arrives runs
 	var cut atomic.Bool
-	res, err := c.Run(context.Background(), prog("out start\nsleep 300ms\nout end"), RunOptions{Handler: Handler{
+	// Barrier: the doomed slave is cut once its program printed "start", in the middle of
+	// its run (it then sleeps), not after some time.
+	res, err := c.Run(context.Background(), prog("out start\nsleep 1s\nout end"), RunOptions{Handler: Handler{
 		Started: func(n string) {
 			nodes = append(nodes, n)
-			if n == "doomed" && cut.CompareAndSwap(false, true) {
-				go func() {
-					time.Sleep(100 * time.Millisecond)
-					proxy.ln.Close() // it cannot come back
-					proxy.cut()
-					startSlave(t, ts.addr, "rescuer", 1)
-				}()
+			node = n
+		},
+		Output: func(sandbox.Chunk) {
+			if node == "doomed" && cut.CompareAndSwap(false, true) {
+				proxy.ln.Close() // it cannot come back
+				proxy.cut()
+				go startSlave(t, ts.addr, "rescuer", 1)
 			}
 		},
 	}})
@@ -274,4 +278,46 @@ func TestTraceCrossesTheWire(t *testing.T) {
 	if err != nil || res.Trace != nil {
 		t.Errorf("untraced: %v, trace %+v", err, res.Trace)
 	}
+}
+
+// A draining slave waits for its running programs and for the grace, whichever ends last
+// (the fake clock of synctest: no real wait).
+func TestSlaveWaitIdle(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		sl := &Slave{changed: make(chan struct{})}
+		returned := func(done <-chan struct{}) bool {
+			synctest.Wait()
+			select {
+			case <-done:
+				return true
+			default:
+				return false
+			}
+		}
+		// Idle: it returns when the grace ends, not before.
+		done := make(chan struct{})
+		go func() { sl.waitIdle(time.Second); close(done) }()
+		time.Sleep(time.Second - time.Millisecond)
+		if returned(done) {
+			t.Fatal("returned before the grace ended")
+		}
+		time.Sleep(time.Millisecond)
+		if !returned(done) {
+			t.Fatal("idle, and did not return at the end of the grace")
+		}
+		// Busy past the grace: it returns when the last program ends.
+		sl.addRunning(2)
+		done = make(chan struct{})
+		go func() { sl.waitIdle(time.Second); close(done) }()
+		time.Sleep(time.Hour)
+		sl.addRunning(-1)
+		if returned(done) {
+			t.Fatal("returned while a program runs")
+		}
+		sl.addRunning(-1)
+		if !returned(done) {
+			t.Fatal("did not return once the last program ended")
+		}
+	})
 }
