@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 
 	"runbox/internal/frame"
 	"runbox/sandbox"
@@ -242,26 +241,10 @@ func ReadFrame(r io.Reader, max int) (typ byte, payload []byte, err error) {
 // header that lies costs its reader no more than this.
 const eagerPayload = 4 << 10
 
-// readPayload reads exactly n bytes of payload, its buffer growing with what arrives.
+// readPayload reads exactly n bytes of payload, its buffer growing past eagerPayload with
+// what arrives.
 func readPayload(r io.Reader, n int) ([]byte, error) {
-	if n <= eagerPayload {
-		return frame.ReadPayload(r, n)
-	}
-	payload := make([]byte, 0, eagerPayload)
-	for len(payload) < n {
-		if len(payload) == cap(payload) {
-			payload = slices.Grow(payload, min(n, 2*cap(payload))-len(payload))
-		}
-		m, err := r.Read(payload[len(payload):min(n, cap(payload))])
-		payload = payload[:len(payload)+m]
-		if err != nil && len(payload) < n {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-	}
-	return payload, nil
+	return frame.ReadPayloadEager(r, n, eagerPayload)
 }
 
 // readHeader reads a frame's type and payload length, at most max (else ErrProtocol).
