@@ -130,7 +130,7 @@ func clientHandshake(conn net.Conn, cfg ClientConfig) (Welcome, error) {
 	if _, err := conn.Write(buf.Bytes()); err != nil {
 		return Welcome{}, fmt.Errorf("%w: handshake: %v", ErrConnect, err)
 	}
-	typ, payload, err := ReadFrame(conn, 64<<10)
+	typ, payload, err := ReadFrame(conn, MaxHelloFrame)
 	if err != nil {
 		if e := handshakeReadError(conn, typ, err); e != nil {
 			return Welcome{}, e

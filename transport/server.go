@@ -323,7 +323,7 @@ func (s *Server) handshake(conn net.Conn, state *tls.ConnectionState, refuse err
 		writeError(conn, err)
 		return Hello{}, Identity{}, err
 	}
-	typ, payload, err := ReadFrame(conn, 64<<10)
+	typ, payload, err := ReadFrame(conn, MaxHelloFrame)
 	if err != nil {
 		return Hello{}, Identity{}, err
 	}

@@ -209,7 +209,7 @@ func (s *Server) secure(conn net.Conn) (net.Conn, *tls.ConnectionState, error) {
 		// A plaintext client: read its preamble and hello (not used) before answering.
 		var rest [len(Preamble) - 1]byte
 		if _, err := io.ReadFull(conn, rest[:]); err == nil {
-			ReadFrame(conn, 64<<10)
+			ReadFrame(conn, MaxHelloFrame)
 		}
 		writeError(conn, errTLSRequired)
 		s.audit.Warn("connection refused", "remote", conn.RemoteAddr().String(), "reason", "plaintext client on a TLS port")

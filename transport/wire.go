@@ -57,6 +57,8 @@ const (
 const (
 	// MaxRequestFrame caps the first frame of a stream (a submit carries sources and stdin).
 	MaxRequestFrame = 16 << 20
+	// MaxHelloFrame caps the handshake's frames: the hello, the welcome or the error.
+	MaxHelloFrame = 64 << 10
 	// MaxFrame caps every other frame.
 	MaxFrame = 1 << 20
 	// ChunkSize is the largest data frame a sender writes.
