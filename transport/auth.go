@@ -100,6 +100,8 @@ KEYs:
     burst=N
     compile-time=D run-time=D                      Go durations: 10s, 500ms (at most 24h)
     memory=SIZE disk=SIZE output=SIZE file-size=SIZE  128MiB, 1GiB or bytes (at most 1TiB)
+    compile-memory=SIZE                            the compiler's memory, apart from the
+                                                   program's (memory=)
     cpus=F pids=N open-files=N                     cpus at most 1024; counts at most 1000000
 The limit keys cap what a request may ask for (past them: error quota); concurrent and
 per-minute past their caps answer rate_limited. Omitted keys: no cap of the token's own.
@@ -119,6 +121,7 @@ func limitFields(l *sandbox.Limits) []limitField {
 	return []limitField{
 		{"compile-time", &l.CompileTime, false}, {"run-time", &l.RunTime, false},
 		{"output", &l.Output, true}, {"cpus", &l.CPUs, false}, {"memory", &l.Memory, true},
+		{"compile-memory", &l.CompileMemory, true},
 		{"pids", &l.Pids, false}, {"disk", &l.Disk, true}, {"open-files", &l.OpenFiles, false},
 		{"file-size", &l.FileSize, true},
 	}

@@ -19,7 +19,7 @@ func TestParseTokens(t *testing.T) {
 	_, hash := NewToken()
 	ts, err := ParseTokens(strings.NewReader(fmt.Sprintf(`# the team
 alice %s concurrent=2 per-minute=30 memory=256MiB run-time=10s cpus=0.5   # a comment
-ci    %s per-minute=600 burst=50 output=4MiB pids=128 open-files=256 disk=1GiB file-size=64MiB compile-time=30s
+ci    %s per-minute=600 burst=50 output=4MiB pids=128 open-files=256 disk=1GiB file-size=64MiB compile-time=30s compile-memory=1GiB
 
 join  %s role=slave
 `, hash, strings.Repeat("ab", 32), strings.Repeat("CD", 32))), "tokens")
@@ -35,7 +35,8 @@ join  %s role=slave
 		t.Errorf("alice %+v", a)
 	}
 	if ci.Burst != 50 || ci.Max.Output != 4*sandbox.MiB || ci.Max.Pids != 128 || ci.Max.OpenFiles != 256 ||
-		ci.Max.Disk != sandbox.GiB || ci.Max.FileSize != 64*sandbox.MiB || ci.Max.CompileTime != 30*time.Second {
+		ci.Max.Disk != sandbox.GiB || ci.Max.FileSize != 64*sandbox.MiB || ci.Max.CompileTime != 30*time.Second ||
+		ci.Max.CompileMemory != sandbox.GiB || a.Max.CompileMemory != 0 {
 		t.Errorf("ci %+v", ci)
 	}
 	if join.Role != RoleSlave {
@@ -53,6 +54,7 @@ join  %s role=slave
 		{"alice " + hash + "\nalice " + hash, "appears twice"},
 		{"alice " + hash + " speed=9", "unknown key"},
 		{"alice " + hash + " memory=lots", "memory=lots"},
+		{"alice " + hash + " compile-memory=-1", "compile-memory=-1"},
 		{"alice " + hash + " run-time=5", "run-time=5"},
 		{"alice " + hash + " role=admin", "role=admin"},
 		{"alice " + hash + " concurrent=-1", "concurrent=-1"},
@@ -468,4 +470,39 @@ func TestAuditLog(t *testing.T) {
 	open := startServer(t, func(_ *scheduler.Config, c *ServerConfig) { c.Logger = log2.logger() })
 	stillServes(t, open.addr, nil)
 	waitLog(t, &log2, "msg=job component=audit who=anonymous via=none", "status=ok")
+}
+
+// compile-memory is a limit like the others: a token caps it (quota past the cap, the cap
+// in place of a higher default), and the server's maximum refuses more (invalid_request).
+func TestCompileMemoryLimit(t *testing.T) {
+	t.Parallel()
+	ts, toks := tokenServer(t, nil, nil, "alice compile-memory=256MiB", "bob")
+	alice := dialT(t, ts.addr, withToken(toks["alice"]))
+	spec := prog("out x")
+	spec.Limits.CompileMemory = 512 * sandbox.MiB
+	if _, err := alice.Run(context.Background(), spec, RunOptions{}); !errors.Is(err, ErrQuota) ||
+		!strings.Contains(err.Error(), "compile-memory limit 512MiB is above the 256MiB") {
+		t.Errorf("512MiB with a 256MiB cap: %v", err)
+	}
+	spec.Limits.CompileMemory = 200 * sandbox.MiB
+	if _, err := alice.Run(context.Background(), spec, RunOptions{}); err != nil {
+		t.Errorf("200MiB under a 256MiB cap: %v", err)
+	}
+	sp := sandbox.Spec{}
+	release, err := ts.srv.admit(Identity{Name: "alice", Role: RoleClient, token: &ts.srv.cfg.Tokens.tokens[0]}, &sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release(false)
+	if sp.Limits.CompileMemory != 256*sandbox.MiB {
+		t.Errorf("a zero compile memory under a 256MiB cap (the default is %s): %s", sandbox.FormatSize(sandbox.DefaultLimits().CompileMemory),
+			sandbox.FormatSize(sp.Limits.CompileMemory))
+	}
+
+	bob := dialT(t, ts.addr, withToken(toks["bob"]))
+	spec.Limits.CompileMemory = sandbox.MaxLimits().CompileMemory + sandbox.MiB
+	if _, err := bob.Run(context.Background(), spec, RunOptions{}); !errors.Is(err, sandbox.ErrInvalidRequest) ||
+		!strings.Contains(err.Error(), "compile memory") {
+		t.Errorf("past the server's maximum: %v, want invalid_request", err)
+	}
 }

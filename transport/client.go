@@ -19,32 +19,6 @@ import (
 	"runbox/scheduler"
 )
 
-// ClientConfig configures a Client.
-type ClientConfig struct {
-	// Role is RoleClient (default) or RoleSlave.
-	Role string
-	// Name identifies the client in the server's logs.
-	Name string
-	// Token is the bearer token, when the server asks for one.
-	Token string
-	// TLS, when set, wraps the connection.
-	TLS *tls.Config
-	// DialTimeout bounds one connection attempt, handshake included.
-	DialTimeout time.Duration
-	// KeepAlive is the yamux keepalive period.
-	KeepAlive time.Duration
-	// Reconnect is how long a job's watcher keeps trying to reach the server again after
-	// the connection broke (with exponential backoff); 0 gives up at once.
-	Reconnect time.Duration
-	// Logger receives reconnect notices; nil discards them.
-	Logger *slog.Logger
-}
-
-// DefaultClientConfig returns the defaults of `runbox submit`.
-func DefaultClientConfig() ClientConfig {
-	return ClientConfig{Role: RoleClient, DialTimeout: 5 * time.Second, KeepAlive: 5 * time.Second, Reconnect: 2 * time.Minute}
-}
-
 // Client talks to one server over one yamux session, redialled when it breaks. It is
 // safe for concurrent use: each call opens its own stream.
 type Client struct {
@@ -60,15 +34,10 @@ type Client struct {
 
 // Dial connects to addr (host:port) and runs the handshake.
 func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
-	if cfg.Role == "" {
-		cfg.Role = RoleClient
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 5 * time.Second
-	}
-	if cfg.KeepAlive <= 0 {
-		cfg.KeepAlive = 5 * time.Second
-	}
+	cfg = cfg.withDefaults()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -145,7 +114,7 @@ func dial(ctx context.Context, addr string, cfg ClientConfig) (*yamux.Session, W
 		return nil, Welcome{}, err
 	}
 	conn.SetDeadline(time.Time{})
-	sess, err := yamux.Client(newBatchConn(conn), yamuxConfig(cfg.KeepAlive, clientBacklog))
+	sess, err := yamux.Client(newBatchConn(conn), cfg.mux())
 	if err != nil {
 		conn.Close()
 		return nil, Welcome{}, err
@@ -161,26 +130,18 @@ func clientHandshake(conn net.Conn, cfg ClientConfig) (Welcome, error) {
 	if _, err := conn.Write(buf.Bytes()); err != nil {
 		return Welcome{}, fmt.Errorf("%w: handshake: %v", ErrConnect, err)
 	}
-	typ, payload, err := ReadFrame(conn, 64<<10)
+	typ, payload, err := ReadFrame(conn, MaxHelloFrame)
 	if err != nil {
 		if e := handshakeReadError(conn, typ, err); e != nil {
 			return Welcome{}, e
 		}
 		return Welcome{}, fmt.Errorf("%w: handshake: %v (is it a runbox server?)", ErrConnect, err)
 	}
-	switch typ {
-	case FrameWelcome:
-		var w Welcome
-		if err := json.Unmarshal(payload, &w); err != nil {
-			return Welcome{}, fmt.Errorf("%w: bad welcome: %v", ErrProtocol, err)
-		}
-		return w, nil
-	case FrameError:
-		var e Error
-		json.Unmarshal(payload, &e)
-		return Welcome{}, errorFromWire(e)
+	var w Welcome
+	if err := decodeReply(typ, payload, FrameWelcome, &w); err != nil {
+		return Welcome{}, err
 	}
-	return Welcome{}, fmt.Errorf("%w: unexpected handshake frame %q", ErrProtocol, typ)
+	return w, nil
 }
 
 // openStream opens a stream on the live session, redialling once if the session died.
@@ -289,12 +250,7 @@ func (c *Client) Cancel(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if typ == FrameError {
-		var e Error
-		json.Unmarshal(payload, &e)
-		return errorFromWire(e)
-	}
-	return nil
+	return decodeReply(typ, payload, FrameAccepted, nil)
 }
 
 // Status returns the server's view of the cluster.
@@ -312,18 +268,8 @@ func (c *Client) Status(ctx context.Context) (scheduler.Snapshot, error) {
 	if err != nil {
 		return snap, err
 	}
-	switch typ {
-	case FrameStatus:
-		if err := json.Unmarshal(payload, &snap); err != nil {
-			return snap, fmt.Errorf("%w: bad status: %v", ErrProtocol, err)
-		}
-		return snap, nil
-	case FrameError:
-		var e Error
-		json.Unmarshal(payload, &e)
-		return snap, errorFromWire(e)
-	}
-	return snap, fmt.Errorf("%w: unexpected frame %q", ErrProtocol, typ)
+	err = decodeReply(typ, payload, FrameStatus, &snap)
+	return snap, err
 }
 
 // readFrameCtx reads one frame, giving up when ctx ends.
@@ -362,7 +308,7 @@ func (w *watch) run(ctx context.Context, st *yamux.Stream, stdin <-chan []byte) 
 // resume reconnects and follows the job by id until it ends or the reconnect budget is spent.
 func (w *watch) resume(ctx context.Context, lastErr error) (sandbox.Result, error) {
 	deadline := time.Now().Add(w.c.cfg.Reconnect)
-	backoff := 100 * time.Millisecond
+	backoff := w.c.cfg.Backoff
 	first := lastErr == nil
 	for {
 		if !first {
@@ -378,7 +324,7 @@ func (w *watch) resume(ctx context.Context, lastErr error) (sandbox.Result, erro
 				return sandbox.Result{ExitCode: -1}, ctx.Err()
 			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 5*time.Second)
+			backoff = min(2*backoff, w.c.cfg.MaxBackoff)
 		}
 		first = false
 		st, err := w.c.openStream(ctx)
@@ -423,26 +369,20 @@ func (w *watch) follow(ctx context.Context, st *yamux.Stream, stdin <-chan []byt
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		sendInput(ctx, st, stdin, done, 2*time.Second)
+		sendInput(ctx, st, stdin, done, w.c.cfg.CancelGrace)
 	}()
 
 	accepted := w.id != ""
-	for {
-		typ, payload, err := ReadFrame(st, MaxFrame)
-		if err != nil {
-			if ctx.Err() != nil {
-				return fail, ctx.Err(), false
+	out := map[sandbox.Stream]*bytes.Buffer{sandbox.Stdout: &w.stdout, sandbox.Stderr: &w.stderr, sandbox.Compile: &w.compile}
+	r, refused, err := readJob(st, jobFrames{
+		before: func(typ byte) error {
+			if !accepted {
+				return fmt.Errorf("%w: frame %q before the job was accepted", ErrProtocol, typ)
 			}
-			if errors.Is(err, ErrProtocol) {
-				return fail, err, false
-			}
-			return fail, fmt.Errorf("%w: connection lost: %v", ErrConnect, err), accepted && w.c.cfg.Reconnect > 0
-		}
-		if typ == FrameAccepted {
-			var a Accepted
-			if err := json.Unmarshal(payload, &a); err != nil {
-				return fail, fmt.Errorf("%w: bad accepted frame", ErrProtocol), false
-			}
+			w.seen++
+			return nil
+		},
+		accepted: func(a Accepted) error {
 			if w.id == "" && w.h.Accepted != nil {
 				w.h.Accepted(a.ID)
 			}
@@ -450,61 +390,48 @@ func (w *watch) follow(ctx context.Context, st *yamux.Stream, stdin <-chan []byt
 				w.seen = 0 // a new master run replays the job's log from its start
 			}
 			w.id, w.epoch, accepted = a.ID, a.Epoch, true
-			continue
-		}
-		if !accepted && typ != FrameError {
-			return fail, fmt.Errorf("%w: frame %q before the job was accepted", ErrProtocol, typ), false
-		}
-		if typ != FrameError || accepted {
-			w.seen++
-		}
-		switch typ {
-		case FrameQueued:
-			var q Queued
-			json.Unmarshal(payload, &q)
+			return nil
+		},
+		queued: func(q Queued) error {
 			if w.h.Queued != nil {
 				w.h.Queued(q.Position)
 			}
-		case FrameStarted:
-			var s Started
-			json.Unmarshal(payload, &s)
+			return nil
+		},
+		started: func(s Started) error {
 			// A new attempt: what came before belonged to one that was abandoned.
-			w.stdout.Reset()
-			w.stderr.Reset()
-			w.compile.Reset()
+			for _, b := range out {
+				b.Reset()
+			}
 			if w.h.Started != nil {
 				w.h.Started(s.Node)
 			}
-		case FrameStdout, FrameStderr, FrameCompile:
-			stream, buf := sandbox.Stdout, &w.stdout
-			switch typ {
-			case FrameStderr:
-				stream, buf = sandbox.Stderr, &w.stderr
-			case FrameCompile:
-				stream, buf = sandbox.Compile, &w.compile
+			return nil
+		},
+		output: func(c sandbox.Chunk) error {
+			if b := out[c.Stream]; b != nil {
+				b.Write(c.Data)
 			}
-			buf.Write(payload)
 			if w.h.Output != nil {
-				w.h.Output(sandbox.Chunk{Stream: stream, Data: payload})
+				w.h.Output(c)
 			}
-		case FrameResult:
-			var r Result
-			if err := json.Unmarshal(payload, &r); err != nil {
-				return fail, fmt.Errorf("%w: bad result frame", ErrProtocol), false
-			}
-			return r.sandboxResult(w.stdout.Bytes(), w.stderr.Bytes(), w.compile.Bytes()), nil, false
-		case FrameError:
-			var e Error
-			json.Unmarshal(payload, &e)
-			err := errorFromWire(e)
-			if ctx.Err() != nil && errors.Is(err, scheduler.ErrCancelled) {
-				return fail, ctx.Err(), false
-			}
-			return fail, err, false
-		default:
-			return fail, fmt.Errorf("%w: unexpected frame %q", ErrProtocol, typ), false
+			return nil
+		},
+	})
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return fail, ctx.Err(), false
+	case errors.Is(err, ErrProtocol):
+		return fail, err, false
+	case err != nil:
+		return fail, fmt.Errorf("%w: connection lost: %v", ErrConnect, err), accepted && w.c.cfg.Reconnect > 0
+	case refused != nil:
+		if ctx.Err() != nil && errors.Is(refused, scheduler.ErrCancelled) {
+			return fail, ctx.Err(), false
 		}
+		return fail, refused, false
 	}
+	return r.sandboxResult(w.stdout.Bytes(), w.stderr.Bytes(), w.compile.Bytes()), nil, false
 }
 
 // Runner adapts a Client to sandbox.Runner: every Run is a job on the server. The

@@ -75,6 +75,11 @@ func goldenFrames() []struct {
 			},
 			Compare: sandbox.CompareTokens,
 		}}},
+		{"submit-compile-memory", FrameSubmit, Submit{Spec: sandbox.Spec{
+			Language: "cpp",
+			Files:    []sandbox.File{{Content: []byte("#include <bits/stdc++.h>\nint main(){}\n")}},
+			Limits:   sandbox.Limits{Memory: 128 * sandbox.MiB, CompileMemory: 1 * sandbox.GiB},
+		}}},
 		{"wait", FrameWait, Wait{ID: goldenID, From: 3, Epoch: goldenEpoch}},
 		{"cancel", FrameCancel, Cancel{ID: goldenID}},
 		{"cancel-job", FrameCancel, nil},
@@ -108,6 +113,9 @@ func goldenFrames() []struct {
 				{Name: "big", Verdict: sandbox.Verdict(sandbox.StatusTimeLimit), ExitCode: 137, Signal: "SIGKILL", Time: time.Second,
 					CPUTime: 990 * time.Millisecond, Memory: 2 << 20, Message: "killed after the 1s time limit", Stderr: []byte("partial\n")},
 			}}},
+		{"result-trace", FrameResult, Result{Status: sandbox.StatusOK, Time: 21 * time.Millisecond, CPUTime: 18 * time.Millisecond,
+			Memory: 9 << 20, Node: "slave-1", Attempts: 1, Trace: &sandbox.Trace{Queue: 2 * time.Millisecond, Acquire: 3 * time.Millisecond,
+				Pooled: true, Send: 400 * time.Microsecond, Run: 21 * time.Millisecond, Result: 600 * time.Microsecond}}},
 		{"error", FrameError, Error{Code: "busy", Message: "server busy: 2 program(s) running and 0 queued, the limit; try another server or retry later"}},
 		{"status-reply", FrameStatus, scheduler.Snapshot{
 			Nodes: []scheduler.NodeInfo{

@@ -86,6 +86,9 @@ type Result struct {
 	// Verdict and Cases end a judged job (a Spec with tests); absent otherwise.
 	Verdict sandbox.Verdict `json:"verdict,omitempty"`
 	Cases   []Case          `json:"cases,omitempty"`
+	// Trace says where the job's time went, phase by phase (sandbox.Trace); absent when
+	// not measured.
+	Trace *sandbox.Trace `json:"trace,omitempty"`
 }
 
 // Case is one test case's result in a judged job's Result: sandbox.CaseResult's fields, in
@@ -106,7 +109,7 @@ type Case struct {
 func resultToWire(r *sandbox.Result) Result {
 	w := Result{Status: r.Status, ExitCode: r.ExitCode, Signal: r.Signal, Time: r.Time, CPUTime: r.CPUTime,
 		CompileTime: r.CompileTime, Memory: r.Memory, Message: r.Message, Node: r.Node, Attempts: r.Attempts,
-		Verdict: r.Verdict}
+		Verdict: r.Verdict, Trace: r.Trace}
 	for _, c := range r.Cases {
 		w.Cases = append(w.Cases, Case(c))
 	}
@@ -117,7 +120,8 @@ func resultToWire(r *sandbox.Result) Result {
 func (r Result) sandboxResult(stdout, stderr, compile []byte) sandbox.Result {
 	return sandbox.Result{Status: r.Status, ExitCode: r.ExitCode, Signal: r.Signal, Stdout: stdout, Stderr: stderr,
 		CompileOutput: compile, Time: r.Time, CPUTime: r.CPUTime, CompileTime: r.CompileTime, Memory: r.Memory,
-		Message: r.Message, Node: r.Node, Attempts: r.Attempts, Verdict: r.Verdict, Cases: casesFromWire(r.Cases)}
+		Message: r.Message, Node: r.Node, Attempts: r.Attempts, Verdict: r.Verdict, Cases: casesFromWire(r.Cases),
+		Trace: r.Trace}
 }
 
 func casesFromWire(cases []Case) []sandbox.CaseResult {
@@ -126,4 +130,10 @@ func casesFromWire(cases []Case) []sandbox.CaseResult {
 		out = append(out, sandbox.CaseResult(c))
 	}
 	return out
+}
+
+// Capacity changes how many programs a slave takes.
+type Capacity struct {
+	Capacity int  `json:"capacity"`
+	Draining bool `json:"draining,omitempty"`
 }

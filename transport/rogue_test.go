@@ -175,6 +175,9 @@ func TestRogueSlaveResults(t *testing.T) {
 		{"verdict without tests", prog("x"), true, Result{Status: sandbox.StatusOK, Verdict: sandbox.VerdictAccepted}, "without tests"},
 		{"more cases than tests", judged, true, Result{Status: sandbox.StatusOK, Verdict: sandbox.VerdictAccepted, Cases: make([]Case, 2)}, "cases"},
 		{"long message", prog("x"), true, Result{Status: sandbox.StatusOK, Message: strings.Repeat("m", 5000)}, "message"},
+		{"traced", prog("x"), true, Result{Status: sandbox.StatusOK, Trace: &sandbox.Trace{Acquire: time.Millisecond, Run: 2 * time.Millisecond}}, ""},
+		{"negative trace", prog("x"), true, Result{Status: sandbox.StatusOK, Trace: &sandbox.Trace{Run: -time.Second}}, "trace phase"},
+		{"absurd trace", prog("x"), true, Result{Status: sandbox.StatusOK, Trace: &sandbox.Trace{Queue: 1000 * time.Hour}}, "trace phase"},
 	} {
 		r, slave := rogueSlave(t)
 		go func() {
@@ -193,6 +196,65 @@ func TestRogueSlaveResults(t *testing.T) {
 			t.Errorf("%s: %v %+v, want the result, on node rogue", tc.name, err, res)
 		case tc.bad != "" && (!errors.Is(err, scheduler.ErrNodeLost) || !strings.Contains(err.Error(), tc.bad)):
 			t.Errorf("%s: %v, want node lost: %s", tc.name, err, tc.bad)
+		}
+	}
+}
+
+// A slave's job stream is read by the same loop as a client's, under the master's rules:
+// a second S, a frame only a master sends (A, Q), or an unknown one is a lost node; an X
+// is the job's error, as its sentinel; each stream's output reaches its own buffer.
+func TestRogueSlaveFrames(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		frames []byte // after the submit; each with a payload that decodes
+		bad    string // in a lost node's error; "" when the run ends otherwise
+	}{
+		{"started twice", []byte{FrameStarted, FrameStarted}, "started the job twice"},
+		{"accepted", []byte{FrameAccepted}, "unexpected frame 'A'"},
+		{"queued", []byte{FrameStarted, FrameQueued}, "unexpected frame 'Q'"},
+		{"unknown", []byte{'Z'}, "unexpected frame 'Z'"},
+		{"error", []byte{FrameError}, ""},
+		{"outputs", []byte{FrameCompile, FrameStarted, FrameStdout, FrameStderr, FrameResult}, ""},
+	} {
+		r, slave := rogueSlave(t)
+		go func() {
+			st := acceptJob(slave)
+			if st == nil {
+				return
+			}
+			for _, typ := range tc.frames {
+				var msg any = []byte(string(typ) + " data")
+				switch typ {
+				case FrameStarted:
+					msg = Started{Node: "rogue"}
+				case FrameAccepted:
+					msg = Accepted{ID: "x"}
+				case FrameQueued:
+					msg = Queued{Position: 1}
+				case FrameError:
+					msg = Error{Code: "busy", Message: "slave busy"}
+				case FrameResult:
+					msg = Result{Status: sandbox.StatusOK}
+				}
+				b, _ := encodeGolden(typ, msg)
+				st.Write(b)
+			}
+		}()
+		res, err := runWithin(t, r, context.Background(), prog("x"), nil)
+		switch {
+		case tc.bad != "":
+			if !errors.Is(err, scheduler.ErrNodeLost) || !strings.Contains(err.Error(), tc.bad) {
+				t.Errorf("%s: %v, want node lost: %s", tc.name, err, tc.bad)
+			}
+		case tc.name == "error":
+			if !errors.Is(err, scheduler.ErrBusy) || err.Error() != "slave busy" {
+				t.Errorf("%s: %v, want busy", tc.name, err)
+			}
+		default:
+			if err != nil || string(res.CompileOutput) != "C data" || string(res.Stdout) != "O data" || string(res.Stderr) != "E data" {
+				t.Errorf("%s: %v %+v", tc.name, err, res)
+			}
 		}
 	}
 }

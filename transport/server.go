@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"os"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -23,125 +22,6 @@ import (
 	"runbox/sandbox"
 	"runbox/scheduler"
 )
-
-// ServerConfig configures a Server.
-type ServerConfig struct {
-	// Node is the server's node name, sent in the welcome.
-	Node string
-	// TLS, when set, wraps every accepted connection (ServerTLS builds it); a plaintext
-	// client is then refused with a message saying TLS is required.
-	TLS *tls.Config
-	// HandshakeTimeout bounds the preamble and hello of a new connection.
-	HandshakeTimeout time.Duration
-	// FirstFrameTimeout bounds how long a new stream may stay silent: its first frame's
-	// header must arrive within it, and its payload within it plus the payload's size at
-	// MinRequestRate.
-	FirstFrameTimeout time.Duration
-	// MinRequestRate is the slowest, in bytes per second, that a request's payload may
-	// arrive: a 16 MiB request at the default 128 KiB/s gets 2 minutes. Zero takes the default.
-	MinRequestRate int64
-	// KeepAlive is the yamux keepalive period; a peer silent for about two periods is dead.
-	KeepAlive time.Duration
-	// Authenticate, when set, accepts or refuses a hello (wrap ErrUnauthorized to refuse).
-	Authenticate func(Hello) error
-	// Tokens, when set, makes clients authenticate with a bearer token and applies the
-	// token's limits; slaves then join with a slave certificate or a join token (auth.go).
-	Tokens *TokenStore
-	// JoinTokens, when set, are more slave join tokens (role=slave lines; others are
-	// ignored): the master's own, for the slaves it provisions. Unlike Tokens they do not
-	// make clients need a token.
-	JoinTokens *TokenStore
-	// Logger receives the server's logs; nil discards them.
-	Logger *slog.Logger
-	// RequestBytes bounds the request payloads being received at once, over every
-	// connection (SessionRequestBytes over one): every request frame reserves its declared
-	// size before its bytes are read, and a request that does not fit is answered busy
-	// (its bytes read and dropped, never held). Zero takes the default.
-	RequestBytes, SessionRequestBytes int64
-	// MaxStreams caps the streams of one client session being served at once (requests
-	// being read, jobs being followed); a stream past it is answered busy at once and
-	// closed. A session that holds more than 2*MaxStreams+StreamBacklog streams (its peer
-	// keeps open the streams the server closed) is closed, and counts against its address
-	// until yamux has let go of them (2 x KeepAlive). Zero takes the default.
-	MaxStreams int
-	// StreamBacklog caps the streams a peer opened that the server has not accepted yet
-	// (yamux's accept backlog); yamux resets a stream past it at once. Each such stream
-	// may hold a yamux receive window (256 KiB) of data. Zero takes the default.
-	StreamBacklog int
-	// MaxConnsPerAddress caps the connections from one IP address at once, from accept
-	// to close, handshakes included. Past it a connection is answered busy after its
-	// hello; past twice it, it is closed at once without a word. Zero takes the default.
-	MaxConnsPerAddress int
-	// DrainBytes caps how much of a refused request (busy, too_large) the server reads
-	// and drops so that its sender, whose writes wait for the stream's window, gets to
-	// read the answer; a larger refused request's stream is closed unread. Zero takes the
-	// default.
-	DrainBytes int64
-}
-
-// Defaults of the caps above.
-const (
-	// Request budgets: 16 requests of the largest size at once, 4 per connection.
-	DefaultRequestBytes        = 16 * MaxRequestFrame
-	DefaultSessionRequestBytes = 4 * MaxRequestFrame
-	DefaultMinRequestRate      = 128 << 10
-	DefaultMaxStreams          = 32
-	DefaultStreamBacklog       = 64
-	DefaultMaxConnsPerAddress  = 64
-	DefaultDrainBytes          = 4 * MaxRequestFrame
-)
-
-// DefaultServerConfig returns the defaults of `runbox master`.
-func DefaultServerConfig() ServerConfig {
-	return ServerConfig{Node: "master", HandshakeTimeout: 5 * time.Second, FirstFrameTimeout: 5 * time.Second, KeepAlive: 5 * time.Second,
-		MinRequestRate: DefaultMinRequestRate, RequestBytes: DefaultRequestBytes, SessionRequestBytes: DefaultSessionRequestBytes,
-		MaxStreams: DefaultMaxStreams, StreamBacklog: DefaultStreamBacklog, MaxConnsPerAddress: DefaultMaxConnsPerAddress,
-		DrainBytes: DefaultDrainBytes}
-}
-
-// Validate reports the first invalid field.
-func (c ServerConfig) Validate() error {
-	if c.Node == "" || c.HandshakeTimeout <= 0 || c.FirstFrameTimeout <= 0 || c.KeepAlive <= 0 {
-		return errors.New("transport: server config needs a node name and positive timeouts")
-	}
-	for _, f := range []struct {
-		name string
-		v    int64
-	}{
-		{"MinRequestRate", c.MinRequestRate}, {"RequestBytes", c.RequestBytes}, {"SessionRequestBytes", c.SessionRequestBytes},
-		{"MaxStreams", int64(c.MaxStreams)}, {"StreamBacklog", int64(c.StreamBacklog)},
-		{"MaxConnsPerAddress", int64(c.MaxConnsPerAddress)}, {"DrainBytes", c.DrainBytes},
-	} {
-		if f.v < 0 {
-			return fmt.Errorf("transport: server config: %s is %d; want 0 (the default) or more", f.name, f.v)
-		}
-	}
-	return nil
-}
-
-// withDefaults returns c with its zero caps set to their defaults.
-func (c ServerConfig) withDefaults() ServerConfig {
-	def := DefaultServerConfig()
-	set := func(p *int64, d int64) {
-		if *p == 0 {
-			*p = d
-		}
-	}
-	set(&c.MinRequestRate, def.MinRequestRate)
-	set(&c.RequestBytes, def.RequestBytes)
-	set(&c.SessionRequestBytes, def.SessionRequestBytes)
-	set(&c.DrainBytes, def.DrainBytes)
-	if c.MaxStreams == 0 {
-		c.MaxStreams = def.MaxStreams
-	}
-	if c.StreamBacklog == 0 {
-		c.StreamBacklog = def.StreamBacklog
-	}
-	if c.MaxConnsPerAddress == 0 {
-		c.MaxConnsPerAddress = def.MaxConnsPerAddress
-	}
-	return c
-}
 
 // Server serves the cluster protocol for a Scheduler.
 type Server struct {
@@ -168,11 +48,11 @@ func NewServer(cfg ServerConfig, sched *scheduler.Scheduler) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, sched: sched, log: log.With("component", "transport"), audit: log.With("component", "audit"),
 		listeners: map[net.Listener]bool{}, conns: map[net.Conn]bool{}, perAddr: map[string]int{},
 		requestBytes: semaphore.NewWeighted(cfg.RequestBytes)}
@@ -291,27 +171,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// yamuxConfig is the yamux configuration of a session; backlog caps the streams the peer
-// opened and this side has not accepted yet.
-func yamuxConfig(keepAlive time.Duration, backlog int) *yamux.Config {
-	cfg := yamux.DefaultConfig()
-	cfg.EnableKeepAlive = true
-	cfg.KeepAliveInterval = keepAlive
-	cfg.ConnectionWriteTimeout = 2 * keepAlive
-	cfg.StreamOpenTimeout = 2 * keepAlive
-	cfg.StreamCloseTimeout = 2 * keepAlive
-	cfg.LogOutput = io.Discard
-	if os.Getenv("RUNBOX_YAMUX_LOG") != "" {
-		cfg.LogOutput = os.Stderr
-	}
-	cfg.AcceptBacklog = backlog
-	return cfg
-}
-
-// clientBacklog is the accept backlog of a client's (or slave's) session: the streams its
-// server opens to it (job streams to a slave) that it has not accepted yet.
-const clientBacklog = 1024
-
 // serveConn runs the handshake and then serves the connection's streams. refuse, when
 // set, is the answer to a hello that comes over a cap (too many connections).
 func (s *Server) serveConn(conn net.Conn, refuse error) {
@@ -329,7 +188,7 @@ func (s *Server) serveConn(conn net.Conn, refuse error) {
 		return
 	}
 	conn.SetDeadline(time.Time{})
-	sess, err := yamux.Server(newBatchConn(conn), yamuxConfig(s.cfg.KeepAlive, s.cfg.StreamBacklog))
+	sess, err := yamux.Server(newBatchConn(conn), s.cfg.mux())
 	if err != nil {
 		return
 	}
@@ -360,7 +219,7 @@ func (s *Server) serveConn(conn net.Conn, refuse error) {
 			// so that a peer cannot pile them up by reconnecting.
 			sess.Close()
 			select {
-			case <-time.After(yamuxConfig(s.cfg.KeepAlive, s.cfg.StreamBacklog).StreamCloseTimeout):
+			case <-time.After(s.cfg.mux().StreamCloseTimeout):
 			case <-s.ctx.Done():
 			}
 			return
@@ -464,7 +323,7 @@ func (s *Server) handshake(conn net.Conn, state *tls.ConnectionState, refuse err
 		writeError(conn, err)
 		return Hello{}, Identity{}, err
 	}
-	typ, payload, err := ReadFrame(conn, 64<<10)
+	typ, payload, err := ReadFrame(conn, MaxHelloFrame)
 	if err != nil {
 		return Hello{}, Identity{}, err
 	}
@@ -664,14 +523,7 @@ func writeEvent(w io.Writer, e scheduler.Event) error {
 	case scheduler.EventStarted:
 		return writeJSON(w, FrameStarted, Started{Node: e.Node})
 	case scheduler.EventOutput:
-		typ := FrameStdout
-		switch e.Chunk.Stream {
-		case sandbox.Stderr:
-			typ = FrameStderr
-		case sandbox.Compile:
-			typ = FrameCompile
-		}
-		return WriteFrame(w, typ, e.Chunk.Data) // at most scheduler.MaxChunk bytes
+		return writeChunk(w, e.Chunk) // at most scheduler.MaxChunk bytes
 	case scheduler.EventDone:
 		if e.Err != nil {
 			return writeError(w, e.Err)

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"runbox/sandbox"
@@ -97,17 +98,20 @@ func TestSlaveLossRerunsElsewhere(t *testing.T) {
 	waitNodes(t, ts, 2)
 	c := dialT(t, ts.addr, nil)
 	var nodes []string
+	var node string // where the attempt whose output arrives runs
 	var cut atomic.Bool
-	res, err := c.Run(context.Background(), prog("out start\nsleep 300ms\nout end"), RunOptions{Handler: Handler{
+	// Barrier: the doomed slave is cut once its program printed "start", in the middle of
+	// its run (it then sleeps), not after some time.
+	res, err := c.Run(context.Background(), prog("out start\nsleep 1s\nout end"), RunOptions{Handler: Handler{
 		Started: func(n string) {
 			nodes = append(nodes, n)
-			if n == "doomed" && cut.CompareAndSwap(false, true) {
-				go func() {
-					time.Sleep(100 * time.Millisecond)
-					proxy.ln.Close() // it cannot come back
-					proxy.cut()
-					startSlave(t, ts.addr, "rescuer", 1)
-				}()
+			node = n
+		},
+		Output: func(sandbox.Chunk) {
+			if node == "doomed" && cut.CompareAndSwap(false, true) {
+				proxy.ln.Close() // it cannot come back
+				proxy.cut()
+				go startSlave(t, ts.addr, "rescuer", 1)
 			}
 		},
 	}})
@@ -238,5 +242,82 @@ func TestSlaveOfATakenNameWaits(t *testing.T) {
 	waitUntil(t, func() bool {
 		nodes := ts.sched.Snapshot(0).Nodes
 		return len(nodes) == 2 && nodes[1].Name == "twin" && nodes[1].Capacity == 3
+	})
+}
+
+// tracingRunner is the Fake with a trace on every result.
+type tracingRunner struct{ sandboxtest.Fake }
+
+var testTrace = sandbox.Trace{Acquire: 3 * time.Millisecond, Pooled: true, Send: time.Millisecond, Run: 7 * time.Millisecond}
+
+func (r *tracingRunner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (sandbox.Result, error) {
+	res, err := r.Fake.Run(ctx, spec, streams)
+	tr := testTrace
+	res.Trace = &tr
+	return res, err
+}
+
+// A result's trace crosses both hops: slave to master, master to client.
+func TestTraceCrossesTheWire(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(s *scheduler.Config, _ *ServerConfig) { s.MaxPrograms = 0 })
+	startSlaveWith(t, ts.addr, "tracer", 1, &tracingRunner{}, nil)
+	waitNodes(t, ts, 2)
+	c := dialT(t, ts.addr, nil)
+	res, err := c.Run(context.Background(), prog("out traced"), RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Node != "tracer" || res.Trace == nil || res.Trace.Acquire != testTrace.Acquire || !res.Trace.Pooled ||
+		res.Trace.Send != testTrace.Send || res.Trace.Run != testTrace.Run {
+		t.Errorf("node %s trace %+v, want %+v", res.Node, res.Trace, testTrace)
+	}
+	// Untraced results carry none.
+	ts2 := startServer(t, nil)
+	res, err = dialT(t, ts2.addr, nil).Run(context.Background(), prog("out plain"), RunOptions{})
+	if err != nil || res.Trace != nil {
+		t.Errorf("untraced: %v, trace %+v", err, res.Trace)
+	}
+}
+
+// A draining slave waits for its running programs and for the grace, whichever ends last
+// (the fake clock of synctest: no real wait).
+func TestSlaveWaitIdle(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		sl := &Slave{changed: make(chan struct{})}
+		returned := func(done <-chan struct{}) bool {
+			synctest.Wait()
+			select {
+			case <-done:
+				return true
+			default:
+				return false
+			}
+		}
+		// Idle: it returns when the grace ends, not before.
+		done := make(chan struct{})
+		go func() { sl.waitIdle(time.Second); close(done) }()
+		time.Sleep(time.Second - time.Millisecond)
+		if returned(done) {
+			t.Fatal("returned before the grace ended")
+		}
+		time.Sleep(time.Millisecond)
+		if !returned(done) {
+			t.Fatal("idle, and did not return at the end of the grace")
+		}
+		// Busy past the grace: it returns when the last program ends.
+		sl.addRunning(2)
+		done = make(chan struct{})
+		go func() { sl.waitIdle(time.Second); close(done) }()
+		time.Sleep(time.Hour)
+		sl.addRunning(-1)
+		if returned(done) {
+			t.Fatal("returned while a program runs")
+		}
+		sl.addRunning(-1)
+		if !returned(done) {
+			t.Fatal("did not return once the last program ended")
+		}
 	})
 }

@@ -505,7 +505,19 @@ func TestReplayedHandshakeRefused(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- sl.Run(ctx) }()
 	waitNodes(t, ts, 2)
-	time.Sleep(200 * time.Millisecond) // a few heartbeats
+	// Barrier: the recording holds heartbeats, at least two of them seen by the master.
+	var firstBeat time.Time
+	waitUntil(t, func() bool {
+		for _, n := range ts.sched.Snapshot(0).Nodes {
+			if n.Name == "recorded" && !n.LastBeat.IsZero() {
+				if firstBeat.IsZero() {
+					firstBeat = n.LastBeat
+				}
+				return n.LastBeat.After(firstBeat)
+			}
+		}
+		return false
+	})
 	cancel()
 	<-done
 	waitUntil(t, func() bool { return len(ts.sched.Snapshot(0).Nodes) == 1 })
@@ -524,8 +536,9 @@ func TestReplayedHandshakeRefused(t *testing.T) {
 	if bytes.Contains(reply, []byte("recorded")) {
 		t.Errorf("the replay got a readable answer: %q", reply)
 	}
+	// Barrier: the master refused the replay at its TLS handshake, before any hello: no
+	// registration can follow on that connection.
 	waitLog(t, &log, "tls handshake")
-	time.Sleep(300 * time.Millisecond)
 	if n := len(ts.sched.Snapshot(0).Nodes); n != 1 {
 		t.Errorf("the replay registered a slave: %d nodes", n)
 	}

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -409,8 +410,7 @@ func TestNoLeaks(t *testing.T) {
 	// Warm up one client so lazily started goroutines exist before the baseline.
 	warm := dialT(t, ts.addr, nil)
 	warm.Run(context.Background(), prog("out warm"), RunOptions{})
-	time.Sleep(100 * time.Millisecond)
-	base := runtime.NumGoroutine()
+	base := settledGoroutines(t)
 
 	// 1,000 idle connections that completed the handshake, then a client still served.
 	var idle []*Client
@@ -446,6 +446,34 @@ func TestNoLeaks(t *testing.T) {
 		buf := make([]byte, 1<<20)
 		t.Errorf("%d goroutines, %d before: leak\n%s", n, base, buf[:runtime.Stack(buf, true)])
 	}
+}
+
+// settledGoroutines polls the goroutine count until the goroutines of what just ended
+// (a job's stream on both sides) are gone: until it stops falling over 10 samples.
+func settledGoroutines(t *testing.T) int {
+	t.Helper()
+	n, same := runtime.NumGoroutine(), 0
+	waitUntil(t, func() bool {
+		switch m := runtime.NumGoroutine(); {
+		case m < n:
+			n, same = m, 0
+		default:
+			same++
+		}
+		return same >= 10
+	})
+	return n
+}
+
+// reserved reports whether srv's request budget holds at least n bytes of requests
+// being received (a barrier: the server read their headers).
+func reserved(srv *Server, n int64) bool {
+	free := srv.cfg.RequestBytes - n + 1
+	if srv.requestBytes.TryAcquire(free) {
+		srv.requestBytes.Release(free)
+		return false
+	}
+	return true
 }
 
 func waitUntil(t *testing.T, cond func() bool) {
@@ -548,9 +576,21 @@ func TestDeclaredSizeIsNotAllocated(t *testing.T) {
 		st.Write([]byte{FrameSubmit, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
 		st.Write(bytes.Repeat([]byte{'x'}, 1000))
 	}
-	// Wait until the server holds all of them (its budget then refuses the 17th... only
-	// once bytes beyond eagerPayload arrive, which they never do).
-	time.Sleep(500 * time.Millisecond)
+	// Barrier: the server holds all of them. The session's budget took 4 of the largest
+	// requests (reading their payloads, which never come); every other stream is answered
+	// busy (over the session's budget, or its MaxStreams) or reset by yamux (past its
+	// accept backlog).
+	fit := int(ts.srv.cfg.SessionRequestBytes / MaxRequestFrame)
+	var answered atomic.Int64
+	for _, st := range sts {
+		go func() {
+			ReadFrame(st.(io.Reader), MaxFrame)
+			answered.Add(1)
+		}()
+	}
+	waitUntil(t, func() bool {
+		return answered.Load() >= int64(streams-fit) && reserved(ts.srv, int64(fit*MaxRequestFrame))
+	})
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
 	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
@@ -589,7 +629,7 @@ func TestRequestBudget(t *testing.T) {
 	WriteFrame(&frame, FrameSubmit, body)
 	half := frame.Len() / 2
 	first.Write(frame.Bytes()[:half])
-	time.Sleep(200 * time.Millisecond) // the server has read the header and reserved
+	waitUntil(t, func() bool { return reserved(ts.srv, int64(len(body))) }) // the server read the header and reserved
 
 	second, err := c.openStream(ctx)
 	if err != nil {

@@ -5,12 +5,13 @@
 package transport
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 
 	"runbox/internal/frame"
+	"runbox/sandbox"
 	"runbox/scheduler"
 )
 
@@ -44,10 +45,20 @@ const (
 	FrameError    byte = 'X' // JSON Error: the request was refused or the job could not run
 )
 
+// Frame types of the slave protocol. A slave opens one control stream after the
+// handshake; the master opens one job stream per job on the same session.
+const (
+	FrameRegister byte = 'G' // slave → master, first frame of the control stream: JSON scheduler.NodeSpec
+	FrameLoad     byte = 'L' // slave → master, control stream, every load interval: JSON scheduler.Load
+	FrameCapacity byte = 'P' // slave → master, control stream: JSON Capacity (0 while draining)
+)
+
 // Caps on what a peer may send.
 const (
 	// MaxRequestFrame caps the first frame of a stream (a submit carries sources and stdin).
 	MaxRequestFrame = 16 << 20
+	// MaxHelloFrame caps the handshake's frames: the hello, the welcome or the error.
+	MaxHelloFrame = 64 << 10
 	// MaxFrame caps every other frame.
 	MaxFrame = 1 << 20
 	// ChunkSize is the largest data frame a sender writes.
@@ -85,6 +96,130 @@ func Code(err error) string { return scheduler.CodeOf(err, codes...) }
 // errorFromWire rebuilds an error from a wire Error.
 func errorFromWire(e Error) error { return scheduler.ErrorOf(e.Code, e.Message, codes...) }
 
+// errorFrame decodes an Error frame's payload into the error it stands for: its code's
+// sentinel, with its message as the text. A payload that is not an Error is an internal
+// error (the code table's fallback), as a code this side does not know.
+func errorFrame(payload []byte) error {
+	var e Error
+	json.Unmarshal(payload, &e)
+	return errorFromWire(e)
+}
+
+// decodeReply decodes the one frame that answers a request: a frame of type want into v
+// (nil: its payload is not read), an Error frame into its error (see errorFrame), and
+// anything else is ErrProtocol.
+func decodeReply(typ byte, payload []byte, want byte, v any) error {
+	switch typ {
+	case want:
+		if v != nil {
+			if err := json.Unmarshal(payload, v); err != nil {
+				return fmt.Errorf("%w: bad %q frame: %v", ErrProtocol, typ, err)
+			}
+		}
+		return nil
+	case FrameError:
+		return errorFrame(payload)
+	}
+	return fmt.Errorf("%w: unexpected frame %q, want %q", ErrProtocol, typ, want)
+}
+
+// outputFrames is the table of output streams and the frame types that carry them.
+var outputFrames = [...]struct {
+	stream sandbox.Stream
+	typ    byte
+}{
+	{sandbox.Stdout, FrameStdout},
+	{sandbox.Stderr, FrameStderr},
+	{sandbox.Compile, FrameCompile},
+}
+
+// outputFrame returns the frame type that carries stream (stdout's for an unknown one).
+func outputFrame(stream sandbox.Stream) byte {
+	for _, o := range outputFrames {
+		if o.stream == stream {
+			return o.typ
+		}
+	}
+	return FrameStdout
+}
+
+// outputStream returns the stream a frame type carries, and whether it carries output.
+func outputStream(typ byte) (sandbox.Stream, bool) {
+	for _, o := range outputFrames {
+		if o.typ == typ {
+			return o.stream, true
+		}
+	}
+	return "", false
+}
+
+// writeChunk writes a chunk of output as its stream's frame.
+func writeChunk(w io.Writer, c sandbox.Chunk) error {
+	return WriteFrame(w, outputFrame(c.Stream), c.Data)
+}
+
+// jobFrames receives what a job stream carries, frame by frame, for readJob. A nil
+// callback makes its frame unexpected (ErrProtocol); a callback's error ends the read.
+type jobFrames struct {
+	// before, when set, sees every frame's type before it is decoded, except Accepted and
+	// Error.
+	before   func(typ byte) error
+	accepted func(Accepted) error
+	queued   func(Queued) error
+	started  func(Started) error
+	output   func(sandbox.Chunk) error
+}
+
+// readJob reads a job stream's frames, handing each to h, up to its end: a Result frame
+// (res), or an Error frame (refused: the job could not run, as its sentinel). err is the
+// stream's failure: a read error, or ErrProtocol for a frame out of place or that does
+// not decode (or a callback's error). Queued and Started payloads that do not decode are
+// passed on as their zero values: they only inform.
+func readJob(r io.Reader, h jobFrames) (res Result, refused, err error) {
+	for {
+		typ, payload, err := ReadFrame(r, MaxFrame)
+		if err != nil {
+			return Result{}, nil, err
+		}
+		if h.before != nil && typ != FrameAccepted && typ != FrameError {
+			if err := h.before(typ); err != nil {
+				return Result{}, nil, err
+			}
+		}
+		stream, isOutput := outputStream(typ)
+		switch {
+		case typ == FrameAccepted && h.accepted != nil:
+			var a Accepted
+			if err := json.Unmarshal(payload, &a); err != nil {
+				return Result{}, nil, fmt.Errorf("%w: bad accepted frame: %v", ErrProtocol, err)
+			}
+			err = h.accepted(a)
+		case typ == FrameQueued && h.queued != nil:
+			var q Queued
+			json.Unmarshal(payload, &q)
+			err = h.queued(q)
+		case typ == FrameStarted && h.started != nil:
+			var s Started
+			json.Unmarshal(payload, &s)
+			err = h.started(s)
+		case isOutput && h.output != nil:
+			err = h.output(sandbox.Chunk{Stream: stream, Data: payload})
+		case typ == FrameResult:
+			if err := json.Unmarshal(payload, &res); err != nil {
+				return Result{}, nil, fmt.Errorf("%w: bad result frame: %v", ErrProtocol, err)
+			}
+			return res, nil, nil
+		case typ == FrameError:
+			return Result{}, errorFrame(payload), nil
+		default:
+			return Result{}, nil, fmt.Errorf("%w: unexpected frame %q on a job stream", ErrProtocol, typ)
+		}
+		if err != nil {
+			return Result{}, nil, err
+		}
+	}
+}
+
 // WriteFrame writes one frame: type, 4-byte big-endian length, payload.
 func WriteFrame(w io.Writer, typ byte, payload []byte) error { return frame.Write(w, typ, payload) }
 
@@ -108,26 +243,10 @@ func ReadFrame(r io.Reader, max int) (typ byte, payload []byte, err error) {
 // header that lies costs its reader no more than this.
 const eagerPayload = 4 << 10
 
-// readPayload reads exactly n bytes of payload, its buffer growing with what arrives.
+// readPayload reads exactly n bytes of payload, its buffer growing past eagerPayload with
+// what arrives.
 func readPayload(r io.Reader, n int) ([]byte, error) {
-	if n <= eagerPayload {
-		return frame.ReadPayload(r, n)
-	}
-	payload := make([]byte, 0, eagerPayload)
-	for len(payload) < n {
-		if len(payload) == cap(payload) {
-			payload = slices.Grow(payload, min(n, 2*cap(payload))-len(payload))
-		}
-		m, err := r.Read(payload[len(payload):min(n, cap(payload))])
-		payload = payload[:len(payload)+m]
-		if err != nil && len(payload) < n {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-	}
-	return payload, nil
+	return frame.ReadPayloadEager(r, n, eagerPayload)
 }
 
 // readHeader reads a frame's type and payload length, at most max (else ErrProtocol).

@@ -210,6 +210,7 @@ func serveMaster(ctx context.Context, cfg masterConfig, log *slog.Logger, runner
 	tcfg := transport.DefaultServerConfig()
 	tcfg.Node = cfg.Node
 	tcfg.Logger = log
+	tcfg.MuxLogger = muxLogger(log)
 	if cfg.ConnsPerAddr > 0 {
 		tcfg.MaxConnsPerAddress = cfg.ConnsPerAddr
 	}
@@ -347,3 +348,15 @@ func reportLoad(ctx context.Context, sample func() scheduler.Load, report func(s
 }
 
 func keys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }
+
+// yamuxLogEnv, when set, sends the yamux sessions' own logs (keepalive failures, streams
+// reset) to the process's log; they are discarded otherwise.
+const yamuxLogEnv = "RUNBOX_YAMUX_LOG"
+
+// muxLogger is the logger of the yamux sessions: log when $RUNBOX_YAMUX_LOG is set, else nil.
+func muxLogger(log *slog.Logger) *slog.Logger {
+	if os.Getenv(yamuxLogEnv) == "" {
+		return nil
+	}
+	return log
+}

@@ -111,6 +111,7 @@ func serveSlave(ctx context.Context, cfg slaveConfig, log *slog.Logger, runner s
 	}
 	ccfg := transport.DefaultClientConfig()
 	ccfg.Token = cfg.Token
+	ccfg.MuxLogger = muxLogger(log)
 	tlsCfg, err := slaveTLS(cfg.TLSDir, cfg.TLSCA)
 	if err != nil {
 		return err

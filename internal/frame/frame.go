@@ -69,9 +69,15 @@ func ReadHeader(r io.Reader, max int) (typ byte, n int, err error) {
 // sends nothing holds no more than this much of the reader's memory.
 const Eager = 64 << 10
 
-// ReadPayload reads exactly n bytes of payload.
-func ReadPayload(r io.Reader, n int) ([]byte, error) {
-	if n <= Eager {
+// ReadPayload reads exactly n bytes of payload: ReadPayloadEager with Eager.
+func ReadPayload(r io.Reader, n int) ([]byte, error) { return ReadPayloadEager(r, n, Eager) }
+
+// ReadPayloadEager reads exactly n bytes of payload. A payload of at most eager bytes is
+// read into a buffer of its size at once; a larger one's buffer starts at eager bytes and
+// doubles as the bytes arrive, so that a length that lies costs its reader no more than
+// eager bytes. A stream that ends inside the payload is io.ErrUnexpectedEOF.
+func ReadPayloadEager(r io.Reader, n, eager int) ([]byte, error) {
+	if n <= eager {
 		payload := make([]byte, n)
 		if _, err := io.ReadFull(r, payload); err != nil {
 			if errors.Is(err, io.EOF) {
@@ -81,7 +87,7 @@ func ReadPayload(r io.Reader, n int) ([]byte, error) {
 		}
 		return payload, nil
 	}
-	payload := make([]byte, 0, Eager)
+	payload := make([]byte, 0, max(eager, 1))
 	for len(payload) < n {
 		if len(payload) == cap(payload) {
 			payload = slices.Grow(payload, min(n, 2*cap(payload))-len(payload))

@@ -46,3 +46,24 @@ func TestReadErrors(t *testing.T) {
 		t.Errorf("truncated header: %v", err)
 	}
 }
+
+// A payload past eager bytes is read into a buffer that grows with what arrives, through
+// short reads; a length that lies ends in io.ErrUnexpectedEOF (the transport's
+// TestDeclaredSizeIsNotAllocated measures the heap it costs).
+func TestReadPayloadEager(t *testing.T) {
+	t.Parallel()
+	for _, eager := range []int{0, 1, 4 << 10, Eager} {
+		for _, n := range []int{0, 1, eager, eager + 1, 3*eager + 7} {
+			payload := bytes.Repeat([]byte{'q'}, n)
+			got, err := ReadPayloadEager(iotest.HalfReader(bytes.NewReader(payload)), n, eager)
+			if err != nil || !bytes.Equal(got, payload) {
+				t.Errorf("eager %d, %d bytes: %d %v", eager, n, len(got), err)
+			}
+		}
+		// Declares 1 GiB, sends 10 bytes: the buffer never reached the declared size.
+		got, err := ReadPayloadEager(bytes.NewReader(make([]byte, 10)), 1<<30, eager)
+		if err != io.ErrUnexpectedEOF || got != nil {
+			t.Errorf("eager %d, a lying length: %d bytes, %v", eager, len(got), err)
+		}
+	}
+}
