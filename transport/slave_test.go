@@ -272,11 +272,14 @@ func TestTraceCrossesTheWire(t *testing.T) {
 		res.Trace.Send != testTrace.Send || res.Trace.Run != testTrace.Run {
 		t.Errorf("node %s trace %+v, want %+v", res.Node, res.Trace, testTrace)
 	}
-	// Untraced results carry none.
+	if res.Trace != nil && res.Trace.Queue < 0 {
+		t.Errorf("queue wait %v", res.Trace.Queue)
+	}
+	// A runner that traces nothing: the client sees only the scheduler's queue wait.
 	ts2 := startServer(t, nil)
 	res, err = dialT(t, ts2.addr, nil).Run(context.Background(), prog("out plain"), RunOptions{})
-	if err != nil || res.Trace != nil {
-		t.Errorf("untraced: %v, trace %+v", err, res.Trace)
+	if err != nil || res.Trace == nil || len(res.Trace.Phases()) > 1 || res.Trace.Acquire != 0 || res.Trace.Run != 0 {
+		t.Errorf("untraced: %v, trace %+v, want the queue wait alone", err, res.Trace)
 	}
 }
 
