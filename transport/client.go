@@ -507,8 +507,8 @@ func (w *watch) follow(ctx context.Context, st *yamux.Stream, stdin <-chan []byt
 	}
 }
 
-// Runner adapts a Client to sandbox.Runner: every Run is a job on the server. The
-// conformance suite runs through it against a whole cluster.
+// Runner adapts a Client to sandbox.Runner: every Run is a job on the server. The Runner
+// contract (sandboxtest.Contract) runs through it against a master on loopback.
 func (c *Client) Runner() sandbox.Runner { return clientRunner{c} }
 
 type clientRunner struct{ c *Client }
