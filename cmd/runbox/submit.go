@@ -16,8 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/docker/go-units"
-
 	"runbox/internal/clientconf"
 	"runbox/sandbox"
 	"runbox/scheduler"
@@ -253,7 +251,7 @@ func (cfg *submitConfig) baseSpec() (sandbox.Spec, error) {
 	spec.Limits.RunTime = cfg.TimeLimit
 	spec.Limits.CompileTime = cfg.CompileTime
 	if cfg.MemoryLimit != "" {
-		n, err := units.RAMInBytes(cfg.MemoryLimit)
+		n, err := sandbox.ParseSize(cfg.MemoryLimit)
 		if err != nil || n <= 0 {
 			return spec, usageErr("usage", "bad --memory-limit %q: use e.g. 128MiB, 1GiB or plain bytes", cfg.MemoryLimit)
 		}
