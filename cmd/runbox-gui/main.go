@@ -31,6 +31,7 @@ import (
 	"fyne.io/fyne/v2/theme"
 
 	"runbox/internal/clientconf"
+	"runbox/sandbox/judge"
 )
 
 // appID names the app's preferences (~/.config/fyne/io.runbox.gui/).
@@ -74,8 +75,8 @@ func run(args []string) int {
 	}
 
 	if *testsDir != "" {
-		if _, err := loadTests(*testsDir); err != nil {
-			fmt.Fprintln(os.Stderr, "runbox-gui: -tests:", err)
+		if _, err := judge.LoadDir(os.DirFS(*testsDir)); err != nil {
+			fmt.Fprintf(os.Stderr, "runbox-gui: -tests %s: %v\n", *testsDir, err)
 			return 2
 		}
 		if abs, err := filepath.Abs(*testsDir); err == nil {

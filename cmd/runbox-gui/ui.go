@@ -27,6 +27,7 @@ import (
 	"fyne.io/fyne/v2/widget"
 
 	"runbox/sandbox"
+	"runbox/sandbox/judge"
 	"runbox/transport"
 )
 
@@ -742,9 +743,9 @@ func (u *UI) attachTestsURI(l fyne.URI) {
 // and the jobs are judged. A folder without usable cases is a notice; the tests attached
 // before stay.
 func (u *UI) attachTests(dir string) {
-	cases, err := loadTests(dir)
+	cases, err := judge.LoadDir(os.DirFS(dir))
 	if err != nil {
-		u.notice.show(theme.ColorNameWarning, "No tests attached: "+err.Error())
+		u.notice.show(theme.ColorNameWarning, fmt.Sprintf("No tests attached: %s: %v", dir, err))
 		return
 	}
 	u.notice.hide()

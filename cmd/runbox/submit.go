@@ -18,6 +18,7 @@ import (
 
 	"runbox/internal/clientconf"
 	"runbox/sandbox"
+	"runbox/sandbox/judge"
 	"runbox/scheduler"
 	"runbox/transport"
 )
@@ -276,9 +277,9 @@ func (cfg *submitConfig) baseSpec() (sandbox.Spec, error) {
 		if cfg.Stdin != "" {
 			return spec, usageErr("usage", "--stdin and --tests do not go together: each test case has its input")
 		}
-		tests, err := loadTests(cfg.Tests)
+		tests, err := judge.LoadDir(os.DirFS(cfg.Tests))
 		if err != nil {
-			return spec, usageErr("usage", "%v", err)
+			return spec, usageErr("usage", "--tests %s: %v", cfg.Tests, err)
 		}
 		spec.Tests, spec.Compare = tests, sandbox.Compare(cfg.Compare)
 	}
