@@ -103,13 +103,13 @@ func run(args []string) int {
 		return 2
 	}
 	if *testsDir != "" {
-		ui.attachTests(*testsDir)
+		ui.prog.attachTests(*testsDir)
 	}
 	if file != "" {
 		if abs, err := filepath.Abs(file); err == nil {
 			file = abs
 		}
-		ui.load(storage.NewFileURI(file), bytes.NewReader(src))
+		ui.prog.load(storage.NewFileURI(file), bytes.NewReader(src))
 		ui.showProblem() // opening the file answered it
 		if *autorun {
 			ui.run()
