@@ -105,15 +105,15 @@ const hangAfter = 2 * time.Minute
 //     the Runner then holds nothing (ContractConfig.Idle).
 func Contract(t *testing.T, r sandbox.Runner, cfg ContractConfig) {
 	p := cfg.Programs
-	max := cfg.Max
-	if max == (sandbox.Limits{}) {
-		max = sandbox.MaxLimits()
+	maxima := cfg.Max
+	if maxima == (sandbox.Limits{}) {
+		maxima = sandbox.MaxLimits()
 	}
 	prog := func(src string) sandbox.Spec { return Program(p.Language, src) }
 	t.Run("Runs", func(t *testing.T) {
 		t.Run("OutcomeIsAResult", func(t *testing.T) {
 			t.Parallel()
-			w := watch(t)
+			w := watch()
 			res := mustRun(t, r, prog(p.Exit), w.streams)
 			w.returned()
 			expect(t, res, sandbox.StatusRuntimeError, 3)
@@ -124,7 +124,7 @@ func Contract(t *testing.T, r sandbox.Runner, cfg ContractConfig) {
 		})
 		t.Run("StreamOrder", func(t *testing.T) {
 			t.Parallel()
-			w := watch(t)
+			w := watch()
 			res := mustRun(t, r, prog(p.Lines), w.streams)
 			w.returned()
 			expect(t, res, sandbox.StatusOK, 0)
@@ -146,7 +146,7 @@ func Contract(t *testing.T, r sandbox.Runner, cfg ContractConfig) {
 			t.Parallel()
 			in := make(chan []byte, 1)
 			var once sync.Once
-			w := watch(t)
+			w := watch()
 			w.onOutput = func(c sandbox.Chunk) {
 				// Answer the prompt only once it was seen: the program really waits.
 				if c.Stream == sandbox.Stdout && bytes.Contains(c.Data, []byte("name?")) {
@@ -165,7 +165,7 @@ func Contract(t *testing.T, r sandbox.Runner, cfg ContractConfig) {
 		if p.CompileError != "" {
 			t.Run("CompileErrorNeverStarts", func(t *testing.T) {
 				t.Parallel()
-				w := watch(t)
+				w := watch()
 				res := mustRun(t, r, prog(p.CompileError), w.streams)
 				w.returned()
 				if res.Status != sandbox.StatusCompileError || !bytes.Contains(res.CompileOutput, []byte("missing_symbol")) {
@@ -183,8 +183,8 @@ func Contract(t *testing.T, r sandbox.Runner, cfg ContractConfig) {
 		}
 		t.Run("Refused", func(t *testing.T) {
 			t.Parallel()
-			for _, c := range refusals(p, max) {
-				w := watch(t)
+			for _, c := range refusals(p, maxima) {
+				w := watch()
 				_, err := r.Run(context.Background(), c.spec, w.streams)
 				w.returned()
 				if !errors.Is(err, c.want) {
@@ -200,7 +200,7 @@ func Contract(t *testing.T, r sandbox.Runner, cfg ContractConfig) {
 	// Alone, so that nothing else holds anything while Idle is asked.
 	t.Run("CancelFreesEverything", func(t *testing.T) {
 		for _, want := range []error{context.Canceled, context.DeadlineExceeded} {
-			w := watch(t)
+			w := watch()
 			var ctx context.Context
 			if want == context.Canceled {
 				c, cancel := context.WithCancel(context.Background())
@@ -256,8 +256,9 @@ type refusal struct {
 }
 
 // refusals are the Specs every Runner refuses: bad shapes, and each limit field above
-// max or negative (found by reflection, so that a new field is checked without a new line).
-func refusals(p ContractPrograms, max sandbox.Limits) []refusal {
+// maxima or negative (found by reflection, so that a new field is checked without a new
+// line).
+func refusals(p ContractPrograms, maxima sandbox.Limits) []refusal {
 	ok := Program(p.Language, p.Exit)
 	with := func(f func(*sandbox.Spec)) sandbox.Spec {
 		s := ok
@@ -276,7 +277,7 @@ func refusals(p ContractPrograms, max sandbox.Limits) []refusal {
 		{"stdin too large", with(func(s *sandbox.Spec) { s.Stdin = make([]byte, sandbox.MaxStdinBytes+1) }), sandbox.ErrTooLarge},
 		{"unknown compare mode", with(func(s *sandbox.Spec) { s.Compare = "fuzzy" }), sandbox.ErrInvalidRequest},
 	}
-	mv := reflect.ValueOf(max)
+	mv := reflect.ValueOf(maxima)
 	for i := range mv.NumField() {
 		name := reflect.TypeFor[sandbox.Limits]().Field(i).Name
 		hi := mv.Field(i)
@@ -287,7 +288,7 @@ func refusals(p ContractPrograms, max sandbox.Limits) []refusal {
 			{"above the maximum", func(v reflect.Value) {
 				switch v.Kind() {
 				case reflect.Int64:
-					v.SetInt(hi.Int() + max64(1, hi.Int()/2))
+					v.SetInt(hi.Int() + max(1, hi.Int()/2))
 				case reflect.Float64:
 					v.SetFloat(hi.Float() * 2)
 				}
@@ -312,32 +313,24 @@ func refusals(p ContractPrograms, max sandbox.Limits) []refusal {
 	return out
 }
 
-func max64(a, b int64) int64 {
-	if a > b {
-		return a
-	}
-	return b
-}
-
 // watcher records what a Runner does with a run's Streams.
 type watcher struct {
 	streams   *sandbox.Streams
 	onOutput  func(sandbox.Chunk) // the test's own reaction to output
 	onStarted func()
 
-	mu        sync.Mutex
-	chunks    []sandbox.Chunk
-	started   int
-	early     []string // output of the program before Started
-	late      int      // callbacks after Run returned
-	done      bool
-	inside    atomic.Int32 // Output callbacks running now
-	overlap   atomic.Bool  // two ran at once
-	startedAt int          // how many chunks came before Started
+	mu      sync.Mutex
+	chunks  []sandbox.Chunk
+	started int
+	early   []string // output of the program before Started
+	late    int      // callbacks after Run returned
+	done    bool
+	inside  atomic.Int32 // Output callbacks running now
+	overlap atomic.Bool  // two ran at once
 }
 
-func watch(t *testing.T) *watcher {
-	w := &watcher{startedAt: -1}
+func watch() *watcher {
+	w := &watcher{}
 	w.streams = &sandbox.Streams{
 		Output: func(c sandbox.Chunk) {
 			if w.inside.Add(1) > 1 {
