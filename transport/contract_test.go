@@ -11,46 +11,60 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"runbox/sandbox"
+	"runbox/sandbox/judge"
 	"runbox/sandbox/sandboxtest"
 	"runbox/scheduler"
 )
 
-// The Runner contract (sandboxtest.Contract) runs over every Runner the transport makes,
-// one body for each, as litestream runs one test body over every replica client: the
-// master's remote runner, which sees a slave as a Runner, and a client of a master.
-
-// TestRemoteRunnerKeepsTheContract: the master's side of a slave's session, on net.Pipe,
-// against a real Slave serving the job streams on a Fake.
-func TestRemoteRunnerKeepsTheContract(t *testing.T) {
+// TestRunnersKeepTheContract runs the Runner contract (sandboxtest.Contract), one body,
+// over every Runner the transport makes, as litestream runs one test body over every
+// replica client: the master's remote runner, which sees a slave as a Runner, on net.Pipe
+// against a real Slave; and a client of a master on loopback. Each runs its programs on a
+// Fake, bare or inside a judge (as on a real node, where the judge wraps the sandbox).
+func TestRunnersKeepTheContract(t *testing.T) {
 	t.Parallel()
-	fake := &sandboxtest.Fake{Node: "pipe"}
-	r, serving := pipeSlave(t, fake)
-	sandboxtest.Contract(t, r, sandboxtest.ContractConfig{
-		Programs: sandboxtest.FakePrograms(),
-		Idle:     func() bool { return fake.Running() == 0 && serving() == 0 },
-	})
-}
-
-// TestClientKeepsTheContract: a client on loopback, its jobs run by a master on a Fake.
-// Through a master, Started says that the job was placed on a node, before it compiles.
-func TestClientKeepsTheContract(t *testing.T) {
-	t.Parallel()
-	ts := startServer(t, nil)
-	c := dialT(t, ts.addr, nil)
-	sandboxtest.Contract(t, c.Runner(), sandboxtest.ContractConfig{
-		Programs:         sandboxtest.FakePrograms(),
-		StartsAtDispatch: true,
-		Max:              scheduler.DefaultConfig().MaxLimits, // startServer's
-		Idle: func() bool {
-			return ts.fake.Running() == 0 && ts.sched.Snapshot(0).Nodes[0].Running == 0
-		},
-	})
+	for _, c := range []struct {
+		name           string
+		master, judged bool // a client of a master, else the remote runner of a slave
+	}{
+		{"RemoteRunner", false, false},
+		{"RemoteRunnerOfAJudgingSlave", false, true},
+		{"Client", true, false},
+		{"ClientOfAJudgingMaster", true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			fake := &sandboxtest.Fake{Node: "fake"}
+			var inner sandbox.Runner = fake
+			if c.judged {
+				j, err := judge.New(fake, judge.DefaultConfig())
+				if err != nil {
+					t.Fatal(err)
+				}
+				inner = j
+			}
+			runner := pipeSlave
+			if c.master {
+				runner = loopbackMaster
+			}
+			r, idle := runner(t, inner)
+			sandboxtest.Contract(t, r, sandboxtest.ContractConfig{
+				Programs: sandboxtest.FakePrograms(),
+				Max:      scheduler.DefaultConfig().MaxLimits, // the master's; a slave's Fake takes sandbox.MaxLimits, the same
+				Idle:     func() bool { return fake.Running() == 0 && idle() },
+				// Through a master, Started says that the job was placed on a node,
+				// before it compiles (the scheduler's EventStarted).
+				StartsAtDispatch: c.master,
+				Judges:           c.judged,
+			})
+		})
+	}
 }
 
 // pipeSlave returns the master's remote runner for a slave at the far end of a net.Pipe,
-// which serves each job stream as a slave process does, on runner, and a count of the
-// job streams it serves now.
-func pipeSlave(t *testing.T, runner sandbox.Runner) (sandbox.Runner, func() int) {
+// which serves each job stream as a slave process does, on runner, and whether the slave
+// serves no job stream now.
+func pipeSlave(t *testing.T, runner sandbox.Runner) (sandbox.Runner, func() bool) {
 	t.Helper()
 	a, b := net.Pipe()
 	master, err := yamux.Server(a, yamuxConfig(5*time.Second, DefaultStreamBacklog))
@@ -69,7 +83,7 @@ func pipeSlave(t *testing.T, runner sandbox.Runner) (sandbox.Runner, func() int)
 	var (
 		wg sync.WaitGroup
 		mu sync.Mutex
-		n  int
+		n  int // job streams served now
 	)
 	wg.Add(1)
 	go func() {
@@ -97,6 +111,36 @@ func pipeSlave(t *testing.T, runner sandbox.Runner) (sandbox.Runner, func() int)
 		master.Close()
 		wg.Wait()
 	})
-	serving := func() int { mu.Lock(); defer mu.Unlock(); return n }
-	return &remoteRunner{sess: master, node: "pipe", log: slog.New(slog.DiscardHandler)}, serving
+	idle := func() bool { mu.Lock(); defer mu.Unlock(); return n == 0 }
+	return &remoteRunner{sess: master, node: "pipe", log: slog.New(slog.DiscardHandler)}, idle
+}
+
+// loopbackMaster returns a client's Runner for a master on loopback whose scheduler runs
+// programs on runner, and whether the master runs no job now.
+func loopbackMaster(t *testing.T, runner sandbox.Runner) (sandbox.Runner, func() bool) {
+	t.Helper()
+	sched, err := scheduler.New(scheduler.DefaultConfig(), runner, scheduler.NewMemJournal(1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := NewServer(DefaultServerConfig(), sched)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		sched.Close()
+	})
+	c := dialT(t, ln.Addr().String(), nil)
+	idle := func() bool { return sched.Snapshot(0).Nodes[0].Running == 0 }
+	return c.Runner(), idle
 }

@@ -15,5 +15,5 @@ func TestJudgeKeepsTheContract(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sandboxtest.Contract(t, r, sandboxtest.ContractConfig{Programs: sandboxtest.FakePrograms(), Idle: func() bool { return f.Running() == 0 }})
+	sandboxtest.Contract(t, r, sandboxtest.ContractConfig{Programs: sandboxtest.FakePrograms(), Judges: true, Idle: func() bool { return f.Running() == 0 }})
 }

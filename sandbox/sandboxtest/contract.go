@@ -81,6 +81,9 @@ type ContractConfig struct {
 	// not compile has then started once. The sandbox.Streams contract says "after
 	// compiling"; a master's Runner does not keep that part of it.
 	StartsAtDispatch bool
+	// Judges says that the Runner judges Specs with test cases (package sandbox/judge
+	// wraps it): the contract then also checks a judged run.
+	Judges bool
 }
 
 // hangAfter turns a Run that never returns into a failure with a name; it is not a speed
@@ -102,7 +105,9 @@ const hangAfter = 2 * time.Minute
 //     (ErrUnknownLanguage, ErrInvalidRequest, ErrTooLarge), before anything starts;
 //   - every limit above the maxima, or negative, is refused with ErrInvalidRequest;
 //   - cancelling ctx, or its deadline passing, ends Run with the context's error, and
-//     the Runner then holds nothing (ContractConfig.Idle).
+//     the Runner then holds nothing (ContractConfig.Idle);
+//   - a judging Runner (ContractConfig.Judges) judges every case, gives the first
+//     failing case's verdict, calls Started once, and streams no case's output.
 func Contract(t *testing.T, r sandbox.Runner, cfg ContractConfig) {
 	p := cfg.Programs
 	maxima := cfg.Max
@@ -179,6 +184,28 @@ func Contract(t *testing.T, r sandbox.Runner, cfg ContractConfig) {
 					started = 1
 				}
 				w.check(t, started)
+			})
+		}
+		if cfg.Judges {
+			t.Run("JudgedRun", func(t *testing.T) {
+				t.Parallel()
+				var lines string
+				for i := 1; i <= 5; i++ {
+					lines += fmt.Sprintf("line %d\n", i)
+				}
+				spec := prog(p.Lines)
+				spec.Tests = []sandbox.TestCase{{Name: "right", Expected: []byte(lines)}, {Name: "wrong", Expected: []byte("line 0\n")}}
+				w := watch()
+				res := mustRun(t, r, spec, w.streams)
+				w.returned()
+				if res.Verdict != sandbox.VerdictWrongAnswer || len(res.Cases) != 2 ||
+					res.Cases[0].Verdict != sandbox.VerdictAccepted || res.Cases[1].Verdict != sandbox.VerdictWrongAnswer {
+					t.Errorf("verdict %q, cases %+v: want wrong_answer, the first case accepted and the second not", res.Verdict, res.Cases)
+				}
+				if live := w.live(); live[sandbox.Stdout] != "" || live[sandbox.Stderr] != "" {
+					t.Errorf("the cases' output was streamed: %q", live)
+				}
+				w.check(t, 1)
 			})
 		}
 		t.Run("Refused", func(t *testing.T) {
