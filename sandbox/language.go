@@ -14,6 +14,8 @@ type Language struct {
 	// Name is the canonical name used on the wire ("python", "c", "cpp", "go", "java",
 	// "javascript").
 	Name string
+	// Title is the language's name for people ("C++", "JavaScript"): the GUI's list.
+	Title string
 	// Aliases are other accepted names ("py", "c++").
 	Aliases []string
 	// Extensions map file names to the language (".py").
@@ -85,6 +87,7 @@ func languages() []Language {
 	return []Language{
 		{
 			Name:       "python",
+			Title:      "Python",
 			Aliases:    []string{"python3", "py"},
 			Extensions: []string{".py"},
 			Image:      "runbox/runtime-python",
@@ -95,6 +98,7 @@ func languages() []Language {
 		},
 		{
 			Name:       "c",
+			Title:      "C",
 			Aliases:    []string{"gcc"},
 			Extensions: []string{".c"},
 			Image:      "runbox/runtime-c",
@@ -107,6 +111,7 @@ func languages() []Language {
 		},
 		{
 			Name:       "cpp",
+			Title:      "C++",
 			Aliases:    []string{"c++", "g++", "cxx"},
 			Extensions: []string{".cpp", ".cc", ".cxx", ".c++"},
 			Image:      "runbox/runtime-cpp",
@@ -117,6 +122,7 @@ func languages() []Language {
 		},
 		{
 			Name:       "go",
+			Title:      "Go",
 			Aliases:    []string{"golang"},
 			Extensions: []string{".go"},
 			Image:      "runbox/runtime-go",
@@ -134,6 +140,7 @@ func languages() []Language {
 		},
 		{
 			Name:       "java",
+			Title:      "Java",
 			Extensions: []string{".java"},
 			Image:      "runbox/runtime-java",
 			// javac wants a public class in a file of its name: the program's class is Main.
@@ -147,6 +154,7 @@ func languages() []Language {
 		},
 		{
 			Name:       "javascript",
+			Title:      "JavaScript",
 			Aliases:    []string{"js", "node", "nodejs"},
 			Extensions: []string{".js"},
 			Image:      "runbox/runtime-javascript",

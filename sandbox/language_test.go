@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,6 +21,10 @@ func TestLanguageTable(t *testing.T) {
 	}
 	for _, l := range Languages() {
 		claim("name", l.Name, l.Name)
+		claim("title", l.Title, l.Name)
+		if l.Title == "" {
+			t.Errorf("%s: no title", l.Name)
+		}
 		for _, a := range l.Aliases {
 			claim("name", a, l.Name)
 		}
@@ -76,5 +81,37 @@ func TestJavaMemoryComesFromTheCgroup(t *testing.T) {
 	}
 	if java.Source != "Main.java" || java.Run[len(java.Run)-1] != "Main" {
 		t.Errorf("java runs %q from %s, want class Main from Main.java", java.Run, java.Source)
+	}
+}
+
+// TestEveryLanguageHasItsImage: each row has its runtime image's directory,
+// images/runtime/NAME, whose Dockerfile images/build.sh builds into the row's Image, and
+// each such directory is a row's (docs/add-a-language.md).
+func TestEveryLanguageHasItsImage(t *testing.T) {
+	t.Parallel()
+	root := filepath.Join("..", "images", "runtime")
+	rows := map[string]bool{}
+	for _, l := range Languages() {
+		rows[l.Name] = true
+		df := filepath.Join(root, l.Name, "Dockerfile")
+		b, err := os.ReadFile(df)
+		if err != nil {
+			t.Errorf("%s: no runtime image: %v (add images/runtime/%s/Dockerfile, see docs/add-a-language.md)", l.Name, err, l.Name)
+			continue
+		}
+		for _, want := range []string{"LABEL runbox.language=" + l.Name + "\n", `ENTRYPOINT ["/usr/local/bin/runbox-init"]`, "USER 65534:65534"} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("%s lacks %q", df, strings.TrimSpace(want))
+			}
+		}
+	}
+	dirs, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dirs {
+		if d.IsDir() && !rows[d.Name()] {
+			t.Errorf("%s: an image for a language the table does not have", filepath.Join(root, d.Name()))
+		}
 	}
 }

@@ -193,6 +193,8 @@ type CaseResult struct {
 const (
 	// MaxTests caps the cases of one Spec.
 	MaxTests = 128
+	// MaxTestName caps the length of a case's name, in bytes.
+	MaxTestName = 128
 	// MaxCaseStderr caps the standard error kept in a CaseResult.
 	MaxCaseStderr = 1 << 10
 )
@@ -255,24 +257,34 @@ func (s Spec) validateTests() error {
 	if len(s.Tests) == 0 {
 		return nil
 	}
-	if len(s.Tests) > MaxTests {
-		return fmt.Errorf("%w: %d test cases, at most %d", ErrInvalidRequest, len(s.Tests), MaxTests)
-	}
 	if len(s.Stdin) > 0 {
 		return fmt.Errorf("%w: a run with test cases takes each case's stdin, not the Spec's", ErrInvalidRequest)
 	}
 	if s.CompileOnly || len(s.Artifact) > 0 {
 		return fmt.Errorf("%w: test cases with compile only or an artefact", ErrInvalidRequest)
 	}
-	envelope := s.Limits.WithDefaults(DefaultLimits())
+	return CheckTests(s.Tests, s.Limits)
+}
+
+// CheckTests checks the test cases of a judged run whose limits are limits, as a server
+// does: at most MaxTests cases, names (given, or the 1-based position) of at most 128
+// bytes without control characters and given once, at most MaxStdinBytes of stdin and
+// expected output in all (ErrTooLarge), and cases' limits that only lower limits (or,
+// where a field of limits is zero, DefaultLimits). A client that loads test cases checks
+// them with it before sending them (judge.LoadDir does).
+func CheckTests(tests []TestCase, limits Limits) error {
+	if len(tests) > MaxTests {
+		return fmt.Errorf("%w: %d test cases, at most %d", ErrInvalidRequest, len(tests), MaxTests)
+	}
+	envelope := limits.WithDefaults(DefaultLimits())
 	total := 0
-	seen := make(map[string]bool, len(s.Tests))
-	for i, tc := range s.Tests {
+	seen := make(map[string]bool, len(tests))
+	for i, tc := range tests {
 		name := tc.Name
 		if name == "" {
 			name = fmt.Sprint(i + 1)
 		}
-		if len(name) > 128 || strings.ContainsFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		if len(name) > MaxTestName || strings.ContainsFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 			return fmt.Errorf("%w: bad test case name %q", ErrInvalidRequest, name)
 		}
 		if seen[name] {

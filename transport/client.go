@@ -434,8 +434,8 @@ func (w *watch) follow(ctx context.Context, st *yamux.Stream, stdin <-chan []byt
 	return r.sandboxResult(w.stdout.Bytes(), w.stderr.Bytes(), w.compile.Bytes()), nil, false
 }
 
-// Runner adapts a Client to sandbox.Runner: every Run is a job on the server. The
-// conformance suite runs through it against a whole cluster.
+// Runner adapts a Client to sandbox.Runner: every Run is a job on the server. The Runner
+// contract (sandboxtest.Contract) runs through it against a master on loopback.
 func (c *Client) Runner() sandbox.Runner { return clientRunner{c} }
 
 type clientRunner struct{ c *Client }

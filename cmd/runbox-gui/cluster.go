@@ -124,7 +124,7 @@ func (c *clusterView) refresh() {
 	if c.inFlight {
 		return
 	}
-	srv, err := c.u.server()
+	srv, err := c.u.srv.server()
 	if err != nil {
 		c.showProblem(err.Error())
 		return

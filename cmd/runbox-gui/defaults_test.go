@@ -92,16 +92,16 @@ func TestClientDirectoryTokenIsUsedNotShown(t *testing.T) {
 	fs := newFakeServers()
 	h := newHarness(t, fs.dial, withDefaults(ca))
 	u := h.ui
-	if u.tlsCA.Text != ca {
-		t.Fatalf("TLS CA field %q, want the client directory's %s", u.tlsCA.Text, ca)
+	if u.srv.tlsCA.Text != ca {
+		t.Fatalf("TLS CA field %q, want the client directory's %s", u.srv.tlsCA.Text, ca)
 	}
-	if u.token.Text != "" || u.token.PlaceHolder != "from ~/.config/runbox" {
-		t.Fatalf("token field %q, placeholder %q; want it empty, saying where the token comes from", u.token.Text, u.token.PlaceHolder)
+	if u.srv.token.Text != "" || u.srv.token.PlaceHolder != "from ~/.config/runbox" {
+		t.Fatalf("token field %q, placeholder %q; want it empty, saying where the token comes from", u.srv.token.Text, u.srv.token.PlaceHolder)
 	}
 	h.typeProgram("print(1)")
 	run := func(want Server) {
 		t.Helper()
-		test.Tap(u.runBtn)
+		test.Tap(u.prog.runBtn)
 		r := fs.next(t)
 		if r.server != want {
 			t.Fatalf("dialled %+v, want %+v", r.server, want)
@@ -113,23 +113,23 @@ func TestClientDirectoryTokenIsUsedNotShown(t *testing.T) {
 	run(Server{Addr: "127.0.0.1:7700", Token: "rbx_s3cret", CAFile: ca})
 
 	// A token typed in the field wins.
-	test.Type(u.token, "typed")
+	test.Type(u.srv.token, "typed")
 	run(Server{Addr: "127.0.0.1:7700", Token: "typed", CAFile: ca})
-	u.token.SetText("")
+	u.srv.token.SetText("")
 
 	// Another CA, or none: the directory's token does not go there (not in clear, not to
 	// another cluster), and the placeholder says so.
-	u.tlsCA.SetText("")
-	if u.token.PlaceHolder != "none" {
-		t.Fatalf("placeholder %q without the directory's CA, want none", u.token.PlaceHolder)
+	u.srv.tlsCA.SetText("")
+	if u.srv.token.PlaceHolder != "none" {
+		t.Fatalf("placeholder %q without the directory's CA, want none", u.srv.token.PlaceHolder)
 	}
 	run(Server{Addr: "127.0.0.1:7700"})
 	other := filepath.Join(t.TempDir(), "other-ca.crt")
-	u.tlsCA.SetText(other)
+	u.srv.tlsCA.SetText(other)
 	run(Server{Addr: "127.0.0.1:7700", CAFile: other})
-	u.tlsCA.SetText(ca)
-	if u.token.PlaceHolder != "from ~/.config/runbox" {
-		t.Fatalf("placeholder %q with the directory's CA again", u.token.PlaceHolder)
+	u.srv.tlsCA.SetText(ca)
+	if u.srv.token.PlaceHolder != "from ~/.config/runbox" {
+		t.Fatalf("placeholder %q with the directory's CA again", u.srv.token.PlaceHolder)
 	}
 	run(Server{Addr: "127.0.0.1:7700", Token: "rbx_s3cret", CAFile: ca})
 
@@ -161,8 +161,8 @@ func TestRememberedCAWinsOverTheClientDirectory(t *testing.T) {
 			c.Prefs, c.TLSCA = prefs, tc.flag
 			withDefaults(clientCA)(c)
 		})
-		if h2.ui.tlsCA.Text != tc.want {
-			t.Errorf("remembered %q, -tls-ca %q: field shows %q, want %q", tc.remembered, tc.flag, h2.ui.tlsCA.Text, tc.want)
+		if h2.ui.srv.tlsCA.Text != tc.want {
+			t.Errorf("remembered %q, -tls-ca %q: field shows %q, want %q", tc.remembered, tc.flag, h2.ui.srv.tlsCA.Text, tc.want)
 		}
 	}
 }
@@ -174,11 +174,11 @@ func TestUnreadableTokenFileIsSaid(t *testing.T) {
 	if got := h.ui.notice.text(); got != problem {
 		t.Fatalf("notice %q, want %q", got, problem)
 	}
-	if h.ui.token.PlaceHolder != "none" {
-		t.Fatalf("placeholder %q, want none", h.ui.token.PlaceHolder)
+	if h.ui.srv.token.PlaceHolder != "none" {
+		t.Fatalf("placeholder %q, want none", h.ui.srv.token.PlaceHolder)
 	}
 	// Opening a file (as main does with FILE) answers the notices; main shows it again.
-	h.ui.load(storage.NewFileURI(filepath.Join(t.TempDir(), "p.py")), strings.NewReader("print(1)"))
+	h.ui.prog.load(storage.NewFileURI(filepath.Join(t.TempDir(), "p.py")), strings.NewReader("print(1)"))
 	h.ui.showProblem()
 	if got := h.ui.notice.text(); got != problem {
 		t.Fatalf("notice after opening a file %q, want %q", got, problem)

@@ -109,7 +109,7 @@ func sendTick(ch chan time.Time, t time.Time) {
 
 // typeProgram types src into the editor, line by line.
 func (h *harness) typeProgram(src string) {
-	e := h.ui.editor
+	e := h.ui.prog.editor
 	e.SetText("")
 	for i, line := range strings.Split(src, "\n") {
 		if i > 0 {
@@ -129,10 +129,10 @@ func (h *harness) setServer(addr string) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.ui.host.SetText("")
-	test.Type(h.ui.host, host)
-	h.ui.port.SetText("")
-	test.Type(h.ui.port, port)
+	h.ui.srv.host.SetText("")
+	test.Type(h.ui.srv.host, host)
+	h.ui.srv.port.SetText("")
+	test.Type(h.ui.srv.port, port)
 }
 
 // rows returns the job list's rows as drawn, top first.

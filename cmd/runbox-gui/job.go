@@ -417,21 +417,10 @@ func (j *job) message() string {
 	return ""
 }
 
-// languageLabel is a language's name for people.
+// languageLabel is a language's name for people: its Title in the language table.
 func languageLabel(name string) string {
-	switch name {
-	case "python":
-		return "Python"
-	case "c":
-		return "C"
-	case "cpp":
-		return "C++"
-	case "go":
-		return "Go"
-	case "java":
-		return "Java"
-	case "javascript":
-		return "JavaScript"
+	if l, ok := sandbox.Lookup(name); ok && l.Title != "" {
+		return l.Title
 	}
 	return name
 }

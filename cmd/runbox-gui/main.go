@@ -31,6 +31,7 @@ import (
 	"fyne.io/fyne/v2/theme"
 
 	"runbox/internal/clientconf"
+	"runbox/sandbox/judge"
 )
 
 // appID names the app's preferences (~/.config/fyne/io.runbox.gui/).
@@ -74,8 +75,8 @@ func run(args []string) int {
 	}
 
 	if *testsDir != "" {
-		if _, err := loadTests(*testsDir); err != nil {
-			fmt.Fprintln(os.Stderr, "runbox-gui: -tests:", err)
+		if _, err := judge.LoadDir(os.DirFS(*testsDir)); err != nil {
+			fmt.Fprintf(os.Stderr, "runbox-gui: -tests %s: %v\n", *testsDir, err)
 			return 2
 		}
 		if abs, err := filepath.Abs(*testsDir); err == nil {
@@ -102,13 +103,13 @@ func run(args []string) int {
 		return 2
 	}
 	if *testsDir != "" {
-		ui.attachTests(*testsDir)
+		ui.prog.attachTests(*testsDir)
 	}
 	if file != "" {
 		if abs, err := filepath.Abs(file); err == nil {
 			file = abs
 		}
-		ui.load(storage.NewFileURI(file), bytes.NewReader(src))
+		ui.prog.load(storage.NewFileURI(file), bytes.NewReader(src))
 		ui.showProblem() // opening the file answered it
 		if *autorun {
 			ui.run()

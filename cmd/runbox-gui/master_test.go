@@ -80,7 +80,7 @@ func TestRealMastersBusyResendCancel(t *testing.T) {
 	u, d := h.ui, h.ui.detail
 
 	h.typeProgram("out started\nsleep 1h")
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	j1 := u.jobs[0]
 	h.until("the first program running on alpha", func() bool {
 		return j1.phase == phaseRunning && j1.node == "alpha" && string(j1.stdout) == "started\n"
@@ -96,7 +96,7 @@ func TestRealMastersBusyResendCancel(t *testing.T) {
 
 	// A second program: alpha is full.
 	h.typeProgram("out hello from beta\nexit 3")
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	j2 := u.jobs[1]
 	h.until("busy", func() bool { return j2.phase == phaseFailed })
 	if msg := u.notice.text(); !strings.Contains(msg, "is busy") || !strings.Contains(msg, "1 program(s) running and 0 queued") {
@@ -105,7 +105,7 @@ func TestRealMastersBusyResendCancel(t *testing.T) {
 
 	// Change the server, send again.
 	h.setServer(beta.addr)
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	j3 := u.jobs[2]
 	h.until("the result from beta", func() bool { return !j3.active() })
 	if !strings.Contains(d.title.Text, "Runtime error (exit code 3)") || !strings.Contains(d.stdout.Text(), "hello from beta") ||
@@ -137,7 +137,7 @@ func TestRealMastersBusyResendCancel(t *testing.T) {
 		t.Fatalf("alpha still runs %d program(s)", n.Running)
 	}
 	h.typeProgram("out free again")
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	j4 := u.jobs[3]
 	h.until("alpha runs again", func() bool { return !j4.active() })
 	if !strings.Contains(d.title.Text, "OK") || !strings.Contains(d.stdout.Text(), "free again") || !strings.Contains(d.facts.Text, "node alpha") {
@@ -150,7 +150,7 @@ func TestRealMasterCompileError(t *testing.T) {
 	h := newHarness(t, dialTransport, func(c *Config) { c.Server = m.addr })
 	u, d := h.ui, h.ui.detail
 	h.typeProgram("compile main.c:3:5: error: expected ';' before 'return'")
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	h.until("the result", func() bool { return !u.jobs[0].active() })
 	if !strings.Contains(d.title.Text, "Compile error") || d.tabs.Selected() != d.tabCompile ||
 		!strings.Contains(d.compile.Text(), "expected ';'") || strings.TrimSpace(d.stdout.Text()) != "" {
@@ -170,7 +170,7 @@ func TestRealUnreachableServer(t *testing.T) {
 	h := newHarness(t, dialTransport, func(c *Config) { c.Server = dead })
 	u := h.ui
 	h.typeProgram("out hi")
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	h.until("the failure", func() bool { return !u.jobs[0].active() })
 	if msg := u.notice.text(); !strings.Contains(msg, "Cannot reach a runbox server at "+dead) {
 		t.Fatalf("notice %q", msg)
@@ -178,7 +178,7 @@ func TestRealUnreachableServer(t *testing.T) {
 
 	m := startMaster(t, "up", 1, 0)
 	h.setServer(m.addr)
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	h.until("the result", func() bool { return len(u.jobs) == 2 && !u.jobs[1].active() })
 	if !strings.Contains(u.detail.title.Text, "OK") {
 		t.Fatalf("banner %q", u.detail.title.Text)
@@ -226,7 +226,7 @@ func TestRealTLSMaster(t *testing.T) {
 
 	// Plaintext at a TLS master: refused, with what to do.
 	h.typeProgram("out over tls")
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	h.until("the refusal", func() bool { return !u.jobs[0].active() })
 	if msg := u.notice.text(); !strings.Contains(msg, "Server needs TLS") || !strings.Contains(msg, "needs TLS") ||
 		!strings.Contains(msg, "TLS CA field") || !strings.Contains(d.title.Text, "Server needs TLS") {
@@ -234,11 +234,11 @@ func TestRealTLSMaster(t *testing.T) {
 	}
 
 	// The CA in its field: the program runs, over TLS.
-	test.Type(u.tlsCA, caFile)
+	test.Type(u.srv.tlsCA, caFile)
 	if u.notice.text() != "" {
 		t.Fatalf("notice %q stayed after editing the TLS CA", u.notice.text())
 	}
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	h.until("the result", func() bool { return len(u.jobs) == 2 && !u.jobs[1].active() })
 	if !strings.Contains(d.title.Text, "OK") || !strings.Contains(d.stdout.Text(), "over tls") ||
 		!strings.Contains(d.facts.Text, "(TLS)") || !strings.Contains(d.facts.Text, "node secure") {
@@ -254,8 +254,8 @@ func TestRealTLSMaster(t *testing.T) {
 
 	// Another cluster's CA: the master's certificate is refused.
 	_, otherCA := testPKI(t, "another CA")
-	u.tlsCA.SetText(otherCA)
-	test.Tap(u.runBtn)
+	u.srv.tlsCA.SetText(otherCA)
+	test.Tap(u.prog.runBtn)
 	h.until("the refusal", func() bool { return len(u.jobs) == 3 && !u.jobs[2].active() })
 	if msg := u.notice.text(); !strings.Contains(msg, "Certificate refused") || !strings.Contains(msg, "does not vouch for") ||
 		!strings.Contains(msg, "unknown authority") {
@@ -264,9 +264,9 @@ func TestRealTLSMaster(t *testing.T) {
 
 	// The CA kept for a plaintext master: told to clear the field.
 	plain := startMaster(t, "plain", 1, 0)
-	u.tlsCA.SetText(caFile)
+	u.srv.tlsCA.SetText(caFile)
 	h.setServer(plain.addr)
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	h.until("the refusal", func() bool { return len(u.jobs) == 4 && !u.jobs[3].active() })
 	if msg := u.notice.text(); !strings.Contains(msg, "Server without TLS") || !strings.Contains(msg, "Clear the TLS CA field") {
 		t.Fatalf("notice %q", msg)
@@ -289,8 +289,8 @@ func TestRealWrongCAPath(t *testing.T) {
 		{filepath.Join(dir, "missing.crt"), "no such file or directory"},
 		{notCert, "it holds no PEM certificate"},
 	} {
-		u.tlsCA.SetText(tc.path)
-		test.Tap(u.runBtn)
+		u.srv.tlsCA.SetText(tc.path)
+		test.Tap(u.prog.runBtn)
 		h.until("the failure", func() bool { return len(u.jobs) == i+1 && !u.jobs[i].active() })
 		d := u.detail
 		for _, want := range []string{"The TLS CA file " + tc.path + " cannot be used: " + tc.reason, "ca.crt", "clear the field"} {

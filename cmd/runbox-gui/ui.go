@@ -5,24 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"image/color"
-	"io"
-	"net"
-	"os"
-	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"fyne.io/fyne/v2"
-	"fyne.io/fyne/v2/canvas"
 	"fyne.io/fyne/v2/container"
-	"fyne.io/fyne/v2/dialog"
 	"fyne.io/fyne/v2/driver/desktop"
-	"fyne.io/fyne/v2/storage"
 	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
@@ -127,7 +116,10 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// UI is the client window: the server fields, the program, the jobs and the cluster.
+// UI is the client window: the server view (server.go) on top, and two tabs: Program,
+// the program view (program.go) beside the jobs and the detail view of the one selected
+// (detail.go), and Cluster, the cluster view (cluster.go). It owns the jobs: run sends
+// the program view's Spec to the server view's server.
 // Its methods run on the UI goroutine, except Close.
 type UI struct {
 	cfg  Config
@@ -140,27 +132,9 @@ type UI struct {
 	closed atomic.Bool
 	stops  []func()
 
-	// The server row.
-	host, port, token *widget.Entry
-	tlsCA             *widget.Entry // path of the cluster's CA certificate; empty: plaintext
-	browseCA          *widget.Button
-	notice            *notice
-
-	// The program.
-	fileName  string // of the last file opened; "" for a typed program
-	fileLabel *widget.Label
-	lang      *widget.Select
-	editor    *widget.Entry
-	stdin     *widget.Entry
-	openBtn   *widget.Button
-	runBtn    *widget.Button
-
-	// The test cases attached: Run sends them, and the job is judged.
-	tests        []sandbox.TestCase
-	testsLabel   *widget.Label
-	testsBtn     *widget.Button
-	clearTestBtn *widget.Button
-	compare      *widget.Select // how the outputs compare; shown with tests
+	srv    *serverView  // the connection fields
+	prog   *programView // the program, its input or tests, Run
+	notice *notice      // why a program could not be sent, under the server row
 
 	// The jobs, oldest first (the list shows the newest on top).
 	jobs     []*job
@@ -182,57 +156,10 @@ func New(win fyne.Window, cfg Config) (*UI, error) {
 	u := &UI{cfg: cfg, win: win, pool: newPool(cfg.Dial)}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 
-	u.host = widget.NewEntry()
-	u.host.SetPlaceHolder(DefaultHost)
-	u.port = widget.NewEntry()
-	u.port.SetPlaceHolder(DefaultPort)
-	u.token = widget.NewPasswordEntry()
-	u.token.SetText(cfg.Token)
-	host, port := cfg.Prefs.StringWithFallback(prefHost, DefaultHost), cfg.Prefs.StringWithFallback(prefPort, DefaultPort)
-	if cfg.Server != "" {
-		host, port, _ = splitServer(cfg.Server)
-	}
-	u.host.SetText(host)
-	u.port.SetText(port)
-	u.tlsCA = widget.NewEntry()
-	u.tlsCA.SetPlaceHolder("none: plaintext")
-	u.tlsCA.SetText(startCA(cfg))
-	u.browseCA = widget.NewButtonWithIcon("", theme.FolderOpenIcon(), u.showBrowseCA)
 	u.notice = newNotice()
-	// Editing the server answers a notice about the server.
-	for _, e := range []*widget.Entry{u.host, u.port, u.tlsCA} {
-		e.OnChanged = func(string) { u.notice.hide() }
-		e.OnSubmitted = func(string) { u.run() }
-	}
-	u.tlsCA.OnChanged = func(string) { u.notice.hide(); u.showTokenSource() }
-	u.showTokenSource()
+	u.srv = newServerView(u)
 	u.showProblem()
-
-	u.fileLabel = widget.NewLabel("untitled")
-	u.fileLabel.TextStyle.Italic = true
-	u.fileLabel.Truncation = fyne.TextTruncateEllipsis
-	u.lang = widget.NewSelect(languageLabels(), nil)
-	u.lang.SetSelected(languageLabel("python"))
-	u.editor = widget.NewMultiLineEntry()
-	u.editor.TextStyle.Monospace = true
-	u.editor.Wrapping = fyne.TextWrapOff
-	u.editor.SetPlaceHolder("Type a program here, open one (Ctrl+O) or drop a file on the window.\n" +
-		"The language follows the file's extension: .py, .c, .cpp / .cc.")
-	u.stdin = widget.NewMultiLineEntry()
-	u.stdin.TextStyle.Monospace = true
-	u.stdin.Wrapping = fyne.TextWrapOff
-	u.testsLabel = widget.NewLabel("")
-	u.testsLabel.Truncation = fyne.TextTruncateEllipsis
-	u.testsBtn = widget.NewButtonWithIcon("Tests…", theme.ListIcon(), u.showTests)
-	u.clearTestBtn = widget.NewButtonWithIcon("", theme.CancelIcon(), u.clearTests)
-	u.clearTestBtn.Importance = widget.LowImportance
-	u.compare = widget.NewSelect(compareLabels(), nil)
-	u.compare.SetSelected(compareLabel(sandbox.CompareTrim))
-	u.clearTests()
-	u.openBtn = widget.NewButtonWithIcon("Open…", theme.FolderOpenIcon(), u.showOpen)
-	u.runBtn = widget.NewButtonWithIcon("Run", theme.MediaPlayIcon(), u.run)
-	u.runBtn.Importance = widget.HighImportance
-
+	u.prog = newProgramView(u)
 	u.detail = newDetailView(u)
 	u.list = widget.NewList(
 		func() int { return len(u.jobs) },
@@ -258,11 +185,11 @@ func New(win fyne.Window, cfg Config) (*UI, error) {
 			u.cluster.refresh()
 		}
 	}
-	win.SetContent(container.NewBorder(container.NewVBox(u.serverRow(), u.notice.content), nil, nil, nil, u.tabs))
+	win.SetContent(container.NewBorder(container.NewVBox(u.srv.content, u.notice.content), nil, nil, nil, u.tabs))
 	win.SetMainMenu(u.mainMenu())
 	win.SetOnDropped(func(_ fyne.Position, uris []fyne.URI) {
 		if len(uris) > 0 {
-			u.openURI(uris[0])
+			u.prog.openURI(uris[0])
 		}
 	})
 
@@ -327,85 +254,21 @@ func (u *UI) every(d time.Duration, fn func()) {
 	}()
 }
 
-// serverRow holds the connection fields.
-func (u *UI) serverRow() fyne.CanvasObject {
-	label := func(s string) *widget.Label {
-		return widget.NewLabelWithStyle(s, fyne.TextAlignTrailing, fyne.TextStyle{Bold: true})
-	}
-	return container.NewHBox(
-		label("Server"), withWidth(u.host, 220),
-		label("Port"), withWidth(u.port, 90),
-		label("Token"), withWidth(u.token, 200),
-		label("TLS CA"), withWidth(u.tlsCA, 260), u.browseCA,
-	)
-}
-
-// showBrowseCA picks the TLS CA file with the file dialog.
-func (u *UI) showBrowseCA() {
-	d := dialog.NewFileOpen(func(r fyne.URIReadCloser, err error) {
-		if err != nil {
-			u.notice.show(theme.ColorNameError, "Cannot open the file: "+err.Error())
-			return
-		}
-		if r == nil {
-			return // cancelled
-		}
-		r.Close()
-		u.setCAFile(r.URI())
-	}, u.win)
-	d.SetFilter(storage.NewExtensionFileFilter([]string{".crt", ".pem", ".cer"}))
-	dir := ""
-	if cur := strings.TrimSpace(u.tlsCA.Text); cur != "" {
-		dir = filepath.Dir(cur)
-	}
-	showIn(d, dir)
-}
-
-// showIn shows a file dialog at a comfortable size, in folder dir when it is set and can
-// be listed.
-func showIn(d *dialog.FileDialog, dir string) {
-	if dir != "" {
-		if l, err := storage.ListerForURI(storage.NewFileURI(dir)); err == nil {
-			d.SetLocation(l)
-		}
-	}
-	d.Resize(fyne.NewSize(900, 600))
-	d.Show()
-}
-
-// setCAFile puts a picked CA certificate in the TLS CA field.
-func (u *UI) setCAFile(uri fyne.URI) {
-	if uri.Scheme() != "file" {
-		u.notice.show(theme.ColorNameError, fmt.Sprintf("The TLS CA must be a local file, not %s.", uri))
-		return
-	}
-	u.tlsCA.SetText(filepath.Clean(uri.Path()))
-}
-
-// programPane is the Program tab: the editor and stdin on the left, the jobs on the right.
+// programPane is the Program tab: the program view on the left, the jobs and the
+// detail of the one selected on the right.
 func (u *UI) programPane() fyne.CanvasObject {
-	toolbar := container.NewBorder(nil, nil, u.openBtn,
-		container.NewHBox(widget.NewLabel("Language"), u.lang, u.runBtn), u.fileLabel)
-	stdinHeader := container.NewBorder(nil, nil,
-		widget.NewLabelWithStyle("Standard input", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
-		container.NewHBox(u.compare, u.clearTestBtn, u.testsBtn), u.testsLabel)
-	stdinBox := container.NewBorder(stdinHeader, nil, nil, nil, u.stdin)
-	editors := container.NewVSplit(u.editor, stdinBox)
-	editors.Offset = 0.78
-	left := container.NewBorder(toolbar, nil, nil, nil, editors)
-
 	jobsHeader := widget.NewLabelWithStyle("Jobs", fyne.TextAlignLeading, fyne.TextStyle{Bold: true})
 	jobs := container.NewBorder(jobsHeader, nil, nil, nil, u.list)
 	right := container.NewVSplit(jobs, u.detail.content)
 	right.Offset = 0.36
-	split := container.NewHSplit(left, right)
+	split := container.NewHSplit(u.prog.content, right)
 	split.Offset = 0.5
 	return split
 }
 
 func (u *UI) mainMenu() *fyne.MainMenu {
 	ctrl := fyne.KeyModifierShortcutDefault
-	open := fyne.NewMenuItem("Open…", u.showOpen)
+	open := fyne.NewMenuItem("Open…", u.prog.showOpen)
 	open.Shortcut = &desktop.CustomShortcut{KeyName: fyne.KeyO, Modifier: ctrl}
 	run := fyne.NewMenuItem("Run", u.run)
 	run.Shortcut = &desktop.CustomShortcut{KeyName: fyne.KeyReturn, Modifier: ctrl}
@@ -413,24 +276,6 @@ func (u *UI) mainMenu() *fyne.MainMenu {
 	save.Shortcut = &desktop.CustomShortcut{KeyName: fyne.KeyS, Modifier: ctrl}
 	cancel := fyne.NewMenuItem("Cancel job", u.cancelSelected)
 	return fyne.NewMainMenu(fyne.NewMenu("File", open, run, save, cancel))
-}
-
-// server reads the connection fields.
-func (u *UI) server() (Server, error) {
-	host := strings.TrimSpace(u.host.Text)
-	if host == "" {
-		return Server{}, errors.New("Enter the server's name or IP address in the Server field.")
-	}
-	p, err := strconv.Atoi(strings.TrimSpace(u.port.Text))
-	if err != nil || p < 1 || p > 65535 {
-		return Server{}, fmt.Errorf("The port %q is not a number between 1 and 65535.", u.port.Text)
-	}
-	ca := expandHome(strings.TrimSpace(u.tlsCA.Text))
-	tok := strings.TrimSpace(u.token.Text)
-	if tok == "" && u.defaultTokenFor(ca) {
-		tok = u.cfg.DefaultToken
-	}
-	return Server{Addr: net.JoinHostPort(host, strconv.Itoa(p)), Token: tok, CAFile: ca}, nil
 }
 
 // showProblem shows Config.Problem in the notice, when there is one. New does; so does
@@ -441,104 +286,22 @@ func (u *UI) showProblem() {
 	}
 }
 
-// expandHome reads a leading ~/ as the home directory, as people type paths.
-func expandHome(path string) string {
-	if rest, ok := strings.CutPrefix(path, "~/"); ok {
-		if home, err := os.UserHomeDir(); err == nil {
-			return filepath.Join(home, rest)
-		}
-	}
-	return path
-}
-
-// startCA is what the TLS CA field shows at start: -tls-ca (or $RUNBOX_TLS_CA), else the
-// CA file remembered if it still exists, else the client directory's, else what is
-// remembered (nothing, or a file gone).
-func startCA(cfg Config) string {
-	remembered := cfg.Prefs.String(prefTLSCA)
-	switch {
-	case cfg.TLSCA != "":
-		return cfg.TLSCA
-	case remembered != "" && fileExists(expandHome(remembered)):
-		return remembered
-	case cfg.DefaultTLSCA != "":
-		return cfg.DefaultTLSCA
-	}
-	return remembered
-}
-
-func fileExists(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.Mode().IsRegular()
-}
-
-// defaultTokenFor says whether the client directory's token goes to a server reached
-// with the CA file ca (a path, ~ expanded).
-func (u *UI) defaultTokenFor(ca string) bool {
-	if u.cfg.DefaultToken == "" {
-		return false
-	}
-	if u.cfg.DefaultTokenCA == "" {
-		return true
-	}
-	return ca != "" && filepath.Clean(ca) == filepath.Clean(expandHome(u.cfg.DefaultTokenCA))
-}
-
-// showTokenSource sets the empty Token field's placeholder: where the token that goes
-// instead comes from, or none. The token itself is never shown.
-func (u *UI) showTokenSource() {
-	hint := "none"
-	if u.defaultTokenFor(expandHome(strings.TrimSpace(u.tlsCA.Text))) {
-		hint = "from " + u.cfg.DefaultTokenFrom
-	}
-	if u.token.PlaceHolder != hint {
-		u.token.SetPlaceHolder(hint)
-	}
-}
-
-// splitServer splits the -server flag.
-func splitServer(s string) (host, port string, err error) {
-	host, port, err = net.SplitHostPort(s)
-	if err != nil {
-		return "", "", fmt.Errorf("bad server %q, want HOST:PORT: %v", s, err)
-	}
-	return host, port, nil
-}
-
 // run sends the program in the editor to the server in the fields, as a new job.
 func (u *UI) run() {
-	srv, err := u.server()
+	srv, err := u.srv.server()
 	if err != nil {
 		u.notice.show(theme.ColorNameWarning, err.Error())
 		return
 	}
-	src := u.editor.Text
-	if strings.TrimSpace(src) == "" {
-		u.notice.show(theme.ColorNameWarning, "The program is empty: type one in the editor or open a file (Open…).")
+	name, spec, tests, err := u.prog.spec()
+	if err != nil {
+		u.notice.show(theme.ColorNameWarning, err.Error())
 		return
 	}
 	u.notice.hide()
-	u.cfg.Prefs.SetString(prefHost, strings.TrimSpace(u.host.Text))
-	u.cfg.Prefs.SetString(prefPort, strings.TrimSpace(u.port.Text))
-	u.cfg.Prefs.SetString(prefTLSCA, srv.CAFile)
+	u.srv.remember(srv)
 
-	lang := languageByLabel(u.lang.Selected)
-	spec := sandbox.Spec{Language: lang, Files: []sandbox.File{{Content: []byte(src)}}}
-	var tests []string
-	if len(u.tests) > 0 {
-		// A judged run: each case brings its own input.
-		spec.Tests = slices.Clone(u.tests)
-		spec.Compare = compareByLabel(u.compare.Selected)
-		for _, tc := range u.tests {
-			tests = append(tests, tc.Name)
-		}
-	} else if u.stdin.Text != "" {
-		spec.Stdin = []byte(u.stdin.Text)
-	}
-	name := u.fileName
-	if name == "" {
-		name = "untitled"
-	}
+	lang := spec.Language
 	j := &job{seq: len(u.jobs) + 1, name: name, lang: lang, server: srv, tests: tests, submitted: u.cfg.Now()}
 	ctx, cancel := context.WithCancel(u.ctx)
 	j.cancel = cancel
@@ -688,196 +451,3 @@ func (u *UI) cancelSelected() {
 	j.cancel()
 	u.changed(j)
 }
-
-// showOpen opens the file dialog.
-func (u *UI) showOpen() {
-	d := dialog.NewFileOpen(func(r fyne.URIReadCloser, err error) {
-		if err != nil {
-			u.notice.show(theme.ColorNameError, "Cannot open the file: "+err.Error())
-			return
-		}
-		if r == nil {
-			return // cancelled
-		}
-		defer r.Close()
-		u.load(r.URI(), r)
-	}, u.win)
-	var exts []string
-	for _, l := range sandbox.Languages() {
-		exts = append(exts, l.Extensions...)
-	}
-	d.SetFilter(storage.NewExtensionFileFilter(exts))
-	showIn(d, u.cfg.Prefs.String(prefOpenDir))
-}
-
-// showTests opens the folder dialog for the test cases.
-func (u *UI) showTests() {
-	d := dialog.NewFolderOpen(func(l fyne.ListableURI, err error) {
-		if err != nil {
-			u.notice.show(theme.ColorNameError, "Cannot open the folder: "+err.Error())
-			return
-		}
-		if l == nil {
-			return // cancelled
-		}
-		u.attachTestsURI(l)
-	}, u.win)
-	dir := u.cfg.Prefs.String(prefTestDir)
-	if dir == "" {
-		dir = u.cfg.Prefs.String(prefOpenDir)
-	}
-	showIn(d, dir)
-}
-
-// attachTestsURI attaches the test cases of a folder picked in the dialog.
-func (u *UI) attachTestsURI(l fyne.URI) {
-	if l.Scheme() != "file" {
-		u.notice.show(theme.ColorNameError, fmt.Sprintf("The tests must be a local folder, not %s.", l))
-		return
-	}
-	u.attachTests(filepath.Clean(l.Path()))
-}
-
-// attachTests reads the test cases of dir (NAME.in and NAME.out): the next Runs send them
-// and the jobs are judged. A folder without usable cases is a notice; the tests attached
-// before stay.
-func (u *UI) attachTests(dir string) {
-	cases, err := loadTests(dir)
-	if err != nil {
-		u.notice.show(theme.ColorNameWarning, "No tests attached: "+err.Error())
-		return
-	}
-	u.notice.hide()
-	u.tests = cases
-	u.cfg.Prefs.SetString(prefTestDir, filepath.Dir(dir))
-	u.testsLabel.SetText(fmt.Sprintf("%d %s from %s", len(cases), plural(len(cases), "test", "tests"), filepath.Base(dir)))
-	u.testsLabel.Importance = widget.HighImportance
-	u.testsLabel.Refresh()
-	u.clearTestBtn.Show()
-	u.compare.Show()
-	u.stdin.Disable()
-	u.stdin.SetPlaceHolder("Each test gives its own input (its NAME.in file)")
-}
-
-// clearTests detaches the test cases: the next Runs are plain runs with this input.
-func (u *UI) clearTests() {
-	u.tests = nil
-	u.testsLabel.SetText("no tests")
-	u.testsLabel.Importance = widget.LowImportance
-	u.testsLabel.Refresh()
-	u.clearTestBtn.Hide()
-	u.compare.Hide()
-	u.stdin.Enable()
-	u.stdin.SetPlaceHolder("Standard input given to the program (optional)")
-}
-
-// openURI loads a dropped or given file.
-func (u *UI) openURI(uri fyne.URI) {
-	r, err := storage.Reader(uri)
-	if err != nil {
-		u.notice.show(theme.ColorNameError, fmt.Sprintf("Cannot open %s: %v", uri.Name(), err))
-		return
-	}
-	defer r.Close()
-	u.load(uri, r)
-}
-
-// load reads a program into the editor and guesses its language.
-func (u *UI) load(uri fyne.URI, r io.Reader) {
-	src, err := io.ReadAll(io.LimitReader(r, sandbox.MaxSourceBytes+1))
-	if err != nil {
-		u.notice.show(theme.ColorNameError, fmt.Sprintf("Cannot read %s: %v", uri.Name(), err))
-		return
-	}
-	if len(src) > sandbox.MaxSourceBytes {
-		u.notice.show(theme.ColorNameError, fmt.Sprintf("%s is larger than %s, the most a server accepts.", uri.Name(), sandbox.FormatSize(sandbox.MaxSourceBytes)))
-		return
-	}
-	if dir, err := storage.Parent(uri); err == nil && dir.Scheme() == "file" {
-		u.cfg.Prefs.SetString(prefOpenDir, filepath.Clean(dir.Path()))
-	}
-	u.setProgram(uri.Name(), src)
-}
-
-// setProgram puts a program in the editor.
-func (u *UI) setProgram(name string, src []byte) {
-	u.fileName = name
-	u.fileLabel.SetText(name)
-	u.fileLabel.TextStyle.Italic = false
-	u.fileLabel.Refresh()
-	u.editor.SetText(string(src))
-	if l, ok := sandbox.Detect(name); ok {
-		u.lang.SetSelected(languageLabel(l.Name))
-		u.notice.hide()
-	} else {
-		u.notice.show(theme.ColorNameWarning, fmt.Sprintf("Cannot tell the language of %s from its extension: pick it in the Language list.", name))
-	}
-}
-
-// notice is the coloured message under the server row: why a program could not be sent.
-type notice struct {
-	bg      *canvas.Rectangle
-	strip   *canvas.Rectangle
-	label   *widget.Label
-	content *fyne.Container
-}
-
-func newNotice() *notice {
-	n := &notice{bg: canvas.NewRectangle(color.Transparent), strip: canvas.NewRectangle(color.Transparent), label: widget.NewLabel("")}
-	n.label.Wrapping = fyne.TextWrapWord
-	n.strip.SetMinSize(fyne.NewSize(6, 0))
-	closeBtn := widget.NewButtonWithIcon("", theme.CancelIcon(), n.hide)
-	closeBtn.Importance = widget.LowImportance
-	n.content = container.NewStack(n.bg, container.NewBorder(nil, nil, n.strip, container.NewVBox(closeBtn), n.label))
-	n.content.Hide()
-	return n
-}
-
-func (n *notice) show(c fyne.ThemeColorName, text string) {
-	n.bg.FillColor = tint(theme.Color(c), 0x38)
-	n.strip.FillColor = theme.Color(c)
-	n.label.SetText(text)
-	n.content.Show()
-	n.content.Refresh()
-}
-
-func (n *notice) hide() {
-	if n.content.Visible() {
-		n.content.Hide()
-	}
-}
-
-func (n *notice) text() string {
-	if !n.content.Visible() {
-		return ""
-	}
-	return n.label.Text
-}
-
-// tint returns c with alpha a: a background that keeps the theme's text readable.
-func tint(c color.Color, a uint8) color.Color {
-	n := color.NRGBAModel.Convert(c).(color.NRGBA)
-	n.A = a
-	return n
-}
-
-// withWidth gives o a minimum width (an entry's is tiny otherwise).
-func withWidth(o fyne.CanvasObject, w float32) fyne.CanvasObject {
-	return container.New(&minWidth{w: w}, o)
-}
-
-type minWidth struct{ w float32 }
-
-func (m *minWidth) MinSize(objs []fyne.CanvasObject) fyne.Size {
-	s := objs[0].MinSize()
-	return fyne.NewSize(max(s.Width, m.w), s.Height)
-}
-
-func (m *minWidth) Layout(objs []fyne.CanvasObject, size fyne.Size) {
-	for _, o := range objs {
-		o.Resize(size)
-		o.Move(fyne.NewPos(0, 0))
-	}
-}
-
-var _ fyne.Layout = (*minWidth)(nil)

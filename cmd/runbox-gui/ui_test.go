@@ -24,11 +24,11 @@ import (
 
 func TestDefaultsAreLocalMaster(t *testing.T) {
 	h := newHarness(t, newFakeServers().dial, nil)
-	if h.ui.host.Text != DefaultHost || h.ui.port.Text != DefaultPort {
-		t.Fatalf("server fields %q %q, want %s %s", h.ui.host.Text, h.ui.port.Text, DefaultHost, DefaultPort)
+	if h.ui.srv.host.Text != DefaultHost || h.ui.srv.port.Text != DefaultPort {
+		t.Fatalf("server fields %q %q, want %s %s", h.ui.srv.host.Text, h.ui.srv.port.Text, DefaultHost, DefaultPort)
 	}
-	if h.ui.lang.Selected != "Python" {
-		t.Fatalf("language %q, want Python", h.ui.lang.Selected)
+	if h.ui.prog.lang.Selected != "Python" {
+		t.Fatalf("language %q, want Python", h.ui.prog.lang.Selected)
 	}
 	if h.ui.notice.text() != "" {
 		t.Fatalf("notice %q at start", h.ui.notice.text())
@@ -41,8 +41,8 @@ func TestRunShowsQueueTimerOutputAndResult(t *testing.T) {
 	u, d := h.ui, h.ui.detail
 
 	h.typeProgram("name = input()\nprint('hello', name)")
-	test.Type(u.stdin, "world")
-	test.Tap(u.runBtn)
+	test.Type(u.prog.stdin, "world")
+	test.Tap(u.prog.runBtn)
 	r := fs.next(t)
 	if got := string(r.spec.Files[0].Content); got != "name = input()\nprint('hello', name)" {
 		t.Fatalf("sent source %q", got)
@@ -123,10 +123,10 @@ func TestCompileErrorShownApartFromRuntimeErrors(t *testing.T) {
 	fs := newFakeServers()
 	h := newHarness(t, fs.dial, nil)
 	u, d := h.ui, h.ui.detail
-	u.lang.SetSelected("C")
+	u.prog.lang.SetSelected("C")
 
 	h.typeProgram("int main() { return x; }")
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	r := fs.next(t)
 	if r.spec.Language != "c" {
 		t.Fatalf("language %q", r.spec.Language)
@@ -151,8 +151,8 @@ func TestCompileErrorShownApartFromRuntimeErrors(t *testing.T) {
 
 	// A runtime error: its traceback is in the Errors tab, shown since nothing else printed.
 	h.typeProgram("1/0")
-	u.lang.SetSelected("Python")
-	test.Tap(u.runBtn)
+	u.prog.lang.SetSelected("Python")
+	test.Tap(u.prog.runBtn)
 	r = fs.next(t)
 	r.started("master")
 	r.output(sandbox.Stderr, "ZeroDivisionError: division by zero\n")
@@ -166,7 +166,7 @@ func TestCompileErrorShownApartFromRuntimeErrors(t *testing.T) {
 	}
 
 	// A limit is its own colour, with the server's explanation.
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	r = fs.next(t)
 	r.end(sandbox.Result{Status: sandbox.StatusTimeLimit, ExitCode: 137, Signal: "SIGKILL", Message: "killed after the 5s run time limit"}, nil)
 	h.until("the third result", func() bool { return len(u.jobs) == 3 && !u.jobs[2].active() })
@@ -182,7 +182,7 @@ func TestBusyThenAnotherServerWithoutRestarting(t *testing.T) {
 	u, d := h.ui, h.ui.detail
 
 	h.typeProgram("print('hi')")
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	r := fs.next(t)
 	// As it comes off the wire: the scheduler's sentinel, the server's words.
 	r.end(sandbox.Result{ExitCode: -1}, scheduler.ErrorOf("busy", "server busy: 1 program(s) running and 0 queued, the limit; try another server or retry later"))
@@ -205,7 +205,7 @@ func TestBusyThenAnotherServerWithoutRestarting(t *testing.T) {
 	if u.notice.text() != "" {
 		t.Fatalf("notice %q stayed after editing the server", u.notice.text())
 	}
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	r = fs.next(t)
 	if r.server.Addr != "127.0.0.1:7701" || string(r.spec.Files[0].Content) != "print('hi')" {
 		t.Fatalf("resent %q to %s", r.spec.Files[0].Content, r.server.Addr)
@@ -232,7 +232,7 @@ func TestUnreachableServerThenFixed(t *testing.T) {
 	u, d := h.ui, h.ui.detail
 
 	h.typeProgram("print(1)")
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	h.until("the failure", func() bool { return len(u.jobs) == 1 && !u.jobs[0].active() })
 	if msg := u.notice.text(); !strings.Contains(msg, "Cannot reach a runbox server at 127.0.0.1:7700") || !strings.Contains(msg, "connection refused") {
 		t.Fatalf("notice %q", msg)
@@ -243,7 +243,7 @@ func TestUnreachableServerThenFixed(t *testing.T) {
 
 	// The server comes up: the same fields work, the failed dial was not kept.
 	fs.setDialErr("127.0.0.1:7700", nil)
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	r := fs.next(t)
 	r.end(sandbox.Result{Status: sandbox.StatusOK}, nil)
 	h.until("the result", func() bool { return len(u.jobs) == 2 && !u.jobs[1].active() })
@@ -252,7 +252,7 @@ func TestUnreachableServerThenFixed(t *testing.T) {
 	}
 
 	// A third job reuses the connection.
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	fs.next(t).end(sandbox.Result{Status: sandbox.StatusOK}, nil)
 	h.until("the third result", func() bool { return len(u.jobs) == 3 && !u.jobs[2].active() })
 	if fs.dialCount() != 2 {
@@ -285,7 +285,7 @@ func TestOtherRefusalsAreExplained(t *testing.T) {
 			fs := newFakeServers()
 			h := newHarness(t, fs.dial, nil)
 			h.typeProgram("print(1)")
-			test.Tap(h.ui.runBtn)
+			test.Tap(h.ui.prog.runBtn)
 			fs.next(t).end(sandbox.Result{ExitCode: -1}, tc.err)
 			h.until("the failure", func() bool { return !h.ui.jobs[0].active() })
 			if d := h.ui.detail; !strings.Contains(d.title.Text, tc.title) || !strings.Contains(d.message.Text, tc.words) {
@@ -301,7 +301,7 @@ func TestCancelStopsTheJob(t *testing.T) {
 	u, d := h.ui, h.ui.detail
 
 	h.typeProgram("while True: pass")
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	r := fs.next(t)
 	r.accepted("job-9")
 	r.started("master")
@@ -329,12 +329,12 @@ func TestSeveralJobsEachWithItsTimer(t *testing.T) {
 	u, d := h.ui, h.ui.detail
 
 	h.typeProgram("first")
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	r1 := fs.next(t)
 	r1.started("a")
 	h.tick(time.Second)
 	h.typeProgram("second")
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	r2 := fs.next(t)
 	r2.queued(1)
 	h.until("both shown", func() bool { return u.jobs[0].phase == phaseRunning && u.jobs[1].phase == phaseQueued })
@@ -372,7 +372,7 @@ func TestReconnectingIsShown(t *testing.T) {
 	fs := newFakeServers()
 	h := newHarness(t, fs.dial, nil)
 	h.typeProgram("x")
-	test.Tap(h.ui.runBtn)
+	test.Tap(h.ui.prog.runBtn)
 	r := fs.next(t)
 	r.started("a")
 	r.reconnecting()
@@ -386,7 +386,7 @@ func TestNewAttemptStartsTheOutputAfresh(t *testing.T) {
 	h := newHarness(t, fs.dial, nil)
 	d := h.ui.detail
 	h.typeProgram("x")
-	test.Tap(h.ui.runBtn)
+	test.Tap(h.ui.prog.runBtn)
 	r := fs.next(t)
 	r.started("slave-1")
 	r.output(sandbox.Stdout, "from the first attempt\n")
@@ -414,21 +414,21 @@ func TestOpenFileGuessesLanguage(t *testing.T) {
 		return storage.NewFileURI(p)
 	}
 
-	u.openURI(write("hello.c", "int main(void) { return 0; }\n")) // as a drop does
-	if u.editor.Text != "int main(void) { return 0; }\n" || u.lang.Selected != "C" || u.fileLabel.Text != "hello.c" {
-		t.Fatalf("editor %q, language %q, file %q", u.editor.Text, u.lang.Selected, u.fileLabel.Text)
+	u.prog.openURI(write("hello.c", "int main(void) { return 0; }\n")) // as a drop does
+	if u.prog.editor.Text != "int main(void) { return 0; }\n" || u.prog.lang.Selected != "C" || u.prog.fileLabel.Text != "hello.c" {
+		t.Fatalf("editor %q, language %q, file %q", u.prog.editor.Text, u.prog.lang.Selected, u.prog.fileLabel.Text)
 	}
 	if h.app.Preferences().String(prefOpenDir) != dir {
 		t.Fatalf("open dir %q not remembered", h.app.Preferences().String(prefOpenDir))
 	}
-	u.openURI(write("solve.cc", "int main() {}\n"))
-	if u.lang.Selected != "C++" {
-		t.Fatalf("language %q for .cc", u.lang.Selected)
+	u.prog.openURI(write("solve.cc", "int main() {}\n"))
+	if u.prog.lang.Selected != "C++" {
+		t.Fatalf("language %q for .cc", u.prog.lang.Selected)
 	}
 	// The guess can be overridden, and the edited text is what is sent.
-	u.lang.SetSelected("C")
-	test.Type(u.editor, "// edited\n")
-	test.Tap(u.runBtn)
+	u.prog.lang.SetSelected("C")
+	test.Type(u.prog.editor, "// edited\n")
+	test.Tap(u.prog.runBtn)
 	r := fs.next(t)
 	if r.spec.Language != "c" || !strings.Contains(string(r.spec.Files[0].Content), "// edited") {
 		t.Fatalf("sent %s %q", r.spec.Language, r.spec.Files[0].Content)
@@ -439,16 +439,16 @@ func TestOpenFileGuessesLanguage(t *testing.T) {
 		t.Fatalf("job named %q", u.detail.title.Text)
 	}
 
-	u.openURI(write("notes.txt", "print(1)\n"))
-	if !strings.Contains(u.notice.text(), "Cannot tell the language of notes.txt") || u.lang.Selected != "C" {
-		t.Fatalf("notice %q, language %q", u.notice.text(), u.lang.Selected)
+	u.prog.openURI(write("notes.txt", "print(1)\n"))
+	if !strings.Contains(u.notice.text(), "Cannot tell the language of notes.txt") || u.prog.lang.Selected != "C" {
+		t.Fatalf("notice %q, language %q", u.notice.text(), u.prog.lang.Selected)
 	}
 	big := strings.Repeat("x", sandbox.MaxSourceBytes+1)
-	u.openURI(write("big.py", big))
-	if !strings.Contains(u.notice.text(), "larger than") || u.editor.Text == big {
+	u.prog.openURI(write("big.py", big))
+	if !strings.Contains(u.notice.text(), "larger than") || u.prog.editor.Text == big {
 		t.Fatalf("a too large file was loaded: notice %q", u.notice.text())
 	}
-	u.openURI(storage.NewFileURI(filepath.Join(dir, "missing.py")))
+	u.prog.openURI(storage.NewFileURI(filepath.Join(dir, "missing.py")))
 	if !strings.Contains(u.notice.text(), "Cannot open missing.py") {
 		t.Fatalf("notice %q", u.notice.text())
 	}
@@ -459,21 +459,21 @@ func TestBadFieldsAreMessagesNotJobs(t *testing.T) {
 	h := newHarness(t, fs.dial, nil)
 	u := h.ui
 
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	if !strings.Contains(u.notice.text(), "The program is empty") {
 		t.Fatalf("notice %q", u.notice.text())
 	}
 	h.typeProgram("print(1)")
 	for _, port := range []string{"", "http", "0", "70000"} {
-		u.port.SetText(port)
-		test.Tap(u.runBtn)
+		u.srv.port.SetText(port)
+		test.Tap(u.prog.runBtn)
 		if !strings.Contains(u.notice.text(), "is not a number between 1 and 65535") {
 			t.Fatalf("port %q: notice %q", port, u.notice.text())
 		}
 	}
-	u.port.SetText("7700")
-	u.host.SetText("  ")
-	test.Tap(u.runBtn)
+	u.srv.port.SetText("7700")
+	u.srv.host.SetText("  ")
+	test.Tap(u.prog.runBtn)
 	if !strings.Contains(u.notice.text(), "Server field") {
 		t.Fatalf("notice %q", u.notice.text())
 	}
@@ -487,9 +487,9 @@ func TestServerIsRememberedAndTokenIsNot(t *testing.T) {
 	h := newHarness(t, fs.dial, nil)
 	prefs := h.app.Preferences()
 	h.setServer("10.1.2.3:7800")
-	test.Type(h.ui.token, "s3cret")
+	test.Type(h.ui.srv.token, "s3cret")
 	h.typeProgram("print(1)")
-	test.Tap(h.ui.runBtn)
+	test.Tap(h.ui.prog.runBtn)
 	r := fs.next(t)
 	if r.server != (Server{Addr: "10.1.2.3:7800", Token: "s3cret"}) {
 		t.Fatalf("dialled %+v", r.server)
@@ -499,15 +499,15 @@ func TestServerIsRememberedAndTokenIsNot(t *testing.T) {
 
 	// A new window (the next start) shows the remembered server, and no token.
 	h2 := newHarness(t, fs.dial, func(c *Config) { c.Prefs = prefs })
-	if h2.ui.host.Text != "10.1.2.3" || h2.ui.port.Text != "7800" || h2.ui.token.Text != "" {
-		t.Fatalf("next start shows %q %q token %q", h2.ui.host.Text, h2.ui.port.Text, h2.ui.token.Text)
+	if h2.ui.srv.host.Text != "10.1.2.3" || h2.ui.srv.port.Text != "7800" || h2.ui.srv.token.Text != "" {
+		t.Fatalf("next start shows %q %q token %q", h2.ui.srv.host.Text, h2.ui.srv.port.Text, h2.ui.srv.token.Text)
 	}
 	// -server wins over the remembered one; IPv6 works.
 	h3 := newHarness(t, fs.dial, func(c *Config) { c.Prefs = prefs; c.Server = "[::1]:7900" })
-	if h3.ui.host.Text != "::1" || h3.ui.port.Text != "7900" {
-		t.Fatalf("-server shows %q %q", h3.ui.host.Text, h3.ui.port.Text)
+	if h3.ui.srv.host.Text != "::1" || h3.ui.srv.port.Text != "7900" {
+		t.Fatalf("-server shows %q %q", h3.ui.srv.host.Text, h3.ui.srv.port.Text)
 	}
-	if srv, err := h3.ui.server(); err != nil || srv.Addr != "[::1]:7900" {
+	if srv, err := h3.ui.srv.server(); err != nil || srv.Addr != "[::1]:7900" {
 		t.Fatalf("server %v %v", srv, err)
 	}
 }
@@ -517,7 +517,7 @@ func TestCopyAndSaveTheShownTab(t *testing.T) {
 	h := newHarness(t, fs.dial, nil)
 	u, d := h.ui, h.ui.detail
 	h.typeProgram("x")
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	r := fs.next(t)
 	r.output(sandbox.Stdout, "out\n")
 	r.output(sandbox.Stderr, "warn\n")
@@ -673,24 +673,24 @@ func TestTLSCAFieldFeedsServerAndIsRemembered(t *testing.T) {
 	fs := newFakeServers()
 	h := newHarness(t, fs.dial, nil)
 	u, prefs := h.ui, h.app.Preferences()
-	if u.tlsCA.Text != "" {
-		t.Fatalf("TLS CA %q at first start, want empty (plaintext)", u.tlsCA.Text)
+	if u.srv.tlsCA.Text != "" {
+		t.Fatalf("TLS CA %q at first start, want empty (plaintext)", u.srv.tlsCA.Text)
 	}
 
 	// Browse… opens a file dialog; a file picked there fills the field.
-	test.Tap(u.browseCA)
+	test.Tap(u.srv.browseCA)
 	if h.win.Canvas().Overlays().Top() == nil {
 		t.Fatal("Browse did not open a dialog")
 	}
 	h.win.Canvas().Overlays().Top().Hide()
 	ca := filepath.Join(t.TempDir(), "ca.crt")
-	u.setCAFile(storage.NewFileURI(ca))
-	if u.tlsCA.Text != ca {
-		t.Fatalf("picked %s, field shows %q", ca, u.tlsCA.Text)
+	u.srv.setCAFile(storage.NewFileURI(ca))
+	if u.srv.tlsCA.Text != ca {
+		t.Fatalf("picked %s, field shows %q", ca, u.srv.tlsCA.Text)
 	}
-	test.Type(u.token, "s3cret")
+	test.Type(u.srv.token, "s3cret")
 	h.typeProgram("print(1)")
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	r := fs.next(t)
 	if r.server != (Server{Addr: "127.0.0.1:7700", Token: "s3cret", CAFile: ca}) {
 		t.Fatalf("dialled %+v", r.server)
@@ -703,24 +703,24 @@ func TestTLSCAFieldFeedsServerAndIsRemembered(t *testing.T) {
 
 	// The next start shows the CA (a path, not a secret), not the token; -tls-ca wins.
 	h2 := newHarness(t, fs.dial, func(c *Config) { c.Prefs = prefs })
-	if h2.ui.tlsCA.Text != ca || h2.ui.token.Text != "" {
-		t.Fatalf("next start shows TLS CA %q token %q", h2.ui.tlsCA.Text, h2.ui.token.Text)
+	if h2.ui.srv.tlsCA.Text != ca || h2.ui.srv.token.Text != "" {
+		t.Fatalf("next start shows TLS CA %q token %q", h2.ui.srv.tlsCA.Text, h2.ui.srv.token.Text)
 	}
 	h3 := newHarness(t, fs.dial, func(c *Config) { c.Prefs = prefs; c.TLSCA = "/etc/runbox/ca.crt" })
-	if h3.ui.tlsCA.Text != "/etc/runbox/ca.crt" {
-		t.Fatalf("-tls-ca shows %q", h3.ui.tlsCA.Text)
+	if h3.ui.srv.tlsCA.Text != "/etc/runbox/ca.crt" {
+		t.Fatalf("-tls-ca shows %q", h3.ui.srv.tlsCA.Text)
 	}
 
 	// A path from the home directory, as people type it.
-	u.tlsCA.SetText("~/runbox/ca.crt")
+	u.srv.tlsCA.SetText("~/runbox/ca.crt")
 	home, _ := os.UserHomeDir()
-	if srv, err := u.server(); err != nil || srv.CAFile != filepath.Join(home, "runbox", "ca.crt") {
+	if srv, err := u.srv.server(); err != nil || srv.CAFile != filepath.Join(home, "runbox", "ca.crt") {
 		t.Fatalf("~/runbox/ca.crt gives %+v %v", srv, err)
 	}
 
 	// Cleared, it is plaintext again, and remembered so.
-	u.tlsCA.SetText("")
-	test.Tap(u.runBtn)
+	u.srv.tlsCA.SetText("")
+	test.Tap(u.prog.runBtn)
 	r = fs.next(t)
 	if r.server.CAFile != "" || prefs.String(prefTLSCA) != "" {
 		t.Fatalf("cleared: dialled %+v, remembered %q", r.server, prefs.String(prefTLSCA))

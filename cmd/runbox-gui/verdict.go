@@ -2,9 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 
 	"fyne.io/fyne/v2"
@@ -14,121 +11,6 @@ import (
 
 	"runbox/sandbox"
 )
-
-// Test case files: NAME.out is a case's expected output, NAME.in its standard input.
-const (
-	testInExt  = ".in"
-	testOutExt = ".out"
-)
-
-// loadTests reads a directory of test cases: each NAME.out is a case named NAME, its
-// expected output, with NAME.in as its standard input (empty when there is none). The
-// cases come in natural order (2 before 10). An .in without its .out, too many cases or
-// too much data is an error that says which.
-func loadTests(dir string) ([]sandbox.TestCase, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	ins, outs := map[string]string{}, map[string]string{}
-	for _, e := range entries {
-		if e.IsDir() {
-			continue
-		}
-		n := e.Name()
-		switch ext := filepath.Ext(n); ext {
-		case testInExt:
-			ins[strings.TrimSuffix(n, ext)] = n
-		case testOutExt:
-			outs[strings.TrimSuffix(n, ext)] = n
-		}
-	}
-	var orphans []string
-	for name, file := range ins {
-		if _, ok := outs[name]; !ok {
-			orphans = append(orphans, file)
-		}
-	}
-	if len(orphans) > 0 {
-		slices.SortFunc(orphans, naturalCompare)
-		return nil, fmt.Errorf("%s in %s: no %s with the expected output", strings.Join(orphans, ", "), dir, plural(len(orphans), "matching .out file", "matching .out files"))
-	}
-	if len(outs) == 0 {
-		return nil, fmt.Errorf("no test cases in %s: a case is NAME.out (the expected output) and NAME.in (its input)", dir)
-	}
-	if len(outs) > sandbox.MaxTests {
-		return nil, fmt.Errorf("%d test cases in %s, a server takes at most %d", len(outs), dir, sandbox.MaxTests)
-	}
-	names := make([]string, 0, len(outs))
-	for name := range outs {
-		names = append(names, name)
-	}
-	slices.SortFunc(names, naturalCompare)
-	cases := make([]sandbox.TestCase, 0, len(names))
-	total := 0
-	for _, name := range names {
-		tc := sandbox.TestCase{Name: name}
-		if tc.Expected, err = os.ReadFile(filepath.Join(dir, outs[name])); err != nil {
-			return nil, err
-		}
-		if in, ok := ins[name]; ok {
-			if tc.Stdin, err = os.ReadFile(filepath.Join(dir, in)); err != nil {
-				return nil, err
-			}
-		}
-		if tc.Expected == nil {
-			tc.Expected = []byte{} // an empty expected output is still one
-		}
-		total += len(tc.Stdin) + len(tc.Expected)
-		if total > sandbox.MaxStdinBytes {
-			return nil, fmt.Errorf("the test cases in %s hold more than %s of input and expected output, the most a server takes",
-				dir, sandbox.FormatSize(sandbox.MaxStdinBytes))
-		}
-		cases = append(cases, tc)
-	}
-	return cases, nil
-}
-
-// naturalCompare orders names as people count: runs of digits by their value.
-func naturalCompare(a, b string) int {
-	for a != "" && b != "" {
-		da, db := digitRun(a), digitRun(b)
-		if da > 0 && db > 0 {
-			na, nb := strings.TrimLeft(a[:da], "0"), strings.TrimLeft(b[:db], "0")
-			if c := cmpInt(len(na), len(nb)); c != 0 {
-				return c
-			}
-			if c := strings.Compare(na, nb); c != 0 {
-				return c
-			}
-			a, b = a[da:], b[db:]
-			continue
-		}
-		if a[0] != b[0] {
-			return cmpInt(int(a[0]), int(b[0]))
-		}
-		a, b = a[1:], b[1:]
-	}
-	return cmpInt(len(a), len(b))
-}
-
-func digitRun(s string) int {
-	i := 0
-	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-		i++
-	}
-	return i
-}
-
-func cmpInt(a, b int) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
 
 func plural(n int, one, many string) string {
 	if n == 1 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -74,21 +75,21 @@ func TestTestsFolderIsSentAndJudged(t *testing.T) {
 		"README.md": "not a case",
 	})
 
-	if u.testsLabel.Text != "no tests" || u.clearTestBtn.Visible() || u.compare.Visible() {
-		t.Fatalf("at start: %q, clear shown %v", u.testsLabel.Text, u.clearTestBtn.Visible())
+	if u.prog.testsLabel.Text != "no tests" || u.prog.clearTestBtn.Visible() || u.prog.compare.Visible() {
+		t.Fatalf("at start: %q, clear shown %v", u.prog.testsLabel.Text, u.prog.clearTestBtn.Visible())
 	}
-	test.Tap(u.testsBtn) // the folder dialog
+	test.Tap(u.prog.testsBtn) // the folder dialog
 	if h.win.Canvas().Overlays().Top() == nil {
 		t.Fatal("Tests… did not open a dialog")
 	}
 	h.win.Canvas().Overlays().Top().Hide()
-	u.attachTestsURI(storage.NewFileURI(dir)) // what the dialog hands back
-	if u.testsLabel.Text != "3 tests from tests" || !u.clearTestBtn.Visible() || !u.stdin.Disabled() {
-		t.Fatalf("attached: %q, clear shown %v, stdin disabled %v", u.testsLabel.Text, u.clearTestBtn.Visible(), u.stdin.Disabled())
+	u.prog.attachTestsURI(storage.NewFileURI(dir)) // what the dialog hands back
+	if u.prog.testsLabel.Text != "3 tests from tests" || !u.prog.clearTestBtn.Visible() || !u.prog.stdin.Disabled() {
+		t.Fatalf("attached: %q, clear shown %v, stdin disabled %v", u.prog.testsLabel.Text, u.prog.clearTestBtn.Visible(), u.prog.stdin.Disabled())
 	}
 
 	h.typeProgram("a, b = map(int, input().split())\nprint(a + b)")
-	test.Tap(u.runBtn)
+	test.Tap(u.prog.runBtn)
 	r := fs.next(t)
 	var names []string
 	for _, tc := range r.spec.Tests {
@@ -148,11 +149,11 @@ func TestTestsFolderIsSentAndJudged(t *testing.T) {
 	}
 
 	// All accepted: green, and the title says so. The comparison is the user's.
-	if !u.compare.Visible() {
+	if !u.prog.compare.Visible() {
 		t.Fatal("no comparison choice with tests attached")
 	}
-	u.compare.SetSelected(compareLabel(sandbox.CompareTokens))
-	test.Tap(u.runBtn)
+	u.prog.compare.SetSelected(compareLabel(sandbox.CompareTokens))
+	test.Tap(u.prog.runBtn)
 	r = fs.next(t)
 	if r.spec.Compare != sandbox.CompareTokens {
 		t.Fatalf("compare %q, want tokens", r.spec.Compare)
@@ -165,12 +166,12 @@ func TestTestsFolderIsSentAndJudged(t *testing.T) {
 	}
 
 	// Cleared: a plain run with the typed input, and no Tests tab.
-	test.Tap(u.clearTestBtn)
-	if u.testsLabel.Text != "no tests" || u.clearTestBtn.Visible() || u.stdin.Disabled() {
-		t.Fatalf("cleared: %q, clear shown %v, stdin disabled %v", u.testsLabel.Text, u.clearTestBtn.Visible(), u.stdin.Disabled())
+	test.Tap(u.prog.clearTestBtn)
+	if u.prog.testsLabel.Text != "no tests" || u.prog.clearTestBtn.Visible() || u.prog.stdin.Disabled() {
+		t.Fatalf("cleared: %q, clear shown %v, stdin disabled %v", u.prog.testsLabel.Text, u.prog.clearTestBtn.Visible(), u.prog.stdin.Disabled())
 	}
-	test.Type(u.stdin, "1 1")
-	test.Tap(u.runBtn)
+	test.Type(u.prog.stdin, "1 1")
+	test.Tap(u.prog.runBtn)
 	r = fs.next(t)
 	if r.spec.Tests != nil || string(r.spec.Stdin) != "1 1" {
 		t.Fatalf("after clearing: tests %+v stdin %q", r.spec.Tests, r.spec.Stdin)
@@ -191,35 +192,30 @@ func TestTestsFolderProblemsAreNotices(t *testing.T) {
 	h := newHarness(t, newFakeServers().dial, nil)
 	u := h.ui
 	good := writeTests(t, map[string]string{"a.in": "1\n", "a.out": "1\n"})
-	u.attachTests(good)
+	u.prog.attachTests(good)
 	for _, tc := range []struct {
 		files map[string]string
 		words string
 	}{
 		{map[string]string{"notes.txt": "x"}, "no test cases in"},
-		{map[string]string{"1.in": "1", "1.out": "1", "2.in": "2"}, "2.in in "},
+		{map[string]string{"1.in": "1", "1.out": "1", "2.in": "2"}, "2.in has no expected output"},
 	} {
-		u.attachTests(writeTests(t, tc.files))
+		u.prog.attachTests(writeTests(t, tc.files))
 		if msg := u.notice.text(); !strings.Contains(msg, "No tests attached") || !strings.Contains(msg, tc.words) {
 			t.Errorf("notice %q lacks %q", msg, tc.words)
 		}
-		if u.testsLabel.Text != "1 test from tests" || len(u.tests) != 1 {
-			t.Fatalf("a bad folder replaced the tests attached: %q", u.testsLabel.Text)
+		if u.prog.testsLabel.Text != "1 test from tests" || len(u.prog.tests) != 1 {
+			t.Fatalf("a bad folder replaced the tests attached: %q", u.prog.testsLabel.Text)
 		}
 	}
 	// A case without input is one with empty input.
-	cases, err := loadTests(writeTests(t, map[string]string{"empty.out": ""}))
-	if err != nil || len(cases) != 1 || cases[0].Stdin != nil || cases[0].Expected == nil {
-		t.Fatalf("loadTests: %+v %v", cases, err)
+	// Too many cases: refused here, not by the server after sending.
+	many := map[string]string{}
+	for i := range sandbox.MaxTests + 1 {
+		many[fmt.Sprintf("%d.out", i)] = ""
 	}
-}
-
-func TestNaturalOrder(t *testing.T) {
-	t.Parallel()
-	names := []string{"10", "sample-2", "2", "1", "sample-10", "01b", "sample-1", "b", "a"}
-	slices.SortFunc(names, naturalCompare)
-	want := []string{"1", "01b", "2", "10", "a", "b", "sample-1", "sample-2", "sample-10"}
-	if !slices.Equal(names, want) {
-		t.Fatalf("sorted %q, want %q", names, want)
+	u.prog.attachTests(writeTests(t, many))
+	if msg := u.notice.text(); !strings.Contains(msg, "a server takes at most") || len(u.prog.tests) != 1 {
+		t.Errorf("notice %q, %d tests attached", msg, len(u.prog.tests))
 	}
 }

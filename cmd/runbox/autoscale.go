@@ -9,8 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/go-units"
-
+	"runbox/sandbox"
 	"runbox/scheduler"
 	dockerprov "runbox/scheduler/docker"
 	swarmprov "runbox/scheduler/swarm"
@@ -144,10 +143,4 @@ func startAutoscaler(ctx context.Context, cfg masterConfig, bound string, sched 
 }
 
 // parseSize reads a size such as 512MiB, 1GiB or plain bytes.
-func parseSize(s string) (int64, error) {
-	n, err := units.RAMInBytes(s)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("bad size %q: use e.g. 512MiB, 1GiB or plain bytes", s)
-	}
-	return n, nil
-}
+func parseSize(s string) (int64, error) { return sandbox.ParseSize(s) }

@@ -16,10 +16,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/docker/go-units"
-
 	"runbox/internal/clientconf"
 	"runbox/sandbox"
+	"runbox/sandbox/judge"
 	"runbox/scheduler"
 	"runbox/transport"
 )
@@ -253,7 +252,7 @@ func (cfg *submitConfig) baseSpec() (sandbox.Spec, error) {
 	spec.Limits.RunTime = cfg.TimeLimit
 	spec.Limits.CompileTime = cfg.CompileTime
 	if cfg.MemoryLimit != "" {
-		n, err := units.RAMInBytes(cfg.MemoryLimit)
+		n, err := sandbox.ParseSize(cfg.MemoryLimit)
 		if err != nil || n <= 0 {
 			return spec, usageErr("usage", "bad --memory-limit %q: use e.g. 128MiB, 1GiB or plain bytes", cfg.MemoryLimit)
 		}
@@ -278,9 +277,9 @@ func (cfg *submitConfig) baseSpec() (sandbox.Spec, error) {
 		if cfg.Stdin != "" {
 			return spec, usageErr("usage", "--stdin and --tests do not go together: each test case has its input")
 		}
-		tests, err := loadTests(cfg.Tests)
+		tests, err := judge.LoadDir(os.DirFS(cfg.Tests))
 		if err != nil {
-			return spec, usageErr("usage", "%v", err)
+			return spec, usageErr("usage", "--tests %s: %v", cfg.Tests, err)
 		}
 		spec.Tests, spec.Compare = tests, sandbox.Compare(cfg.Compare)
 	}

@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,95 +11,6 @@ import (
 	"runbox/sandbox"
 	"runbox/transport"
 )
-
-// loadTests reads the test cases of `submit --tests DIR`: each NAME.out is a case's
-// expected output, NAME.in its input (empty when missing), sorted by NAME with runs of
-// digits compared as numbers (2 before 10). An .in without its .out is an error, and so
-// is a directory without any case.
-func loadTests(dir string) ([]sandbox.TestCase, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("--tests: %w", err)
-	}
-	ins, outs := map[string]bool{}, map[string]bool{}
-	for _, e := range entries {
-		if e.IsDir() {
-			continue
-		}
-		name := e.Name()
-		if stem, ok := strings.CutSuffix(name, ".in"); ok && stem != "" {
-			ins[stem] = true
-		} else if stem, ok := strings.CutSuffix(name, ".out"); ok && stem != "" {
-			outs[stem] = true
-		}
-	}
-	for stem := range ins {
-		if !outs[stem] {
-			return nil, fmt.Errorf("--tests: %s has no expected output %s", filepath.Join(dir, stem+".in"), stem+".out")
-		}
-	}
-	if len(outs) == 0 {
-		return nil, fmt.Errorf("--tests: no test cases in %s (want NAME.in and NAME.out pairs; NAME.out alone runs with empty input)", dir)
-	}
-	names := make([]string, 0, len(outs))
-	for stem := range outs {
-		names = append(names, stem)
-	}
-	slices.SortFunc(names, naturalCompare)
-	tests := make([]sandbox.TestCase, len(names))
-	for i, name := range names {
-		exp, err := os.ReadFile(filepath.Join(dir, name+".out"))
-		if err != nil {
-			return nil, fmt.Errorf("--tests: %w", err)
-		}
-		tests[i] = sandbox.TestCase{Name: name, Expected: exp}
-		if ins[name] {
-			if tests[i].Stdin, err = os.ReadFile(filepath.Join(dir, name+".in")); err != nil {
-				return nil, fmt.Errorf("--tests: %w", err)
-			}
-		}
-	}
-	return tests, nil
-}
-
-// naturalCompare orders strings with their runs of digits compared as numbers (ties, as
-// "2" and "02", in byte order).
-func naturalCompare(a, b string) int {
-	if c := naturalCompareRuns(a, b); c != 0 {
-		return c
-	}
-	return strings.Compare(a, b)
-}
-
-func naturalCompareRuns(a, b string) int {
-	for a != "" && b != "" {
-		da, db := digitRun(a), digitRun(b)
-		if da > 0 && db > 0 {
-			na, nb := strings.TrimLeft(a[:da], "0"), strings.TrimLeft(b[:db], "0")
-			if c := len(na) - len(nb); c != 0 {
-				return c
-			}
-			if c := strings.Compare(na, nb); c != 0 {
-				return c
-			}
-			a, b = a[da:], b[db:]
-			continue
-		}
-		if a[0] != b[0] {
-			return int(a[0]) - int(b[0])
-		}
-		a, b = a[1:], b[1:]
-	}
-	return len(a) - len(b)
-}
-
-func digitRun(s string) int {
-	n := 0
-	for n < len(s) && s[n] >= '0' && s[n] <= '9' {
-		n++
-	}
-	return n
-}
 
 // submitJudged runs one judged program and prints its verdict table on stdout (compiler
 // errors on stderr). It returns 0 when every case was accepted, 1 when not, and runbox's

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,16 +130,6 @@ func TestSubmitTestsUsageErrors(t *testing.T) {
 	code, _, errOut := cli(t, "", "submit", "-h")
 	if !strings.Contains(errOut, "--tests") || !strings.Contains(errOut, "with --tests: 0 when every case") {
 		t.Errorf("help (code %d) does not document --tests and its exit codes:\n%s", code, errOut)
-	}
-}
-
-func TestNaturalOrder(t *testing.T) {
-	t.Parallel()
-	names := []string{"10", "2", "1", "a10", "a2", "b", "a", "02", "sample-1", "sample-01x"}
-	slices.SortFunc(names, naturalCompare)
-	want := []string{"1", "02", "2", "10", "a", "a2", "a10", "b", "sample-1", "sample-01x"}
-	if !slices.Equal(names, want) {
-		t.Errorf("order %v, want %v", names, want)
 	}
 }
 

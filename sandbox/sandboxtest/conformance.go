@@ -1,13 +1,22 @@
-// Package sandboxtest holds the conformance suite that every sandbox.Runner passes: the
-// Docker runner, a remote slave seen through the transport, the scheduler's dispatcher.
+// Package sandboxtest holds what the tests of sandbox.Runner implementations share:
+//
+//   - Contract, what every Runner owes its callers (outcomes as Results, live output in
+//     order, Started once, live stdin, the sentinel errors, limits above the maxima
+//     refused, cancellation that frees everything). It needs one language and, over a
+//     Fake, no toolchain: it runs over Fake, the judge (sandbox/judge), a slave seen
+//     through the transport (the master's remote runner on net.Pipe) and a client of a
+//     master on loopback (transport/contract_test.go), and over the Docker sandbox;
+//   - Languages, the language suite: every row of the language table compiles and runs
+//     the same programs (LanguagePrograms) with the same outcomes. It needs every
+//     language's toolchain, so only the Docker sandbox runs it;
+//   - Conformance, both, for a Runner that runs real programs;
+//   - Fake, an in-process Runner for the layers above the sandbox.
 package sandboxtest
 
 import (
 	"bytes"
 	"context"
-	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,10 +37,24 @@ func compiled(spec sandbox.Spec) sandbox.Spec {
 	return spec
 }
 
-// Conformance runs the suite against r. The Runner must serve every language of the table
-// (python, c, cpp, go, java, javascript) with default limits of at least 2s run time,
-// 1 MiB output and 128 MiB memory.
+// Conformance runs the contract, with Python programs, and the language suite against r,
+// side by side: see Contract and Languages.
 func Conformance(t *testing.T, r sandbox.Runner) {
+	t.Run("Contract", func(t *testing.T) {
+		t.Parallel()
+		Contract(t, r, ContractConfig{Programs: PythonPrograms()})
+	})
+	t.Run("Languages", func(t *testing.T) {
+		t.Parallel()
+		Languages(t, r)
+	})
+}
+
+// Languages runs the language suite against r: the same programs and checks for every
+// row of the language table (see Programs), and a program of several files in the
+// languages that have packages or classes. The Runner must serve every language of the
+// table with default limits of at least 2s run time, 1 MiB output and 128 MiB memory.
+func Languages(t *testing.T, r sandbox.Runner) {
 	progs := LanguagePrograms()
 	for _, lang := range sandbox.Languages() {
 		p, ok := progs[lang.Name]
@@ -63,74 +86,6 @@ func Conformance(t *testing.T, r sandbox.Runner) {
 		expect(t, res, sandbox.StatusOK, 0)
 		if string(res.Stdout) != "two files\n" {
 			t.Errorf("stdout = %q", res.Stdout)
-		}
-	})
-	t.Run("LiveOutput", func(t *testing.T) {
-		t.Parallel()
-		var mu sync.Mutex
-		var live bytes.Buffer
-		started := false
-		streams := &sandbox.Streams{
-			Output: func(c sandbox.Chunk) {
-				mu.Lock()
-				defer mu.Unlock()
-				if c.Stream == sandbox.Stdout {
-					live.Write(c.Data)
-				}
-			},
-			Started: func() { mu.Lock(); started = true; mu.Unlock() },
-		}
-		res := mustRun(t, r, Program("python", "for i in range(3): print(i)\n"), streams)
-		expect(t, res, sandbox.StatusOK, 0)
-		mu.Lock()
-		defer mu.Unlock()
-		if live.String() != "0\n1\n2\n" || !started {
-			t.Errorf("live stdout %q, started %v", live.String(), started)
-		}
-	})
-	t.Run("InteractiveStdin", func(t *testing.T) {
-		t.Parallel()
-		in := make(chan []byte, 1)
-		var once sync.Once
-		streams := &sandbox.Streams{
-			Stdin: in,
-			Output: func(c sandbox.Chunk) {
-				// Answer the prompt only once it was seen: input() really waits.
-				if bytes.Contains(c.Data, []byte("name?")) {
-					once.Do(func() { in <- []byte("Ada\n"); close(in) })
-				}
-			},
-		}
-		res := mustRun(t, r, Program("python", "n = input('name?')\nprint('hello', n)\n"), streams)
-		expect(t, res, sandbox.StatusOK, 0)
-		if string(res.Stdout) != "name?hello Ada\n" {
-			t.Errorf("stdout = %q", res.Stdout)
-		}
-	})
-	t.Run("BadRequests", func(t *testing.T) {
-		t.Parallel()
-		for _, c := range []struct {
-			spec sandbox.Spec
-			want error
-		}{
-			{Program("cobol", "DISPLAY 'HI'."), sandbox.ErrUnknownLanguage},
-			{Program("python", ""), sandbox.ErrInvalidRequest},
-			{Program("python", strings.Repeat("#", sandbox.MaxSourceBytes+1)), sandbox.ErrTooLarge},
-			{sandbox.Spec{Language: "python", Limits: sandbox.Limits{RunTime: time.Hour}, Files: []sandbox.File{{Content: []byte("print(1)")}}}, sandbox.ErrInvalidRequest},
-		} {
-			_, err := r.Run(context.Background(), c.spec, nil)
-			if !errors.Is(err, c.want) {
-				t.Errorf("%s: err = %v, want %v", c.spec.Language, err, c.want)
-			}
-		}
-	})
-	t.Run("Cancel", func(t *testing.T) {
-		t.Parallel()
-		ctx, cancel := context.WithCancel(context.Background())
-		streams := &sandbox.Streams{Started: func() { time.AfterFunc(100*time.Millisecond, cancel) }}
-		_, err := r.Run(ctx, Program("python", "import time\ntime.sleep(60)\n"), streams)
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("err = %v, want context.Canceled", err)
 		}
 	})
 }

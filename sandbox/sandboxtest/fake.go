@@ -48,6 +48,13 @@ func (f *Fake) Runs() (runs, peak int) {
 	return f.runs, f.peak
 }
 
+// Running returns how many programs run now.
+func (f *Fake) Running() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
 // Run implements sandbox.Runner.
 func (f *Fake) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (sandbox.Result, error) {
 	if err := spec.Validate(); err != nil {
