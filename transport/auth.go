@@ -19,7 +19,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/docker/go-units"
 	"golang.org/x/time/rate"
 
 	"runbox/sandbox"
@@ -180,7 +179,7 @@ func (f limitField) parse(s string) error {
 		var err error
 		bound := int64(maxTokenCount)
 		if f.size {
-			v, err = units.RAMInBytes(s)
+			v, err = sandbox.ParseSize(s)
 			bound = maxTokenSize
 		} else {
 			v, err = strconv.ParseInt(s, 10, 64)

@@ -150,7 +150,7 @@ func TestSlaveReconnectsAfterMasterRestart(t *testing.T) {
 	proxy.cut() // the master "goes away" for the slave
 	waitUntil(t, func() bool {
 		for _, e := range ts.sched.Snapshot(0).NodeEvents {
-			if e.Kind == "lost" {
+			if e.Kind == scheduler.NodeEventLost {
 				return true
 			}
 		}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"runbox/scheduler"
 	"runbox/transport"
 )
 
@@ -230,11 +231,11 @@ func TestAutoscaleSwarm(t *testing.T) {
 		timeline = append(timeline, fmt.Sprintf("%6.1fs (master) %s %s %s", e.At.Sub(t0).Seconds(), e.Node, e.Kind, e.Reason))
 		tmu.Unlock()
 		switch e.Kind {
-		case "joined":
+		case scheduler.NodeEventJoined:
 			joined = append(joined, e.Node)
-		case "draining":
+		case scheduler.NodeEventDraining:
 			drained[e.Node] = true
-		case "lost":
+		case scheduler.NodeEventLost:
 			t.Errorf("slave %s was lost, not drained and stopped: %s", e.Node, e.Reason)
 		}
 	}
