@@ -381,6 +381,9 @@ type Streams struct {
 	// one goroutine. It must not block for long; the data is not retained after it returns.
 	Output func(Chunk)
 	// Started, when set, is called once when the program starts running (after compiling).
+	// Through a master (transport.Client's Runner) it means less: a node took the job,
+	// before any compile, so a program that does not compile has started once too
+	// (sandboxtest.ContractConfig.StartsAtDispatch).
 	Started func()
 }
 
