@@ -388,15 +388,20 @@ func (r *Runner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.St
 		return sandbox.Result{ExitCode: -1}, err
 	}
 	defer end()
-	b, err := r.acquire(ctx, rt, boxLimitsOf(lim))
+	trace := &sandbox.Trace{}
+	t0 := time.Now()
+	b, pooled, err := r.acquire(ctx, rt, boxLimitsOf(lim))
 	if err != nil {
 		if ctx.Err() != nil {
 			return sandbox.Result{ExitCode: -1}, ctx.Err()
 		}
 		return sandbox.Result{ExitCode: -1}, err
 	}
+	trace.Acquire, trace.Pooled = time.Since(t0), pooled
 	defer r.remove(b)
-	return r.runIn(ctx, b, rt, spec, lim, streams)
+	res, err = r.runIn(ctx, b, rt, spec, lim, streams, trace)
+	res.Trace = trace
+	return res, err
 }
 
 // admit checks spec and counts a Run in: it returns the Run's context (which Close
@@ -454,22 +459,24 @@ func limitsFor(asked sandbox.Limits, lang sandbox.Language, cfg Config) sandbox.
 	return lim
 }
 
-// acquire takes a pooled box when the limits allow, else starts a fresh one.
-func (r *Runner) acquire(ctx context.Context, rt *runtime, lim boxLimits) (*box, error) {
+// acquire takes a pooled box when the limits allow, else starts a fresh one; pooled
+// tells which.
+func (r *Runner) acquire(ctx context.Context, rt *runtime, lim boxLimits) (b *box, pooled bool, err error) {
 	if rt.pool != nil && lim == rt.pool.limits {
 		if b := rt.pool.get(); b != nil {
-			return b, nil
+			return b, true, nil
 		}
 	}
-	return r.startBox(ctx, rt, lim, false)
+	b, err = r.startBox(ctx, rt, lim, false)
+	return b, false, err
 }
 
 // runIn sends the program to the box's runbox-init and collects the answer. Everything
 // that comes out of the container is read under a cap: frames of at most initFrameMax
 // bytes, the run's stdout+stderr and the compiler's output at most lim.Output each, the
 // artefact at most boxinit.MaxArtifact. A panic in one of the goroutines it starts fails
-// the run with a *sandbox.PanicError.
-func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Spec, lim sandbox.Limits, streams *sandbox.Streams) (res sandbox.Result, err error) {
+// the run with a *sandbox.PanicError. It fills trace's Send, Compile, Run and Result.
+func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Spec, lim sandbox.Limits, streams *sandbox.Streams, trace *sandbox.Trace) (res sandbox.Result, err error) {
 	if streams == nil {
 		streams = &sandbox.Streams{}
 	}
@@ -574,7 +581,11 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		closeStream() // unblocks the reader; the deferred remove kills the container
 	})
 
-	// Writer: the request, then stdin, then end of stdin.
+	// Writer: the request, then stdin, then end of stdin. sent closes once the request,
+	// the artefact and the Spec's stdin are written (the trace's Send).
+	sendStart := time.Now()
+	var sendEnd time.Time
+	sent := make(chan struct{})
 	spawn("the sandbox's input writer", func() {
 		w := b.conn.Conn
 		if err := boxinit.WriteFrame(w, boxinit.FrameRequest, req); err != nil {
@@ -590,6 +601,8 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 				return
 			}
 		}
+		sendEnd = time.Now()
+		close(sent)
 		if streams.Stdin != nil {
 		loop:
 			for {
@@ -628,6 +641,7 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 	var artifact bytes.Buffer // of a compile-only run
 	var final *boxinit.Result
 	var protoErr error
+	var startedAt, resultAt time.Time
 	started, badResult := false, false
 	for final == nil && protoErr == nil {
 		typ, payload, err := boxinit.ReadFrame(frames, initFrameMax)
@@ -656,8 +670,11 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 			}
 			artifact.Write(payload)
 		case boxinit.FrameStarted:
-			if !started && streams.Started != nil {
-				streams.Started()
+			if !started {
+				startedAt = time.Now()
+				if streams.Started != nil {
+					streams.Started()
+				}
 			}
 			started = true
 		case boxinit.FrameResult:
@@ -668,6 +685,7 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 				break
 			}
 			final = &fr
+			resultAt = time.Now()
 		default:
 			protoErr = fmt.Errorf("unknown frame type %q from runbox-init", typ)
 		}
@@ -701,6 +719,7 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		return res, fmt.Errorf("%w: sandbox ended without a result (%v): %s", sandbox.ErrUnavailable, protoErr, initErr.String())
 	}
 	res, err = r.result(res, final)
+	fillTrace(trace, sendStart, sent, &sendEnd, startedAt, resultAt, res.Time, rt.lang.Compiled() && len(spec.Artifact) == 0)
 	if err == nil && spec.CompileOnly && res.Status == sandbox.StatusOK {
 		if int64(artifact.Len()) != final.Artifact || artifact.Len() == 0 {
 			return res, fmt.Errorf("%w: runbox-init sent %d artefact bytes and counted %d", sandbox.ErrUnavailable, artifact.Len(), final.Artifact)
@@ -708,6 +727,34 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		res.Artifact = artifact.Bytes()
 	}
 	return res, err
+}
+
+// fillTrace fills the container phases of trace from what runIn saw: the request written
+// (when sent is closed, sendEnd holds the moment), the run phase's start and the result's
+// arrival (zero when they did not happen) and the program's own wall time. The compile
+// phase, of a program that compiles, is from the request sent to the run's start (or to
+// the result of a compile-only run or a compile error); what the result took past the
+// program's end is the run phase's span less the program's time.
+func fillTrace(trace *sandbox.Trace, sendStart time.Time, sent <-chan struct{}, sendEnd *time.Time, startedAt, resultAt time.Time, run time.Duration, compiles bool) {
+	select {
+	case <-sent:
+	default:
+		return // the writer has not finished: nothing of it is measured
+	}
+	trace.Send = sendEnd.Sub(sendStart)
+	if compiles {
+		end := startedAt
+		if end.IsZero() {
+			end = resultAt
+		}
+		if !end.IsZero() {
+			trace.Compile = max(end.Sub(*sendEnd), 0)
+		}
+	}
+	if !startedAt.IsZero() && !resultAt.IsZero() {
+		trace.Run = run
+		trace.Result = max(resultAt.Sub(startedAt)-run, 0)
+	}
 }
 
 // initFrameMax caps a frame from runbox-init, which writes data in chunks of at most

@@ -156,3 +156,33 @@ func waitFor(t testing.TB, d time.Duration, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Every run says where its time went: a warm box from the pool (Pooled), the program's
+// own time, and for a compiled language the compile as the Runner saw it.
+func TestRunFillsTrace(t *testing.T) {
+	r := newTestRunner(t, func(c *Config) { c.Languages = []string{"python", "c"} })
+	p := r.langs["python"].pool
+	waitFor(t, 60*time.Second, func() bool { return p.idle() == 1 })
+	res, err := r.Run(context.Background(), sandboxtest.Program("python", "print(1)"), nil)
+	if err != nil || res.Status != sandbox.StatusOK {
+		t.Fatalf("%v %+v", err, res)
+	}
+	tr := res.Trace
+	if tr == nil || !tr.Pooled || tr.Acquire <= 0 || tr.Send <= 0 || tr.Run <= 0 || tr.Compile != 0 {
+		t.Errorf("pooled python run: trace %+v, want pooled, acquire, send and run measured, no compile", tr)
+	}
+
+	// Limits of its own: a container started for the program, not a pooled one.
+	spec := sandboxtest.Program("c", "#include <stdio.h>\nint main(void){puts(\"1\");return 0;}\n")
+	spec.Limits.Memory = 100 << 20
+	spec.Limits.CompileTime = sandbox.MaxLimits().CompileTime
+	res, err = r.Run(context.Background(), spec, nil)
+	if err != nil || res.Status != sandbox.StatusOK {
+		t.Fatalf("%v %+v", err, res)
+	}
+	tr = res.Trace
+	if tr == nil || tr.Pooled || tr.Acquire <= 0 || tr.Compile <= 0 || tr.Run <= 0 {
+		t.Errorf("fresh c run: trace %+v, want not pooled, acquire, compile and run measured", tr)
+	}
+	t.Logf("phases: %v", tr.Phases())
+}
