@@ -71,7 +71,8 @@ type Runner struct {
 	cancel  context.CancelFunc
 	fillers sync.WaitGroup // pool fillers
 	runs    sync.WaitGroup // Runs in flight (added under mu while not closed)
-	bg      sync.WaitGroup // container creations no caller waits for, and removals
+	bg      sync.WaitGroup // container creations no caller waits for
+	removal *remover       // removes containers in the background
 
 	mu     sync.Mutex
 	closed bool
@@ -122,6 +123,13 @@ func newRunner(ctx context.Context, api dockerAPI, cfg Config) (*Runner, error) 
 	}
 	r := &Runner{cfg: cfg, api: api, log: log, langs: map[string]*runtime{}}
 	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	r.removal = newRemover(r)
+	ok := false
+	defer func() {
+		if !ok {
+			r.removal.close()
+		}
+	}()
 	r.checkEngine(ctx)
 
 	names := cfg.Languages
@@ -176,6 +184,7 @@ func newRunner(ctx context.Context, api dockerAPI, cfg Config) (*Runner, error) 
 			}
 		}
 	}
+	ok = true
 	return r, nil
 }
 
@@ -205,8 +214,10 @@ func (r *Runner) Reap(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, c := range list {
-		if err := r.removeNow(ctx, c.ID); err == nil {
+		if err := removeRetrying(ctx, r.api, c.ID); err == nil {
 			n++
+		} else {
+			r.log.Warn("reap container", "id", shortID(c.ID), "name", c.Names, "state", c.State, "err", err)
 		}
 	}
 	return n, nil
@@ -231,6 +242,7 @@ func (r *Runner) Close() error {
 		}
 	}
 	r.bg.Wait()
+	r.removal.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err := r.Reap(ctx)
@@ -254,6 +266,8 @@ func (r *Runner) startBox(ctx context.Context, rt *runtime, lim boxLimits, warm 
 	idle := 2*r.cfg.PoolMaxAge + time.Minute
 	cfg, host := containerConfig(rt.image, rt.lang, lim, r.cfg.Owner, r.cfg.Runtime, idle, warm)
 	name := fmt.Sprintf("runbox-%s-%s-%s", r.cfg.Owner, rt.lang.Name, randomHex(6))
+	r.removal.startBegin() // removals yield to the create and start
+	defer r.removal.startEnd()
 	id, err := r.create(ctx, cfg, host, name)
 	if err != nil {
 		return nil, err
@@ -323,23 +337,15 @@ func (r *Runner) create(ctx context.Context, cfg *container.Config, host *contai
 	}
 }
 
-// remove closes the box's stream and removes its container in the background; Close
-// waits for it. The removal outlives the Run's context on purpose.
+// remove closes the box's stream and hands its container to the remover, which removes
+// it in the background when the engine is not busy starting containers; Close waits for
+// it. The removal outlives the Run's context on purpose.
 func (r *Runner) remove(b *box) {
 	func() {
 		defer r.logPanic("closing a container's stream")
 		b.closeStream()
 	}()
-	r.bg.Add(1)
-	go func() {
-		defer r.bg.Done()
-		defer r.logPanic("container removal")
-		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-		defer cancel()
-		if err := r.removeNow(ctx, b.id); err != nil {
-			r.log.Warn("remove container", "id", shortID(b.id), "err", err)
-		}
-	}()
+	r.removal.add(b.id)
 }
 
 // closeStream closes the box's attach stream, if it has one.
@@ -366,12 +372,9 @@ func (r *Runner) logPanic(where string) {
 	}
 }
 
+// removeNow removes a container at once, trying again after a failure (see removeRetrying).
 func (r *Runner) removeNow(ctx context.Context, id string) error {
-	err := r.api.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
-	if err == nil || errdefs.IsNotFound(err) || errdefs.IsConflict(err) { // conflict: removal already in progress
-		return nil
-	}
-	return fmt.Errorf("remove container: %w", err)
+	return removeRetrying(ctx, r.api, id)
 }
 
 // Run implements sandbox.Runner. A panic while running the program (in Run's goroutine or

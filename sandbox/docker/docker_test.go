@@ -3,6 +3,7 @@ package docker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -70,6 +71,12 @@ func testImageTag() string { return os.Getenv("RUNBOX_IMAGE_TAG") }
 
 func countContainers(t testing.TB, owner string) int {
 	t.Helper()
+	return len(listContainers(t, owner))
+}
+
+// listContainers describes the containers of owner: name, state and status.
+func listContainers(t testing.TB, owner string) []string {
+	t.Helper()
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +86,11 @@ func countContainers(t testing.TB, owner string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(list)
+	var out []string
+	for _, c := range list {
+		out = append(out, fmt.Sprintf("%s %s (%s)", strings.Join(c.Names, ","), c.State, c.Status))
+	}
+	return out
 }
 
 func TestConformance(t *testing.T) {

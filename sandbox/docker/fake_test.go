@@ -44,6 +44,10 @@ type fakeEngine struct {
 	infoErr error
 	version types.Version
 
+	// removeHook, when set, is asked before each ContainerRemove: an error it returns is
+	// the removal's, and the container stays.
+	removeHook func(id string) error
+
 	serving    sync.WaitGroup // serve goroutines
 	mu         sync.Mutex
 	containers map[string]bool
@@ -152,6 +156,11 @@ func (f *fakeEngine) ContainerWait(context.Context, string, container.WaitCondit
 func (f *fakeEngine) ContainerRemove(_ context.Context, id string, _ container.RemoveOptions) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.removeHook != nil {
+		if err := f.removeHook(id); err != nil {
+			return err
+		}
+	}
 	if !f.containers[id] {
 		return errdefs.ErrNotFound
 	}
@@ -170,6 +179,20 @@ func (f *fakeEngine) ContainerList(context.Context, container.ListOptions) ([]co
 }
 
 func (f *fakeEngine) Close() error { return nil }
+
+// has reports whether the container id exists.
+func (f *fakeEngine) has(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.containers[id]
+}
+
+// add creates a container without the Runner.
+func (f *fakeEngine) add(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.containers[id] = true
+}
 
 func (f *fakeEngine) count() int {
 	f.mu.Lock()

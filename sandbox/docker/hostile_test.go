@@ -67,7 +67,8 @@ func TestHostilePrograms(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for n := countContainers(t, r.cfg.Owner); n != pooled; n = countContainers(t, r.cfg.Owner) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d containers of owner %s remain after the hostile programs, want the %d of the warm pools", n, r.cfg.Owner, pooled)
+			t.Fatalf("%d containers of owner %s remain after the hostile programs, want the %d of the warm pools (%d removals pending):\n%s",
+				n, r.cfg.Owner, pooled, r.removal.pending(), strings.Join(listContainers(t, r.cfg.Owner), "\n"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
