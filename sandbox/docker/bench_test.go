@@ -44,7 +44,7 @@ var helloPrograms = map[string]string{
 func BenchmarkRunnerHello(b *testing.B) {
 	for _, lang := range []string{"python", "c", "go", "java", "javascript"} {
 		b.Run(lang, func(b *testing.B) {
-			r := newTestRunner(b, func(c *Config) { c.PoolSize = DefaultConfig().PoolSize })
+			r := newTestRunner(b, func(c *Config) { c.PoolSize = DefaultConfig().PoolSize; c.PoolStart = c.PoolSize })
 			p := r.langs[lang].pool
 			waitPool := func() {
 				deadline := time.Now().Add(time.Minute)
@@ -119,7 +119,7 @@ func BenchmarkThroughput(b *testing.B) {
 		}
 	}
 	b.Run("runner", func(b *testing.B) {
-		r := newTestRunner(b, func(c *Config) { c.PoolSize = DefaultConfig().PoolSize })
+		r := newTestRunner(b, func(c *Config) { c.PoolSize = DefaultConfig().PoolSize; c.PoolStart = c.PoolSize })
 		settle(b, r)
 		spec := sandboxtest.Program("python", helloPrograms["python"])
 		run(b, func(ctx context.Context) error {
@@ -186,6 +186,7 @@ func BenchmarkVersus(b *testing.B) {
 	b.Run("hello", func(b *testing.B) {
 		r := newTestRunner(b, func(c *Config) {
 			c.PoolSize = DefaultConfig().PoolSize
+			c.PoolStart = c.PoolSize
 			c.Languages = []string{"python"}
 		})
 		p := r.langs["python"].pool
@@ -223,6 +224,7 @@ func BenchmarkVersus(b *testing.B) {
 		const callers, batch = 4, 8
 		r := newTestRunner(b, func(c *Config) {
 			c.PoolSize = DefaultConfig().PoolSize
+			c.PoolStart = c.PoolSize
 			c.Languages = []string{"python"}
 		})
 		pc := newPlainCycle(b, "python")

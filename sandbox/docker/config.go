@@ -30,9 +30,23 @@ type Config struct {
 	Languages []string
 	// Defaults fill a request's zero limits; Max refuses larger requests.
 	Defaults, Max sandbox.Limits
-	// PoolSize is how many started containers wait, per language, for programs that use the
-	// default container limits; 0 disables the pool (every program starts its own container).
+	// PoolSize is how many started containers at most wait, per language, for programs
+	// that use the default container limits; 0 disables the pool (every program starts its
+	// own container). A pool is sized by demand between PoolMin and PoolSize: it starts
+	// with PoolStart, grows by one each time a program finds it empty, and shrinks by one
+	// for each PoolIdle without a program of its language.
 	PoolSize int
+	// PoolStart is how many containers a language's pool wants when the Runner starts.
+	PoolStart int
+	// PoolMin is the fewest containers a pool shrinks to (0: a language nobody uses keeps
+	// none, and its next program starts its own while the pool grows again).
+	PoolMin int
+	// PoolIdle is how long a pool goes without a program before it gives up one container.
+	PoolIdle time.Duration
+	// PoolStarts caps the pooled container starts in flight at once, every language
+	// together; the pools take turns, first come first served, so that refills do not
+	// fight over the cores and a busy language does not starve the others.
+	PoolStarts int
 	// PoolMaxAge retires a pooled container that waited longer than this.
 	PoolMaxAge time.Duration
 	// PoolWarm makes a pooled container run its language's warm-up command
@@ -54,7 +68,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// DefaultConfig returns a Config for a local engine with a warm pool of two per language.
+// DefaultConfig returns a Config for a local engine with a warm pool of one container per
+// language at start, two for a language in use, none for one unused for a few minutes.
 func DefaultConfig() Config {
 	return Config{
 		Owner:       "runbox",
@@ -62,6 +77,10 @@ func DefaultConfig() Config {
 		Defaults:    sandbox.DefaultLimits(),
 		Max:         sandbox.MaxLimits(),
 		PoolSize:    2,
+		PoolStart:   1,
+		PoolMin:     0,
+		PoolIdle:    time.Minute,
+		PoolStarts:  3,
 		PoolMaxAge:  5 * time.Minute,
 		PoolWarm:    true,
 		PoolStagger: 500 * time.Millisecond,
@@ -92,6 +111,12 @@ func (c Config) Validate() error {
 	}
 	if c.PoolSize > 0 && c.PoolMaxAge <= 0 {
 		return fmt.Errorf("docker runner: pool max age must be positive")
+	}
+	if c.PoolSize > 0 && (c.PoolMin < 0 || c.PoolMin > c.PoolSize || c.PoolStart < c.PoolMin || c.PoolStart > c.PoolSize) {
+		return fmt.Errorf("docker runner: pool min %d and start %d, want 0 <= min <= start <= size %d", c.PoolMin, c.PoolStart, c.PoolSize)
+	}
+	if c.PoolSize > 0 && (c.PoolIdle <= 0 || c.PoolStarts <= 0) {
+		return fmt.Errorf("docker runner: pool idle time and starts must be positive")
 	}
 	if c.PoolStagger < 0 {
 		return fmt.Errorf("docker runner: pool stagger must not be negative")

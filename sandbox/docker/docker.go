@@ -73,6 +73,8 @@ type Runner struct {
 	runs    sync.WaitGroup // Runs in flight (added under mu while not closed)
 	bg      sync.WaitGroup // container creations no caller waits for
 	removal *remover       // removes containers in the background
+	// poolStarts holds a token per pooled container start in flight (Config.PoolStarts).
+	poolStarts chan struct{}
 
 	mu     sync.Mutex
 	closed bool
@@ -172,17 +174,24 @@ func newRunner(ctx context.Context, api dockerAPI, cfg Config) (*Runner, error) 
 				pools = append(pools, rt.pool)
 			}
 		}
-		// One filler per pooled container: after a burst takes the whole pool, its
-		// containers start again side by side, not one after the other. At start, the
-		// fillers' first containers come PoolStagger apart, a round of languages at a time.
+		// PoolSize fillers per pool, each waiting until its pool wants it. At start, the
+		// first containers (PoolStart per language) come PoolStagger apart, a round of
+		// languages at a time.
+		r.poolStarts = make(chan struct{}, cfg.PoolStarts)
 		next := time.Duration(0)
-		for range cfg.PoolSize {
+		for i := range cfg.PoolSize {
 			for _, p := range pools {
+				delay := time.Duration(0)
+				if i < cfg.PoolStart {
+					delay = next
+					next += cfg.PoolStagger
+				}
 				r.fillers.Add(1)
-				go func(delay time.Duration) { defer r.fillers.Done(); p.run(r.ctx, delay) }(next)
-				next += cfg.PoolStagger
+				go func() { defer r.fillers.Done(); p.run(r.ctx, i, delay) }()
 			}
 		}
+		r.fillers.Add(1)
+		go func() { defer r.fillers.Done(); r.govern(r.ctx, pools) }()
 	}
 	ok = true
 	return r, nil

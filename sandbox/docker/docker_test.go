@@ -99,10 +99,11 @@ func TestConformance(t *testing.T) {
 }
 
 func TestPoolServesAndRefills(t *testing.T) {
-	r := newTestRunner(t, func(c *Config) { c.Languages = []string{"python"}; c.PoolSize = 2 })
+	r := newTestRunner(t, func(c *Config) { c.Languages = []string{"python"}; c.PoolSize, c.PoolStart = 2, 1 })
 	p := r.langs["python"].pool
-	waitFor(t, 30*time.Second, func() bool { return p.idle() == 2 }) // each filler holds one box
-	// A burst takes the whole pool at once; both fillers start again side by side.
+	waitFor(t, 30*time.Second, func() bool { return p.idle() == 1 }) // PoolStart
+	// A burst of two: one finds the pool empty and it grows to PoolSize; then each burst
+	// takes the whole pool at once and both fillers start again side by side.
 	for range 3 {
 		var wg sync.WaitGroup
 		for i := range 2 {

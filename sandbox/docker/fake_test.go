@@ -255,7 +255,7 @@ func TestPoolsStartStaggered(t *testing.T) {
 	f.created = make(chan string, 16)
 	cfg := DefaultConfig()
 	cfg.Languages = []string{"python", "c", "cpp"}
-	cfg.PoolSize = 2
+	cfg.PoolSize, cfg.PoolStart, cfg.PoolStarts = 2, 2, 6
 	cfg.PoolStagger = 100 * time.Millisecond
 	r, err := newRunner(context.Background(), f, cfg)
 	if err != nil {
