@@ -341,7 +341,11 @@ func (s *server) serve(in io.Reader, req Request) Result {
 		return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: err.Error()}
 	}
 	defer stdinR.Close()
-	go pumpStdin(in, stdinW)
+	goOn, pumpDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(pumpDone)
+		pumpStdin(in, stdinW, goOn)
+	}()
 
 	var res Result
 	if len(req.Compile) > 0 {
@@ -380,6 +384,15 @@ func (s *server) serve(in io.Reader, req Request) Result {
 		}
 	}
 
+	if req.Gate {
+		// The runner sets the program's limits, then says go.
+		s.send(FrameGate, nil)
+		select {
+		case <-goOn:
+		case <-pumpDone:
+			return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: "the runner did not open the gate"}
+		}
+	}
 	s.send(FrameStarted, nil)
 	p := s.runPhase(phase{
 		argv: req.Run, stdin: stdinR, outType: FrameStdout, errType: FrameStderr,
@@ -445,11 +458,12 @@ func (a *artifactReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// pumpStdin forwards stdin frames into w until an end-of-stdin frame or the end of in.
-// Writes to a program that stopped reading fail and are dropped; the frames keep being read.
-func pumpStdin(in io.Reader, w *os.File) {
+// pumpStdin forwards stdin frames into w until an end-of-stdin frame or the end of in,
+// and closes goOn at the first FrameGo. Writes to a program that stopped reading fail and
+// are dropped; the frames keep being read.
+func pumpStdin(in io.Reader, w *os.File, goOn chan struct{}) {
 	defer w.Close()
-	open := true
+	open, gone := true, false
 	for {
 		typ, payload, err := ReadFrame(in, MaxFrame)
 		if err != nil {
@@ -466,6 +480,11 @@ func pumpStdin(in io.Reader, w *os.File) {
 			if open {
 				w.Close()
 				open = false
+			}
+		case FrameGo:
+			if !gone {
+				close(goOn)
+				gone = true
 			}
 		}
 	}

@@ -475,3 +475,58 @@ func TestServeSkipsTheWarmUpForAnEarlyRequest(t *testing.T) {
 		t.Error("the warm-up ran although the request came first")
 	}
 }
+
+// With a gate, runbox-init stops between the compile and the run phase: it says so
+// (FrameGate) and runs the program only at FrameGo, which the runner sends once it has
+// set the program's limits. A runner that goes away instead gets no run.
+func TestServeWaitsAtTheGate(t *testing.T) {
+	req := Request{
+		Compile: sh("echo compiled >&2"), CompileTime: 5 * time.Second,
+		Run: sh("touch ran; echo run"), RunTime: 5 * time.Second, Output: 1 << 20, Gate: true,
+	}
+	for _, open := range []bool{true, false} {
+		dir := t.TempDir()
+		inR, inW := io.Pipe()
+		outR, outW := io.Pipe()
+		cfg := DefaultConfig()
+		cfg.Dir, cfg.CgroupRoot = dir, t.TempDir()
+		served := make(chan error, 1)
+		go func() { served <- Serve(inR, outW, cfg); outW.Close() }()
+		b, _ := json.Marshal(req)
+		WriteFrame(inW, FrameRequest, b)
+		WriteFrame(inW, FrameStdinEOF, nil)
+		var frames []byte
+		var res Result
+		for {
+			typ, p, err := ReadFrame(outR, MaxFrame)
+			if err != nil {
+				break
+			}
+			frames = append(frames, typ)
+			switch typ {
+			case FrameGate:
+				if _, err := os.Stat(filepath.Join(dir, "ran")); err == nil {
+					t.Error("the program ran before the gate opened")
+				}
+				if open {
+					WriteFrame(inW, FrameGo, nil)
+				} else {
+					inW.Close()
+				}
+			case FrameResult:
+				json.Unmarshal(p, &res)
+			}
+		}
+		if err := <-served; err != nil {
+			t.Fatal(err)
+		}
+		inW.Close()
+		_, ranErr := os.Stat(filepath.Join(dir, "ran"))
+		if open && (string(frames) != "cWSoR" || res.Outcome != OutcomeExited || ranErr != nil) {
+			t.Errorf("gate opened: frames %q, result %+v, ran: %v; want cWSoR, a run", frames, res, ranErr)
+		}
+		if !open && (string(frames) != "cWR" || res.Outcome != OutcomeStartError || ranErr == nil) {
+			t.Errorf("runner gone at the gate: frames %q, result %+v; want cWR, a start error, no run", frames, res)
+		}
+	}
+}

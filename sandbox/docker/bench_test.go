@@ -319,7 +319,7 @@ func newPlainCycle(b *testing.B, lang string) *plainCycle {
 		tag = t
 	}
 	owner := "bench-plain-" + randomHex(3)
-	c, h := containerConfig(l.Image+":"+tag, l, boxLimitsOf(cfg.Defaults), owner, "", time.Minute, false)
+	c, h := containerConfig(l.Image+":"+tag, l, boxLimitsOf(cfg.Defaults, l.Compiled()), owner, "", time.Minute, false)
 	// The program is the container's command; stdout and stderr are attached, stdin is not.
 	c.OpenStdin, c.StdinOnce, c.AttachStdin = false, false, false
 	src := helloPrograms[lang]

@@ -170,8 +170,16 @@ type boxLimits struct {
 	FileSize  int64
 }
 
-func boxLimitsOf(l sandbox.Limits) boxLimits {
-	return boxLimits{CPUs: l.CPUs, Memory: l.Memory, Pids: l.Pids, Disk: l.Disk, OpenFiles: l.OpenFiles, FileSize: l.FileSize}
+// boxLimitsOf returns the limits of a container for a program with limits l. One that
+// compiles is created with the compiler's memory (CompileMemory, or Memory when that is
+// larger); runbox-init stops at a gate before the run phase, where the Runner sets the
+// program's own Memory (runIn).
+func boxLimitsOf(l sandbox.Limits, compiles bool) boxLimits {
+	mem := l.Memory
+	if compiles {
+		mem = max(l.Memory, l.CompileMemory)
+	}
+	return boxLimits{CPUs: l.CPUs, Memory: mem, Pids: l.Pids, Disk: l.Disk, OpenFiles: l.OpenFiles, FileSize: l.FileSize}
 }
 
 // containerConfig is the one place that decides how a sandbox container is built. Every

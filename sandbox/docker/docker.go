@@ -53,6 +53,7 @@ type dockerAPI interface {
 	ContainerStart(ctx context.Context, id string, opts container.StartOptions) error
 	ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error)
 	ContainerWait(ctx context.Context, id string, cond container.WaitCondition) (<-chan container.WaitResponse, <-chan error)
+	ContainerUpdate(ctx context.Context, id string, cfg container.UpdateConfig) (container.UpdateResponse, error)
 	ContainerRemove(ctx context.Context, id string, opts container.RemoveOptions) error
 	ContainerList(ctx context.Context, opts container.ListOptions) ([]container.Summary, error)
 	Close() error
@@ -265,6 +266,7 @@ const apiTimeout = 2 * time.Minute
 // box is a started container with its attached stdin/stdout.
 type box struct {
 	id      string
+	memory  int64 // the container's memory limit
 	conn    types.HijackedResponse
 	started time.Time
 }
@@ -281,7 +283,7 @@ func (r *Runner) startBox(ctx context.Context, rt *runtime, lim boxLimits, warm 
 	if err != nil {
 		return nil, err
 	}
-	b := &box{id: id}
+	b := &box{id: id, memory: lim.Memory}
 	ok := false
 	defer func() {
 		if !ok { // an error, or a panic on its way to the caller's recover
@@ -402,7 +404,7 @@ func (r *Runner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.St
 	defer end()
 	trace := &sandbox.Trace{}
 	t0 := time.Now()
-	b, pooled, err := r.acquire(ctx, rt, boxLimitsOf(lim))
+	b, pooled, err := r.acquire(ctx, rt, boxLimitsOf(lim, compiles(rt.lang, spec)), compiles(rt.lang, spec))
 	if err != nil {
 		if ctx.Err() != nil {
 			return sandbox.Result{ExitCode: -1}, ctx.Err()
@@ -461,6 +463,11 @@ func (r *Runner) admit(ctx context.Context, spec sandbox.Spec) (context.Context,
 	return ctx, rt, limitsFor(spec.Limits, lang, r.cfg), end, nil
 }
 
+// compiles reports whether spec's run has a compile phase.
+func compiles(lang sandbox.Language, spec sandbox.Spec) bool {
+	return lang.Compiled() && len(spec.Artifact) == 0
+}
+
 // limitsFor fills a request's zero limits: the server's defaults, and the language's
 // longer compile time (at most the server's maximum) when it has one.
 func limitsFor(asked sandbox.Limits, lang sandbox.Language, cfg Config) sandbox.Limits {
@@ -473,8 +480,8 @@ func limitsFor(asked sandbox.Limits, lang sandbox.Language, cfg Config) sandbox.
 
 // acquire takes a pooled box when the limits allow, else starts a fresh one; pooled
 // tells which.
-func (r *Runner) acquire(ctx context.Context, rt *runtime, lim boxLimits) (b *box, pooled bool, err error) {
-	if rt.pool != nil && lim == rt.pool.limits {
+func (r *Runner) acquire(ctx context.Context, rt *runtime, lim boxLimits, compiles bool) (b *box, pooled bool, err error) {
+	if rt.pool != nil && rt.pool.fits(lim, compiles) {
 		if b := rt.pool.get(); b != nil {
 			return b, true, nil
 		}
@@ -503,6 +510,9 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		Files: files, Compile: rt.lang.Compile, Run: rt.lang.Run, Env: rt.lang.Env,
 		CompileTime: lim.CompileTime, RunTime: lim.RunTime, Output: lim.Output,
 		CompileOnly: spec.CompileOnly, Artifact: int64(len(spec.Artifact)),
+		// The box has the compiler's memory, or a pooled box another program's: the
+		// program's is set at the gate, before its run phase.
+		Gate: !spec.CompileOnly && b.memory != lim.Memory,
 	}
 	if len(spec.Artifact) > 0 { // the compiled program replaces the sources
 		breq.Files, breq.Compile = nil, nil
@@ -598,8 +608,14 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 	sendStart := time.Now()
 	var sendEnd time.Time
 	sent := make(chan struct{})
+	// The writer and the frame loop (FrameGo) both write: a frame at a time.
+	var writeMu sync.Mutex
+	w := writerFunc(func(p []byte) (int, error) {
+		writeMu.Lock()
+		defer writeMu.Unlock()
+		return b.conn.Conn.Write(p)
+	})
 	spawn("the sandbox's input writer", func() {
-		w := b.conn.Conn
 		if err := boxinit.WriteFrame(w, boxinit.FrameRequest, req); err != nil {
 			return
 		}
@@ -654,7 +670,7 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 	var final *boxinit.Result
 	var protoErr error
 	var startedAt, resultAt time.Time
-	started, badResult := false, false
+	started, badResult, gated := false, false, false
 	for final == nil && protoErr == nil {
 		typ, payload, err := boxinit.ReadFrame(frames, initFrameMax)
 		if err != nil {
@@ -681,7 +697,25 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 				break
 			}
 			artifact.Write(payload)
+		case boxinit.FrameGate:
+			if !breq.Gate || gated || started {
+				protoErr = fmt.Errorf("a gate frame from runbox-init that was not asked for")
+				break
+			}
+			gated = true
+			if err := r.setMemory(ctx, b.id, lim.Memory); err != nil {
+				protoErr = fmt.Errorf("%w: set the program's memory limit: %v", sandbox.ErrUnavailable, err)
+				break
+			}
+			b.memory = lim.Memory
+			if err := boxinit.WriteFrame(w, boxinit.FrameGo, nil); err != nil {
+				protoErr = err
+			}
 		case boxinit.FrameStarted:
+			if breq.Gate && !gated {
+				protoErr = fmt.Errorf("runbox-init started the run phase before the gate")
+				break
+			}
 			if !started {
 				startedAt = time.Now()
 				if streams.Started != nil {
@@ -768,6 +802,19 @@ func fillTrace(trace *sandbox.Trace, sendStart time.Time, sent <-chan struct{}, 
 		trace.Result = max(resultAt.Sub(startedAt)-run, 0)
 	}
 }
+
+// setMemory sets a container's memory (and memory+swap: no swap) limit.
+func (r *Runner) setMemory(ctx context.Context, id string, memory int64) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err := r.api.ContainerUpdate(ctx, id, container.UpdateConfig{Resources: container.Resources{Memory: memory, MemorySwap: memory}})
+	return err
+}
+
+// writerFunc is a function as an io.Writer.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // initFrameMax caps a frame from runbox-init, which writes data in chunks of at most
 // boxinit.ChunkSize and a result that fits one (its message is capped): a container that

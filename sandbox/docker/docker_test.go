@@ -123,7 +123,9 @@ func TestPoolServesAndRefills(t *testing.T) {
 	waitFor(t, 30*time.Second, func() bool { return countContainers(t, r.cfg.Owner) == 2 })
 }
 
-func TestCustomLimitsBypassPool(t *testing.T) {
+// A program with another memory limit can take a pooled box (the limit is set at
+// runbox-init's gate); it sees its own limit.
+func TestCustomMemoryInPooledBox(t *testing.T) {
 	r := newTestRunner(t, func(c *Config) { c.Languages = []string{"python"} })
 	spec := sandboxtest.Program("python", "print(open('/sys/fs/cgroup/memory/memory.limit_in_bytes').read() if __import__('os').path.exists('/sys/fs/cgroup/memory/memory.limit_in_bytes') else open('/sys/fs/cgroup/memory.max').read())")
 	spec.Limits.Memory = 100 << 20
@@ -186,7 +188,7 @@ func TestRunFillsTrace(t *testing.T) {
 
 	// Limits of its own: a container started for the program, not a pooled one.
 	spec := sandboxtest.Program("c", "#include <stdio.h>\nint main(void){puts(\"1\");return 0;}\n")
-	spec.Limits.Memory = 100 << 20
+	spec.Limits.Pids = r.cfg.Defaults.Pids / 2
 	spec.Limits.CompileTime = sandbox.MaxLimits().CompileTime
 	res, err = r.Run(context.Background(), spec, nil)
 	if err != nil || res.Status != sandbox.StatusOK {
@@ -197,4 +199,33 @@ func TestRunFillsTrace(t *testing.T) {
 		t.Errorf("fresh c run: trace %+v, want not pooled, acquire, compile and run measured", tr)
 	}
 	t.Logf("phases: %v", tr.Phases())
+}
+
+// The compile phase has its own memory limit: g++ on the usual headers needs more than a
+// 128 MiB program may have, and the program still runs under its own 128 MiB.
+func TestCompileMemoryOfItsOwn(t *testing.T) {
+	r := newTestRunner(t, func(c *Config) { c.Languages = []string{"cpp"} })
+	spec := sandboxtest.Program("cpp", `#include <bits/stdc++.h>
+using namespace std;
+int main() {
+	map<string, vector<int>> m;
+	m["a"].push_back(1);
+	regex re("[0-9]+");
+	string limit;
+	for (const char *f : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+		ifstream in(f);
+		if (in >> limit) break;
+	}
+	cout << m["a"].size() << " " << regex_match("42", re) << " " << limit << endl;
+}
+`)
+	spec.Limits.Memory = 128 << 20
+	spec.Limits.CompileTime = sandbox.MaxLimits().CompileTime
+	res, err := r.Run(context.Background(), spec, nil)
+	if err != nil || res.Status != sandbox.StatusOK {
+		t.Fatalf("%v: %s %s\n%s", err, res.Status, res.Message, res.CompileOutput)
+	}
+	if got := strings.TrimSpace(string(res.Stdout)); got != "1 1 134217728" {
+		t.Errorf("the program printed %q, want 1 1 134217728 (its memory limit, seen inside)", got)
+	}
 }

@@ -51,6 +51,7 @@ type fakeEngine struct {
 	serving    sync.WaitGroup // serve goroutines
 	mu         sync.Mutex
 	containers map[string]bool
+	memory     map[string][]int64 // each container's memory limits: at create, then each update
 	n          int
 }
 
@@ -59,6 +60,7 @@ var _ dockerAPI = (*fakeEngine)(nil)
 func newFakeEngine() *fakeEngine {
 	return &fakeEngine{
 		containers: map[string]bool{},
+		memory:     map[string][]int64{},
 		info:       system.Info{DefaultRuntime: "runc", SecurityOptions: []string{"name=seccomp,profile=builtin"}},
 		version:    types.Version{Components: []types.ComponentVersion{{Name: "runc", Version: "1.2.5"}}},
 	}
@@ -85,6 +87,7 @@ func (f *fakeEngine) ContainerCreate(ctx context.Context, cfg *container.Config,
 	f.n++
 	id := name + "-id"
 	f.containers[id] = true
+	f.memory[id] = []int64{host.Resources.Memory}
 	f.mu.Unlock()
 	if f.created != nil {
 		f.created <- id
@@ -153,6 +156,26 @@ func (f *fakeEngine) ContainerWait(context.Context, string, container.WaitCondit
 	return nil, errC
 }
 
+func (f *fakeEngine) ContainerUpdate(_ context.Context, id string, cfg container.UpdateConfig) (container.UpdateResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.containers[id] {
+		return container.UpdateResponse{}, errdefs.ErrNotFound
+	}
+	if cfg.Memory != cfg.MemorySwap {
+		return container.UpdateResponse{}, errors.New("fake: memory and memory+swap differ")
+	}
+	f.memory[id] = append(f.memory[id], cfg.Memory)
+	return container.UpdateResponse{}, nil
+}
+
+// memoryOf returns the memory limits a container had: at create, then each update.
+func (f *fakeEngine) memoryOf(id string) []int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.memory[id])
+}
+
 func (f *fakeEngine) ContainerRemove(_ context.Context, id string, _ container.RemoveOptions) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -216,7 +239,7 @@ func TestCreateAfterCancelIsRemoved(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errC := make(chan error, 1)
 	go func() {
-		_, err := r.startBox(ctx, r.langs["python"], boxLimitsOf(cfg.Defaults), false)
+		_, err := r.startBox(ctx, r.langs["python"], boxLimitsOf(cfg.Defaults, false), false)
 		errC <- err
 	}()
 	time.Sleep(20 * time.Millisecond)

@@ -57,7 +57,7 @@ func (p *Plain) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Str
 
 	trace := &sandbox.Trace{}
 	t0 := time.Now()
-	b, err := r.startBox(ctx, rt, boxLimitsOf(lim), false) // create, attach, start
+	b, err := r.startBox(ctx, rt, boxLimitsOf(lim, compiles(rt.lang, spec)), false) // create, attach, start
 	trace.Acquire = time.Since(t0)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -34,9 +34,20 @@ type pool struct {
 // it started until a program takes it (ready is unbuffered).
 func newPool(r *Runner, rt *runtime) *pool {
 	return &pool{
-		r: r, rt: rt, limits: boxLimitsOf(r.cfg.Defaults), ready: make(chan *box),
+		r: r, rt: rt, limits: boxLimitsOf(r.cfg.Defaults, rt.lang.Compiled()), ready: make(chan *box),
 		want: min(r.cfg.PoolStart, r.cfg.PoolSize), used: time.Now(), changed: make(chan struct{}),
 	}
+}
+
+// fits reports whether a pooled box can serve a program that needs a box of want: of
+// the same limits, but for the memory of a program that does not compile, which the
+// Runner sets at runbox-init's gate.
+func (p *pool) fits(want boxLimits, compiles bool) bool {
+	have := p.limits
+	if !compiles {
+		have.Memory = want.Memory
+	}
+	return have == want
 }
 
 // idle is how many started boxes wait for a program (at most the pool size).

@@ -42,8 +42,9 @@ func TestPoolSizedByDemand(t *testing.T) {
 		settle()
 		check("at start", 1, 1)
 
-		// Bursts of python: each program that finds the pool empty grows it by one.
-		for burst := 1; burst <= 3; burst++ {
+		// Bursts of python: each program that finds the pool empty grows it by one. (How
+		// many do depends on how fast the fillers refill between them.)
+		for range 3 {
 			var wg sync.WaitGroup
 			for range 3 {
 				wg.Add(1)
@@ -58,12 +59,16 @@ func TestPoolSizedByDemand(t *testing.T) {
 			wg.Wait()
 			settle()
 		}
-		check("after the bursts", 3, 1)
+		grown := py.idle()
+		if grown < 2 || grown > r.cfg.PoolSize {
+			t.Errorf("after the bursts python has %d idle, want 2..%d", grown, r.cfg.PoolSize)
+		}
+		check("after the bursts", grown, 1)
 
 		// Unused: c first (it was never used), then python, one box per PoolIdle.
 		time.Sleep(r.cfg.PoolIdle + r.cfg.PoolIdle/4) // the governor looks every PoolIdle/4
 		settle()
-		check("one idle period later", 2, 0)
+		check("one idle period later", grown-1, 0)
 		time.Sleep(3 * r.cfg.PoolIdle)
 		settle()
 		check("all idle", 0, 0)

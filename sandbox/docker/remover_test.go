@@ -64,7 +64,7 @@ func TestRemovalYieldsToStarts(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			r.startBox(context.Background(), r.langs["python"], boxLimitsOf(r.cfg.Defaults), false)
+			r.startBox(context.Background(), r.langs["python"], boxLimitsOf(r.cfg.Defaults, false), false)
 		}()
 		synctest.Wait()
 		return func() { close(f.createGate); <-done }
