@@ -122,6 +122,9 @@ type Request struct {
 	// request: it is unpacked into the scratch directory, and the program runs without a
 	// compile phase (Files and Compile are then ignored).
 	Artifact int64 `json:"artifact,omitempty"`
+	// Script is the main file that a prestarted interpreter (Config.Prestart) runs in
+	// place of the Run command, when there is one.
+	Script string `json:"script,omitempty"`
 	// Gate: before the run phase (after the compile, the files or the artefact), send
 	// FrameGate and wait for FrameGo.
 	Gate bool `json:"gate,omitempty"`

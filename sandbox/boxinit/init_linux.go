@@ -37,6 +37,13 @@ type Config struct {
 	// container whose program comes at once (a busy pool) does not pay for it.
 	Warm      []string
 	WarmDelay time.Duration
+	// Prestart, when set, is an interpreter started as Serve begins (in place of Warm),
+	// with the program's stdin, stdout and stderr, its working directory and environment,
+	// and a control pipe as fd 3. Its prelude reads the main file's path, one line, from
+	// fd 3, closes it and runs that file as the interpreter would have: the program does
+	// not wait for the interpreter to start. It is used for a request with a Script and
+	// nothing to compile, unpack or add to the environment; else it is killed.
+	Prestart []string
 }
 
 // DefaultConfig is the configuration inside a sandbox container.
@@ -182,7 +189,17 @@ func threadCount() int {
 // Serve reads one Request from in, runs it and writes frames to out, ending with a Result
 // frame. It returns an error only when the protocol itself failed (no Result was written).
 func Serve(in io.Reader, out io.Writer, cfg Config) error {
-	stopWarm := warm(cfg)
+	s := &server{cfg: cfg, out: out}
+	stopWarm := func() {}
+	if s.pre = prestart(cfg); s.pre == nil {
+		stopWarm = warm(cfg)
+	}
+	defer func() {
+		if s.pre != nil { // started and not used
+			s.pre.kill()
+			s.pre.closeStdin()
+		}
+	}()
 	typ, payload, err := ReadFrame(in, MaxFrame)
 	stopWarm()
 	if err != nil {
@@ -198,7 +215,6 @@ func Serve(in io.Reader, out io.Writer, cfg Config) error {
 	if err := json.Unmarshal(payload, &req); err != nil {
 		return fmt.Errorf("decode request: %w", err)
 	}
-	s := &server{cfg: cfg, out: out}
 	res := s.serve(in, req)
 	res.Message = capMessage(res.Message)
 	b, err := json.Marshal(res)
@@ -287,7 +303,8 @@ func startWarm(cfg Config, dir string) int {
 
 type server struct {
 	cfg Config
-	mu  sync.Mutex // guards writes to out
+	pre *prestarted // the interpreter started ahead, until the run phase takes it
+	mu  sync.Mutex  // guards writes to out
 	out io.Writer
 }
 
@@ -336,9 +353,24 @@ func (s *server) serve(in io.Reader, req Request) Result {
 
 	// The program's stdin: frames from the Runner, pumped into a pipe. The pump owns the
 	// write end; the program gets the read end once it runs.
-	stdinR, stdinW, err := os.Pipe()
-	if err != nil {
-		return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: err.Error()}
+	// A prestarted interpreter runs the program when the request allows: a main file to
+	// hand it, nothing to compile or unpack, no environment of its own.
+	var pre *prestarted
+	if s.pre != nil && req.Script != "" && len(req.Compile) == 0 && req.Artifact == 0 && len(req.Env) == 0 {
+		pre, s.pre = s.pre, nil
+	} else if s.pre != nil { // of no use: gone before anything runs
+		s.pre.kill()
+		s.pre.closeStdin()
+		s.pre = nil
+	}
+	var stdinR, stdinW *os.File
+	if pre != nil {
+		stdinR, stdinW = pre.stdinR, pre.stdinW
+	} else {
+		var err error
+		if stdinR, stdinW, err = os.Pipe(); err != nil {
+			return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: err.Error()}
+		}
 	}
 	defer stdinR.Close()
 	goOn, pumpDone := make(chan struct{}), make(chan struct{})
@@ -395,6 +427,7 @@ func (s *server) serve(in io.Reader, req Request) Result {
 	}
 	s.send(FrameStarted, nil)
 	p := s.runPhase(phase{
+		pre: pre, script: req.Script,
 		argv: req.Run, stdin: stdinR, outType: FrameStdout, errType: FrameStderr,
 		cap: req.Output, timeout: req.RunTime,
 	})
@@ -491,6 +524,10 @@ func pumpStdin(in io.Reader, w *os.File, goOn chan struct{}) {
 }
 
 type phase struct {
+	// pre, when set, is an interpreter started ahead that runs script in place of argv
+	// (should it be gone, argv runs the ordinary way).
+	pre              *prestarted
+	script           string
 	argv             []string
 	stdin            *os.File
 	outType, errType byte
@@ -511,48 +548,71 @@ type phaseResult struct {
 // runPhase runs one command to its end under the phase's caps. When the command's main
 // process ends, every other process in the sandbox is killed too (daemons do not outlive it).
 func (s *server) runPhase(ph phase) phaseResult {
-	path, err := lookPath(ph.argv[0], s.cfg)
-	if err != nil {
-		return phaseResult{outcome: OutcomeStartError, exitCode: -1, message: err.Error()}
+	cg := cgroupOf(s.cfg.CgroupRoot)
+	var (
+		mem0             memSample
+		cpuBefore        time.Duration
+		cpuOK            bool
+		ruBefore         syscall.Rusage
+		start            time.Time
+		pid              int
+		outR, errR       *os.File
+		prestartedFailed bool
+	)
+	sample := func() {
+		mem0 = cg.memSample()
+		cpuBefore, cpuOK = cg.cpuUsage()
+		syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ruBefore)
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return phaseResult{outcome: OutcomeStartError, exitCode: -1, message: err.Error()}
+	if ph.pre != nil {
+		// The interpreter is up and waiting: hand it the program.
+		sample()
+		start = time.Now()
+		if ph.pre.run(ph.script) {
+			pid, outR, errR = ph.pre.pid, ph.pre.outR, ph.pre.errR
+			defer outR.Close()
+			defer errR.Close()
+		} else {
+			prestartedFailed = true
+		}
 	}
-	defer outR.Close()
-	errR, errW := outR, outW
-	if ph.errType != ph.outType {
-		if errR, errW, err = os.Pipe(); err != nil {
-			outW.Close()
+	if ph.pre == nil || prestartedFailed {
+		path, err := lookPath(ph.argv[0], s.cfg)
+		if err != nil {
 			return phaseResult{outcome: OutcomeStartError, exitCode: -1, message: err.Error()}
 		}
-		defer errR.Close()
-	}
+		var outW, errW *os.File
+		outR, outW, err = os.Pipe()
+		if err != nil {
+			return phaseResult{outcome: OutcomeStartError, exitCode: -1, message: err.Error()}
+		}
+		defer outR.Close()
+		errR, errW = outR, outW
+		if ph.errType != ph.outType {
+			if errR, errW, err = os.Pipe(); err != nil {
+				outW.Close()
+				return phaseResult{outcome: OutcomeStartError, exitCode: -1, message: err.Error()}
+			}
+			defer errR.Close()
+		}
 
-	cg := cgroupOf(s.cfg.CgroupRoot)
-	mem0 := cg.memSample()
-	cpuBefore, cpuOK := cg.cpuUsage()
-	var ruBefore syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ruBefore)
-
-	start := time.Now()
-	pid, err := syscall.ForkExec(path, ph.argv, &syscall.ProcAttr{
-		Dir:   s.cfg.Dir,
-		Env:   s.cfg.Env,
-		Files: []uintptr{ph.stdin.Fd(), outW.Fd(), errW.Fd()},
-		Sys:   &syscall.SysProcAttr{Setpgid: true},
-	})
-	outW.Close()
-	if errW != outW {
-		errW.Close()
+		sample()
+		start = time.Now()
+		pid, err = syscall.ForkExec(path, ph.argv, &syscall.ProcAttr{
+			Dir:   s.cfg.Dir,
+			Env:   s.cfg.Env,
+			Files: []uintptr{ph.stdin.Fd(), outW.Fd(), errW.Fd()},
+			Sys:   &syscall.SysProcAttr{Setpgid: true},
+		})
+		outW.Close()
+		if errW != outW {
+			errW.Close()
+		}
+		if err != nil {
+			return phaseResult{outcome: OutcomeStartError, exitCode: -1, message: fmt.Sprintf("start %s: %v", ph.argv[0], err)}
+		}
+		setOOMScore(pid)
 	}
-	if err != nil {
-		return phaseResult{outcome: OutcomeStartError, exitCode: -1, message: fmt.Sprintf("start %s: %v", ph.argv[0], err)}
-	}
-	// Make the program, not runbox-init, the OOM killer's first choice; what it forks
-	// inherits the score. (It could lower its own back to 0, and a program that makes
-	// runbox-init the victim ends the container: the Runner reports that as memory_limit.)
-	os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte("1000"), 0)
 	kill := func() { killAll(pid) }
 
 	var (

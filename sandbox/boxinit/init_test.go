@@ -530,3 +530,82 @@ func TestServeWaitsAtTheGate(t *testing.T) {
 		}
 	}
 }
+
+// An interpreter started ahead (Config.Prestart) runs the request's Script in place of
+// the Run command, with the program's stdin, stdout, stderr and exit status: here a
+// shell whose prelude records its pid, reads the script's name from fd 3 and execs it.
+func TestServeRunsThePrestartedInterpreter(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Dir, cfg.CgroupRoot = dir, t.TempDir()
+	cfg.Prestart = sh(`echo $$ >pre.pid; read -r p <&3; exec 3<&-; exec /bin/sh "$p"`)
+	var in bytes.Buffer
+	b, _ := json.Marshal(Request{
+		Files:  []File{{Name: "main.sh", Content: []byte("cat; echo \"pid $$\"; [ -e /proc/$$/fd/3 ] && echo fd 3 open; echo err >&2; exit 3")}},
+		Run:    []string{"/bin/sh", "main.sh"},
+		Script: "main.sh", RunTime: 5 * time.Second, Output: 1 << 20,
+	})
+	WriteFrame(&in, FrameRequest, b)
+	WriteFrame(&in, FrameStdin, []byte("in-put\n"))
+	WriteFrame(&in, FrameStdinEOF, nil)
+	var out bytes.Buffer
+	if err := Serve(&in, &out, cfg); err != nil {
+		t.Fatal(err)
+	}
+	var tr transcript
+	for {
+		typ, p, err := ReadFrame(&out, MaxFrame)
+		if err != nil {
+			break
+		}
+		switch typ {
+		case FrameStdout:
+			tr.stdout.Write(p)
+		case FrameStderr:
+			tr.stderr.Write(p)
+		case FrameStarted:
+			tr.started = true
+		case FrameResult:
+			json.Unmarshal(p, &tr.result)
+		}
+	}
+	pid, err := os.ReadFile(filepath.Join(dir, "pre.pid"))
+	if err != nil {
+		t.Fatalf("the prestarted shell did not run: %v", err)
+	}
+	// The same process, and the control pipe closed.
+	want := fmt.Sprintf("in-put\npid %s", pid)
+	if got := tr.stdout.String(); got != want || tr.stderr.String() != "err\n" || !tr.started {
+		t.Errorf("stdout %q, stderr %q, started %v; want stdout %q (the prestarted shell's pid), stderr \"err\\n\"", got, tr.stderr.String(), tr.started, want)
+	}
+	if tr.result.Outcome != OutcomeExited || tr.result.ExitCode != 3 || tr.result.Memory <= 0 {
+		t.Errorf("result = %+v, want exited 3 with its memory", tr.result)
+	}
+}
+
+// A request the prestarted interpreter cannot serve (a compile phase) runs the ordinary
+// way, and the interpreter is killed: nothing of it is left.
+func TestServeKillsAnUnusedPrestartedInterpreter(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Dir, cfg.CgroupRoot = dir, t.TempDir()
+	marker := fmt.Sprintf("prestart-marker-%d", time.Now().UnixNano())
+	cfg.Prestart = []string{"/bin/sh", "-c", "read -r p <&3; exec sleep 30", marker}
+	var in bytes.Buffer
+	b, _ := json.Marshal(Request{
+		Compile: sh("true"), CompileTime: 5 * time.Second,
+		Run: sh("echo ran"), Script: "main.sh", RunTime: 5 * time.Second, Output: 1 << 20,
+	})
+	WriteFrame(&in, FrameRequest, b)
+	WriteFrame(&in, FrameStdinEOF, nil)
+	var out bytes.Buffer
+	if err := Serve(&in, &out, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "ran\n") {
+		t.Errorf("the ordinary run did not happen: %q", out.String())
+	}
+	if ps, _ := exec.Command("pgrep", "-f", marker).Output(); len(ps) > 0 {
+		t.Errorf("the prestarted interpreter outlived Serve: pids %s", ps)
+	}
+}

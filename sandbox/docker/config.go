@@ -54,6 +54,10 @@ type Config struct {
 	// in the container's file cache (about half of a Python hello's time here), at the cost
 	// of that command's CPU for every pooled container that waits more than 200 ms.
 	PoolWarm bool
+	// PoolPrestart makes a pooled container of a language with an interpreter to start
+	// ahead (sandbox.Language.Prestart) start it while it waits, in place of the warm-up:
+	// the program then does not pay the interpreter's start.
+	PoolPrestart bool
 	// PoolStagger spaces the pools' first containers when the Runner starts: one per
 	// language first, then the second of each, and so on, PoolStagger apart. Started all at
 	// once, a dozen containers and their warm-ups (a compiler each) held both cores of a
@@ -72,19 +76,20 @@ type Config struct {
 // language at start, two for a language in use, none for one unused for a few minutes.
 func DefaultConfig() Config {
 	return Config{
-		Owner:       "runbox",
-		ImageTag:    "latest",
-		Defaults:    sandbox.DefaultLimits(),
-		Max:         sandbox.MaxLimits(),
-		PoolSize:    2,
-		PoolStart:   1,
-		PoolMin:     0,
-		PoolIdle:    time.Minute,
-		PoolStarts:  3,
-		PoolMaxAge:  5 * time.Minute,
-		PoolWarm:    true,
-		PoolStagger: 500 * time.Millisecond,
-		Grace:       3 * time.Second,
+		Owner:        "runbox",
+		ImageTag:     "latest",
+		Defaults:     sandbox.DefaultLimits(),
+		Max:          sandbox.MaxLimits(),
+		PoolSize:     2,
+		PoolStart:    1,
+		PoolMin:      0,
+		PoolIdle:     time.Minute,
+		PoolStarts:   3,
+		PoolMaxAge:   5 * time.Minute,
+		PoolWarm:     true,
+		PoolPrestart: true,
+		PoolStagger:  500 * time.Millisecond,
+		Grace:        3 * time.Second,
 	}
 }
 
@@ -187,14 +192,17 @@ func boxLimitsOf(l sandbox.Limits, compiles bool) boxLimits {
 //
 // warm asks runbox-init to run the language's warm-up command while it waits (pooled
 // containers, which wait; a container started for a waiting program would only kill it).
-func containerConfig(image string, lang sandbox.Language, lim boxLimits, owner, runtime string, idle time.Duration, warm bool) (*container.Config, *container.HostConfig) {
+//
+// prestart asks it to start the language's interpreter ahead (Language.Prestart), in
+// place of the warm-up, when warm is set and the language has one.
+func containerConfig(image string, lang sandbox.Language, lim boxLimits, owner, runtime string, idle time.Duration, warm, prestart bool) (*container.Config, *container.HostConfig) {
 	// runbox-init's own threads count against the same cgroup; it takes its share at start.
 	pids := lim.Pids + boxinit.ReservedPids
 	noOOMKillDisable := false
 	cfg := &container.Config{
 		Image:           image,
 		Entrypoint:      []string{initPath},
-		Cmd:             initArgs(lang, idle, warm),
+		Cmd:             initArgs(lang, idle, warm, prestart),
 		User:            sandboxUser,
 		WorkingDir:      scratchDir,
 		Hostname:        "sandbox",
@@ -250,8 +258,12 @@ func containerConfig(image string, lang sandbox.Language, lim boxLimits, owner, 
 }
 
 // initArgs are runbox-init's arguments.
-func initArgs(lang sandbox.Language, idle time.Duration, warm bool) []string {
+func initArgs(lang sandbox.Language, idle time.Duration, warm, prestart bool) []string {
 	args := []string{"--idle", idle.String()}
+	if warm && prestart && len(lang.Prestart) > 0 {
+		b, _ := json.Marshal(lang.Prestart)
+		return append(args, "--prestart", string(b))
+	}
 	if warm && len(lang.Warm) > 0 {
 		b, _ := json.Marshal(lang.Warm) // a []string always encodes
 		args = append(args, "--warm", string(b))

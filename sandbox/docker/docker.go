@@ -275,7 +275,7 @@ type box struct {
 // Pooled boxes (warm) run the language's warm-up while they wait.
 func (r *Runner) startBox(ctx context.Context, rt *runtime, lim boxLimits, warm bool) (*box, error) {
 	idle := 2*r.cfg.PoolMaxAge + time.Minute
-	cfg, host := containerConfig(rt.image, rt.lang, lim, r.cfg.Owner, r.cfg.Runtime, idle, warm)
+	cfg, host := containerConfig(rt.image, rt.lang, lim, r.cfg.Owner, r.cfg.Runtime, idle, warm, r.cfg.PoolPrestart)
 	name := fmt.Sprintf("runbox-%s-%s-%s", r.cfg.Owner, rt.lang.Name, randomHex(6))
 	r.removal.startBegin() // removals yield to the create and start
 	defer r.removal.startEnd()
@@ -513,6 +513,9 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		// The box has the compiler's memory, or a pooled box another program's: the
 		// program's is set at the gate, before its run phase.
 		Gate: !spec.CompileOnly && b.memory != lim.Memory,
+	}
+	if len(rt.lang.Prestart) > 0 {
+		breq.Script = rt.lang.Source // what Run runs, for an interpreter started ahead
 	}
 	if len(spec.Artifact) > 0 { // the compiled program replaces the sources
 		breq.Files, breq.Compile = nil, nil
