@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -387,12 +388,25 @@ func hardenChild() {
 	// action, which kills this child, but not PID 1: the kernel drops a signal at its
 	// default action sent to a PID namespace's init from inside. The Docker test
 	// SignalsInit sends all 64 to the real PID 1.
+	// A barrier: SIGWINCH, sent after all the others, has come through the runtime's
+	// handler, so they have too (a signal a process sends itself is delivered before kill
+	// returns, and the runtime handles them in order).
+	barrier := make(chan os.Signal, 1)
+	signal.Notify(barrier, syscall.SIGWINCH)
 	for sig := syscall.Signal(1); sig < 32; sig++ {
 		if sig != syscall.SIGKILL && sig != syscall.SIGSTOP {
 			syscall.Kill(os.Getpid(), sig)
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	for len(barrier) > 0 {
+		<-barrier
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGWINCH)
+	select {
+	case <-barrier:
+	case <-time.After(time.Minute):
+		fmt.Println("the barrier signal never came")
+	}
 	fmt.Println("survived every signal")
 	var in, out bytes.Buffer
 	b, _ := json.Marshal(Request{Run: []string{"/bin/grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"}, RunTime: 5 * time.Second, Output: 1 << 10})
@@ -428,7 +442,15 @@ func TestServeWarmsUpUntilTheRequest(t *testing.T) {
 	var out bytes.Buffer
 	done := make(chan error, 1)
 	go func() { done <- Serve(inR, &out, cfg) }()
-	time.Sleep(300 * time.Millisecond)
+	// The warm-up is under way once it wrote its temporary file.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(dir, warmDir, "tmpfile")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the warm-up did not start within a minute")
+		}
+	}
 	b, _ := json.Marshal(Request{Run: sh("ls -A; echo end"), RunTime: 5 * time.Second, Output: 1 << 10})
 	WriteFrame(inW, FrameRequest, b)
 	WriteFrame(inW, FrameStdinEOF, nil)
