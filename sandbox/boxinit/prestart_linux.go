@@ -1,3 +1,5 @@
+// An interpreter started before the request (Config.Prestart).
+
 package boxinit
 
 import (
