@@ -31,6 +31,8 @@ import (
 var helloPrograms = map[string]string{
 	"python": "print('hello, world')\n",
 	"c":      "#include <stdio.h>\nint main(void){puts(\"hello, world\");return 0;}\n",
+	// C++ the way judged programs are written: the whole library in one include.
+	"cpp": "#include <bits/stdc++.h>\nusing namespace std;\nint main(){cout<<\"hello, world\"<<endl;}\n",
 	// The languages of issue 10.
 	"go":         "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hello, world\") }\n",
 	"java":       "public class Main { public static void main(String[] a) { System.out.println(\"hello, world\"); } }\n",
@@ -42,7 +44,7 @@ var helloPrograms = map[string]string{
 // the pool's refill of the previous program's container is not on the clock, the
 // program's own work is. Throughput below shows what happens when programs arrive faster.
 func BenchmarkRunnerHello(b *testing.B) {
-	for _, lang := range []string{"python", "c", "go", "java", "javascript"} {
+	for _, lang := range []string{"python", "c", "cpp", "go", "java", "javascript"} {
 		b.Run(lang, func(b *testing.B) {
 			r := newTestRunner(b, func(c *Config) { c.PoolSize = DefaultConfig().PoolSize; c.PoolStart = c.PoolSize })
 			p := r.langs[lang].pool

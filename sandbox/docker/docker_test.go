@@ -275,3 +275,27 @@ f(2)
 	}
 	t.Logf("pooled: run %v, memory %d; fresh: run %v, memory %d", pooled.Time, pooled.Memory, fresh.Time, fresh.Memory)
 }
+
+// The C++ image has <bits/stdc++.h> precompiled for the flags of the language row: g++
+// run with those flags uses the PCH (-H marks it with '!').
+func TestCppPrecompiledHeader(t *testing.T) {
+	r := newTestRunner(t, func(c *Config) { c.Languages = []string{"cpp"}; c.PoolSize = 0 })
+	lang, _ := sandbox.Lookup("cpp")
+	var flags []string
+	for _, f := range lang.Compile[1:] {
+		if f == "-o" {
+			break
+		}
+		flags = append(flags, f)
+	}
+	cmd := fmt.Sprintf(`printf '#include <bits/stdc++.h>\n' | g++ %s -Winvalid-pch -H -fsyntax-only -x c++ - 2>&1 | grep '^! '`, strings.Join(flags, " "))
+	src := "#include <cstdlib>\nint main() { return std::system(R\"(" + cmd + ")\") != 0; }\n"
+	spec := sandboxtest.Program("cpp", src)
+	spec.Limits.Memory = 1 << 30
+	spec.Limits.RunTime = sandbox.MaxLimits().RunTime
+	spec.Limits.CompileTime = sandbox.MaxLimits().CompileTime
+	res, err := r.Run(context.Background(), spec, nil)
+	if err != nil || res.Status != sandbox.StatusOK || !strings.Contains(string(res.Stdout), "stdc++.h.gch") {
+		t.Fatalf("g++ %s did not use a precompiled <bits/stdc++.h>: %v\n%s", strings.Join(flags, " "), err, describe(res))
+	}
+}
