@@ -210,6 +210,11 @@ func languages() []Language {
 			// arrives before an exit.
 			Run:  []string{"node", "--require", "/usr/local/lib/runbox/node-stdio.js", "main.js"},
 			Warm: []string{"node", "--require", "/usr/local/lib/runbox/node-stdio.js", "-e", ""},
+			// The same command with one more preload, from the image, that waits for
+			// runbox-init's word on fd 3: node starts, then loads main.js once it exists,
+			// by its own path for a main module (the same process.argv, require.main,
+			// stack traces).
+			Prestart: []string{"node", "--require", "/usr/local/lib/runbox/node-stdio.js", "--require", "/usr/local/lib/runbox/node-wait.js", "main.js"},
 		},
 	}
 }

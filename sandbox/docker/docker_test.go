@@ -233,47 +233,60 @@ int main() {
 	}
 }
 
-// A pooled Python container has the interpreter started before the program arrives
-// (sandbox.Language.Prestart); the program sees what `python3 main.py` shows it, and
-// fails the same way, as in a container started for it.
-func TestPythonPrestarted(t *testing.T) {
-	r := newTestRunner(t, func(c *Config) { c.Languages = []string{"python"} })
-	p := r.langs["python"].pool
-	src := `import sys, pickle
+// A pooled container of a language with an interpreter started ahead
+// (sandbox.Language.Prestart) runs its program in that interpreter; the program sees what
+// it would see run the ordinary way, and fails the same way, as in a container started
+// for it.
+func TestInterpreterPrestarted(t *testing.T) {
+	for _, c := range []struct {
+		lang, probe, src string
+	}{
+		{"python", "import sys; print('-c' in sys.orig_argv)\n", `import sys, pickle
 class A: pass
 print(__name__, __file__, sys.argv, sys.path[0], sorted(globals()), len(pickle.dumps(A())))
 print(input())
 def f(n): return f(n - 1) if n else 1 / 0
 f(2)
-`
-	run := func(pooled bool) (prestarted string, res sandbox.Result) {
-		t.Helper()
-		spec := sandboxtest.Program("python", "import sys; print('-c' in sys.orig_argv)\n"+src)
-		spec.Stdin = []byte("typed\n")
-		if pooled {
-			waitFor(t, 60*time.Second, func() bool { return p.idle() == 1 })
-		} else {
-			spec.Limits.Pids = r.cfg.Defaults.Pids / 2 // a container of its own
-		}
-		res, err := r.Run(context.Background(), spec, nil)
-		if err != nil || res.Trace == nil || res.Trace.Pooled != pooled {
-			t.Fatalf("%v %+v", err, res)
-		}
-		first, rest, _ := strings.Cut(string(res.Stdout), "\n")
-		res.Stdout = []byte(rest)
-		return first, res
+`},
+		{"javascript", "console.log(process.execArgv.some(a => a.endsWith('node-wait.js')) ? 'True' : 'False');\n", `console.log(process.argv.length, require.main === module, __filename);
+console.log(require('fs').readFileSync(0, 'utf8').trim());
+function f(n) { if (n === 0) throw new Error('boom'); return f(n - 1); }
+f(2);
+`},
+	} {
+		t.Run(c.lang, func(t *testing.T) {
+			r := newTestRunner(t, func(cfg *Config) { cfg.Languages = []string{c.lang} })
+			p := r.langs[c.lang].pool
+			run := func(pooled bool) (prestarted string, res sandbox.Result) {
+				t.Helper()
+				spec := sandboxtest.Program(c.lang, c.probe+c.src)
+				spec.Stdin = []byte("typed\n")
+				if pooled {
+					waitFor(t, 60*time.Second, func() bool { return p.idle() == 1 })
+				} else {
+					spec.Limits.Pids = r.cfg.Defaults.Pids / 2 // a container of its own
+				}
+				res, err := r.Run(context.Background(), spec, nil)
+				if err != nil || res.Trace == nil || res.Trace.Pooled != pooled {
+					t.Fatalf("%v %+v", err, res)
+				}
+				first, rest, _ := strings.Cut(string(res.Stdout), "\n")
+				res.Stdout = []byte(rest)
+				return first, res
+			}
+			preP, pooled := run(true)
+			preF, fresh := run(false)
+			if preP != "True" || preF != "False" {
+				t.Errorf("prestarted: pooled %s, fresh %s; want True, False", preP, preF)
+			}
+			if pooled.Status != sandbox.StatusRuntimeError || pooled.ExitCode != 1 ||
+				string(pooled.Stdout) != string(fresh.Stdout) || string(pooled.Stderr) != string(fresh.Stderr) ||
+				pooled.Status != fresh.Status || pooled.ExitCode != fresh.ExitCode {
+				t.Errorf("pooled:\n%s\nfresh:\n%s", describe(pooled), describe(fresh))
+			}
+			t.Logf("pooled: run %v, memory %d; fresh: run %v, memory %d", pooled.Time, pooled.Memory, fresh.Time, fresh.Memory)
+		})
 	}
-	preP, pooled := run(true)
-	preF, fresh := run(false)
-	if preP != "True" || preF != "False" {
-		t.Errorf("prestarted: pooled %s, fresh %s; want True, False", preP, preF)
-	}
-	if pooled.Status != sandbox.StatusRuntimeError || pooled.ExitCode != 1 ||
-		string(pooled.Stdout) != string(fresh.Stdout) || string(pooled.Stderr) != string(fresh.Stderr) ||
-		pooled.Status != fresh.Status || pooled.ExitCode != fresh.ExitCode {
-		t.Errorf("pooled:\n%s\nfresh:\n%s", describe(pooled), describe(fresh))
-	}
-	t.Logf("pooled: run %v, memory %d; fresh: run %v, memory %d", pooled.Time, pooled.Memory, fresh.Time, fresh.Memory)
 }
 
 // The C++ image has <bits/stdc++.h> precompiled for the flags of the language row: g++
