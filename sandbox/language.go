@@ -34,6 +34,11 @@ type Language struct {
 	// root filesystem is a mount of its own, cold at start), and is killed when the
 	// program arrives. Its output and exit status are ignored.
 	Warm []string
+	// Prestart, when set, is an interpreter that a pooled container starts before its
+	// program arrives (in place of Warm): its prelude waits for the main file's path on
+	// fd 3 and then runs that file in the same process, as Run would have, so the program
+	// does not pay the interpreter's start. See boxinit.Config.Prestart.
+	Prestart []string
 	// CompileTime, when longer than the server's default compile time, is the compile
 	// limit of a program that asks for none (at most the server's maximum): a JVM or the
 	// go command starting in a fresh container, its files not yet cached, can take more
@@ -79,6 +84,50 @@ func javacFlags() []string {
 		"-J-Xshare:auto", "-J-XX:SharedArchiveFile=/usr/local/lib/runbox/javac.jsa", "-encoding", "UTF-8"}
 }
 
+// pythonPrelude runs in a prestarted python3 (-c, so in __main__): it reads the main
+// file's path from fd 3 and runs the file in __main__ as `python3 main.py` does: the same
+// sys.argv, sys.path[0], __file__ (absolute) and __main__ globals, the same traceback
+// (without the prelude's frame) and exit status 1 for an uncaught exception, the same
+// message and status 2 for a missing file. What differs: sys.orig_argv, and the
+// program's first frame is two deep instead of one (two fewer frames of recursion).
+const pythonPrelude = `def _runbox():
+    import sys, os
+    b = b''
+    while not b.endswith(b'\n'):
+        c = os.read(3, 4096)
+        if not c:
+            os._exit(125)
+        b += c
+    os.close(3)
+    arg = b[:-1].decode()
+    path = os.path.abspath(arg)
+    sys.argv[:] = [arg]
+    sys.path[0] = os.path.dirname(path)
+    g = sys.modules['__main__'].__dict__
+    bi = g['__builtins__']
+    loader = sys.modules['_frozen_importlib_external'].SourceFileLoader('__main__', path)
+    g.clear()
+    g.update(__name__='__main__', __doc__=None, __package__=None, __loader__=loader,
+             __spec__=None, __annotations__={}, __builtins__=bi, __file__=path, __cached__=None)
+    try:
+        with open(path, 'rb') as f:
+            src = f.read()
+    except OSError as e:
+        sys.stderr.write("%s: can't open file %r: [Errno %d] %s\n" % (sys.orig_argv[0], path, e.errno, e.strerror))
+        sys.exit(2)
+    try:
+        exec(compile(src, path, 'exec', dont_inherit=True), g)
+    except SystemExit:
+        raise
+    except BaseException as e:
+        tb = e.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == '<string>':
+            tb = tb.tb_next
+        sys.excepthook(type(e), e.with_traceback(tb), tb)
+        sys.exit(1)
+_runbox()
+`
+
 // Compiled reports whether the language has a compile phase.
 func (l Language) Compiled() bool { return len(l.Compile) > 0 }
 
@@ -93,8 +142,9 @@ func languages() []Language {
 			Image:      "runbox/runtime-python",
 			Source:     "main.py",
 			// -u: unbuffered, so output and input() prompts stream live; -B: no .pyc files.
-			Run:  []string{"python3", "-u", "-B", "main.py"},
-			Warm: []string{"python3", "-u", "-B", "-c", "pass"},
+			Run:      []string{"python3", "-u", "-B", "main.py"},
+			Warm:     []string{"python3", "-u", "-B", "-c", "pass"},
+			Prestart: []string{"python3", "-u", "-B", "-c", pythonPrelude},
 		},
 		{
 			Name:       "c",
@@ -116,9 +166,13 @@ func languages() []Language {
 			Extensions: []string{".cpp", ".cc", ".cxx", ".c++"},
 			Image:      "runbox/runtime-cpp",
 			Source:     "main.cpp",
-			Compile:    []string{"g++", "-std=gnu++17", "-O2", "-pipe", "-Wall", "-o", "main", "main.cpp"},
-			Run:        []string{"./main"},
-			Warm:       []string{"g++", "-std=gnu++17", "-O2", "-pipe", "-Wall", "-include", "iostream", "-x", "c++", "/dev/null", "-o", "warm"},
+			// The image has <bits/stdc++.h> precompiled for exactly -std=gnu++17 -O2
+			// (images/runtime/cpp/Dockerfile): change those and the PCH goes unused.
+			// gold (in Debian bookworm's binutils) links libstdc++ programs faster than
+			// ld.bfd; the image build fails if it cannot.
+			Compile: []string{"g++", "-std=gnu++17", "-O2", "-pipe", "-Wall", "-fuse-ld=gold", "-o", "main", "main.cpp"},
+			Run:     []string{"./main"},
+			Warm:    []string{"g++", "-std=gnu++17", "-O2", "-pipe", "-Wall", "-fuse-ld=gold", "-include", "iostream", "-x", "c++", "/dev/null", "-o", "warm"},
 		},
 		{
 			Name:       "go",
@@ -164,6 +218,11 @@ func languages() []Language {
 			// arrives before an exit.
 			Run:  []string{"node", "--require", "/usr/local/lib/runbox/node-stdio.js", "main.js"},
 			Warm: []string{"node", "--require", "/usr/local/lib/runbox/node-stdio.js", "-e", ""},
+			// The same command with one more preload, from the image, that waits for
+			// runbox-init's word on fd 3: node starts, then loads main.js once it exists,
+			// by its own path for a main module (the same process.argv, require.main,
+			// stack traces).
+			Prestart: []string{"node", "--require", "/usr/local/lib/runbox/node-stdio.js", "--require", "/usr/local/lib/runbox/node-wait.js", "main.js"},
 		},
 	}
 }

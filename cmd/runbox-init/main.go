@@ -18,6 +18,7 @@ import (
 func main() {
 	idle := flag.Duration("idle", 10*time.Minute, "exit when no request arrives within this time (a pooled container left behind by a crashed server goes away by itself)")
 	warmJSON := flag.String("warm", "", "a command, as a JSON array, to run while waiting for the request (loads the toolchain into the file cache); killed when the request arrives")
+	prestartJSON := flag.String("prestart", "", "an interpreter, as a JSON array, to start while waiting for the request; its prelude runs the program's main file, named on fd 3 (see boxinit.Config.Prestart)")
 	flag.Parse()
 
 	if err := boxinit.Harden(); err != nil {
@@ -28,6 +29,12 @@ func main() {
 	if *warmJSON != "" {
 		if err := json.Unmarshal([]byte(*warmJSON), &cfg.Warm); err != nil {
 			fmt.Fprintln(os.Stderr, "runbox-init: --warm:", err)
+			os.Exit(2)
+		}
+	}
+	if *prestartJSON != "" {
+		if err := json.Unmarshal([]byte(*prestartJSON), &cfg.Prestart); err != nil {
+			fmt.Fprintln(os.Stderr, "runbox-init: --prestart:", err)
 			os.Exit(2)
 		}
 	}

@@ -14,6 +14,7 @@
 //	init → runner: 'o' stdout bytes, 'e' stderr bytes, 'c' compiler output bytes,
 //	               'A' artefact bytes (of a CompileOnly request, before the result),
 //	               'S' run phase started (empty), 'R' result (JSON Result)
+//	gate (Request.Gate): init → runner 'W' before the run phase, runner → init 'G' to go on
 //
 // A judged run (sandbox/judge) compiles once and runs many times: a CompileOnly request
 // compiles and answers with the scratch directory packed (PackDir) in 'A' frames instead
@@ -52,6 +53,13 @@ const (
 	FrameCompile byte = 'c'
 	FrameStarted byte = 'S'
 	FrameResult  byte = 'R'
+
+	// FrameGate (init → runner, empty) says that runbox-init, asked for a gate
+	// (Request.Gate), is ready to start the run phase and waits for FrameGo (runner →
+	// init, empty). Between the two the runner changes the container's limits for the
+	// program (its memory, lower than the compiler's).
+	FrameGate byte = 'W'
+	FrameGo   byte = 'G'
 )
 
 // Size caps.
@@ -114,6 +122,12 @@ type Request struct {
 	// request: it is unpacked into the scratch directory, and the program runs without a
 	// compile phase (Files and Compile are then ignored).
 	Artifact int64 `json:"artifact,omitempty"`
+	// Script is the main file that a prestarted interpreter (Config.Prestart) runs in
+	// place of the Run command, when there is one.
+	Script string `json:"script,omitempty"`
+	// Gate: before the run phase (after the compile, the files or the artefact), send
+	// FrameGate and wait for FrameGo.
+	Gate bool `json:"gate,omitempty"`
 }
 
 // Outcome is how a phase ended, as runbox-init saw it.

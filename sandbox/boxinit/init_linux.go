@@ -6,18 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Config configures Serve.
@@ -37,6 +30,13 @@ type Config struct {
 	// container whose program comes at once (a busy pool) does not pay for it.
 	Warm      []string
 	WarmDelay time.Duration
+	// Prestart, when set, is an interpreter started as Serve begins (in place of Warm),
+	// with the program's stdin, stdout and stderr, its working directory and environment,
+	// and a control pipe as fd 3. Its prelude reads the main file's path, one line, from
+	// fd 3, closes it and runs that file as the interpreter would have: the program does
+	// not wait for the interpreter to start. It is used for a request with a Script and
+	// nothing to compile, unpack or add to the environment; else it is killed.
+	Prestart []string
 }
 
 // DefaultConfig is the configuration inside a sandbox container.
@@ -55,134 +55,20 @@ func DefaultConfig() Config {
 	}
 }
 
-// ReservedPids is how many of the container's pids (processes and threads, one cgroup
-// count) runbox-init takes for itself. Harden creates all of its threads up front, so a
-// program that takes every other pid (a fork or thread bomb) cannot keep the Go runtime
-// from starting a thread it needs, which would be fatal to runbox-init. A Runner creates
-// the container with the program's pids limit plus ReservedPids.
-const ReservedPids = 12
-
-// Harden makes the calling process a safe PID 1 for untrusted children:
-//   - not dumpable, so processes of the same user cannot ptrace it or open /proc/1/fd;
-//   - deaf to every signal a child can send it: each one is caught and dropped. Caught, not
-//     ignored: an ignored signal stays ignored across exec, so the program would start
-//     with SIGPIPE, SIGXFSZ, SIGTERM... ignored; a caught one is reset to its default
-//     action. And catching is what keeps the Go runtime alive: a kill(1, SIGSEGV) that
-//     nobody asked for would make it throw, and PID 1's death ends the container;
-//   - holding every thread it will need (ReservedPids), created now while pids are free;
-//   - with its code locked in memory (see lockText).
-func Harden() error {
-	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
-		return fmt.Errorf("prctl dumpable: %w", err)
-	}
-	// Nobody reads the channel: the signal package drops what does not fit.
-	signal.Notify(make(chan os.Signal, 1))
-	resetIgnoredSignals()
-	reserveThreads(ReservedPids)
-	lockText()
-	return nil
-}
-
-// lockText keeps runbox-init's own code in memory (best effort: it needs an
-// RLIMIT_MEMLOCK of a few MiB, which containers have by default). Its heap and stacks are
-// anonymous memory and, with no swap, stay put; but its code is file-backed, and a
-// sandbox at its memory limit evicts file pages first. Without the lock, a program that
-// sits at the limit (an OOM storm, thrashing) makes every step of runbox-init wait for its
-// own code to be read back in, and the limits it enforces arrive seconds late.
-func lockText() {
-	exe, err := os.Readlink("/proc/self/exe")
-	if err != nil {
-		return
-	}
-	maps, err := os.ReadFile("/proc/self/maps")
-	if err != nil {
-		return
-	}
-	for line := range strings.SplitSeq(string(maps), "\n") {
-		// start-end perms offset dev inode path
-		f := strings.Fields(line)
-		if len(f) < 6 || f[5] != exe {
-			continue
-		}
-		lo, hi, ok := strings.Cut(f[0], "-")
-		if !ok {
-			continue
-		}
-		start, err1 := strconv.ParseUint(lo, 16, 64)
-		end, err2 := strconv.ParseUint(hi, 16, 64)
-		if err1 != nil || err2 != nil || end <= start {
-			continue
-		}
-		unix.Syscall(unix.SYS_MLOCK, uintptr(start), uintptr(end-start), 0)
-	}
-}
-
-// reserveThreads makes the Go runtime hold exactly n threads (when it can). The runtime
-// never ends an idle thread, only one whose goroutine exits while locked to it, so later
-// it takes an idle thread instead of creating one. A goroutine locked to its thread and
-// parked holds that thread and the runtime starts another to go on: each round parks as
-// many more as threads are missing. The runtime may start one more than asked meanwhile;
-// a locked goroutine that exits takes its thread with it.
-func reserveThreads(n int) {
-	parked := 0
-	for range 8 {
-		missing := n - threadCount()
-		if missing <= 0 {
-			break
-		}
-		parked += missing
-		var locked, done sync.WaitGroup
-		release := make(chan struct{})
-		locked.Add(parked)
-		done.Add(parked)
-		for range parked {
-			go func() {
-				defer done.Done()
-				runtime.LockOSThread()
-				locked.Done()
-				<-release
-				runtime.UnlockOSThread()
-			}()
-		}
-		locked.Wait()
-		close(release)
-		done.Wait()
-	}
-	for range 8 {
-		extra := threadCount() - n
-		if extra <= 0 {
-			return
-		}
-		var done sync.WaitGroup
-		done.Add(extra)
-		for range extra {
-			go func() {
-				defer done.Done()
-				runtime.LockOSThread() // and exit locked: the thread ends
-			}()
-		}
-		done.Wait()
-		// The thread ends just after its goroutine; on a busy machine that may take a
-		// while, and ending another one meanwhile would leave too few.
-		for i := 0; i < 1000 && threadCount() > n; i++ {
-			time.Sleep(time.Millisecond)
-		}
-	}
-}
-
-// threadCount is the number of threads of the calling process.
-func threadCount() int {
-	entries, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return 1
-	}
-	return len(entries)
-}
-
 // Serve reads one Request from in, runs it and writes frames to out, ending with a Result
 // frame. It returns an error only when the protocol itself failed (no Result was written).
 func Serve(in io.Reader, out io.Writer, cfg Config) error {
-	stopWarm := warm(cfg)
+	s := &server{cfg: cfg, out: out}
+	stopWarm := func() {}
+	if s.pre = prestart(cfg); s.pre == nil {
+		stopWarm = warm(cfg)
+	}
+	defer func() {
+		if s.pre != nil { // started and not used
+			s.pre.kill()
+			s.pre.closeStdin()
+		}
+	}()
 	typ, payload, err := ReadFrame(in, MaxFrame)
 	stopWarm()
 	if err != nil {
@@ -198,7 +84,6 @@ func Serve(in io.Reader, out io.Writer, cfg Config) error {
 	if err := json.Unmarshal(payload, &req); err != nil {
 		return fmt.Errorf("decode request: %w", err)
 	}
-	s := &server{cfg: cfg, out: out}
 	res := s.serve(in, req)
 	res.Message = capMessage(res.Message)
 	b, err := json.Marshal(res)
@@ -218,76 +103,10 @@ func capMessage(m string) string {
 	return strings.ToValidUTF8(m[:MaxMessage-len(more)], "") + more
 }
 
-// warmDir is the warm-up's working and temporary directory, under Config.Dir.
-const warmDir = ".runbox-warm"
-
-// warm starts cfg.Warm, if any, after cfg.WarmDelay, and returns the function that ends
-// it: it kills the warm-up's process group, reaps it and removes its directory, so that
-// the program finds nothing of it. Failures are ignored: the warm-up only saves time.
-func warm(cfg Config) (stop func()) {
-	if len(cfg.Warm) == 0 {
-		return func() {}
-	}
-	dir := filepath.Join(cfg.Dir, warmDir)
-	var (
-		mu      sync.Mutex
-		stopped bool
-		pid     int
-	)
-	timer := time.AfterFunc(cfg.WarmDelay, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if !stopped {
-			pid = startWarm(cfg, dir)
-		}
-	})
-	return func() {
-		timer.Stop()
-		mu.Lock()
-		stopped = true
-		p := pid
-		mu.Unlock()
-		if p > 0 {
-			syscall.Kill(-p, syscall.SIGKILL)
-			for {
-				// Everything of the group: the warm-up and its children (the compiler's).
-				if _, err := syscall.Wait4(-p, nil, 0, nil); err != nil && err != syscall.EINTR {
-					break
-				}
-			}
-		}
-		os.RemoveAll(dir)
-	}
-}
-
-// startWarm starts the warm-up in its own process group and returns its pid, 0 if it
-// could not.
-func startWarm(cfg Config, dir string) int {
-	path, err := lookPath(cfg.Warm[0], cfg)
-	if err != nil || os.Mkdir(dir, 0o700) != nil {
-		return 0
-	}
-	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		return 0
-	}
-	defer devnull.Close()
-	env := append(slices.Clone(cfg.Env), "TMPDIR="+dir) // the later TMPDIR wins
-	pid, err := syscall.ForkExec(path, cfg.Warm, &syscall.ProcAttr{
-		Dir:   dir,
-		Env:   env,
-		Files: []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd()},
-		Sys:   &syscall.SysProcAttr{Setpgid: true},
-	})
-	if err != nil {
-		return 0
-	}
-	return pid
-}
-
 type server struct {
 	cfg Config
-	mu  sync.Mutex // guards writes to out
+	pre *prestarted // the interpreter started ahead, until the run phase takes it
+	mu  sync.Mutex  // guards writes to out
 	out io.Writer
 }
 
@@ -336,12 +155,31 @@ func (s *server) serve(in io.Reader, req Request) Result {
 
 	// The program's stdin: frames from the Runner, pumped into a pipe. The pump owns the
 	// write end; the program gets the read end once it runs.
-	stdinR, stdinW, err := os.Pipe()
-	if err != nil {
-		return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: err.Error()}
+	// A prestarted interpreter runs the program when the request allows: a main file to
+	// hand it, nothing to compile or unpack, no environment of its own.
+	var pre *prestarted
+	if s.pre != nil && req.Script != "" && len(req.Compile) == 0 && req.Artifact == 0 && len(req.Env) == 0 {
+		pre, s.pre = s.pre, nil
+	} else if s.pre != nil { // of no use: gone before anything runs
+		s.pre.kill()
+		s.pre.closeStdin()
+		s.pre = nil
+	}
+	var stdinR, stdinW *os.File
+	if pre != nil {
+		stdinR, stdinW = pre.stdinR, pre.stdinW
+	} else {
+		var err error
+		if stdinR, stdinW, err = os.Pipe(); err != nil {
+			return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: err.Error()}
+		}
 	}
 	defer stdinR.Close()
-	go pumpStdin(in, stdinW)
+	goOn, pumpDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(pumpDone)
+		pumpStdin(in, stdinW, goOn)
+	}()
 
 	var res Result
 	if len(req.Compile) > 0 {
@@ -380,8 +218,18 @@ func (s *server) serve(in io.Reader, req Request) Result {
 		}
 	}
 
+	if req.Gate {
+		// The runner sets the program's limits, then says go.
+		s.send(FrameGate, nil)
+		select {
+		case <-goOn:
+		case <-pumpDone:
+			return Result{Outcome: OutcomeStartError, ExitCode: -1, Message: "the runner did not open the gate"}
+		}
+	}
 	s.send(FrameStarted, nil)
 	p := s.runPhase(phase{
+		pre: pre, script: req.Script,
 		argv: req.Run, stdin: stdinR, outType: FrameStdout, errType: FrameStderr,
 		cap: req.Output, timeout: req.RunTime,
 	})
@@ -445,11 +293,12 @@ func (a *artifactReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// pumpStdin forwards stdin frames into w until an end-of-stdin frame or the end of in.
-// Writes to a program that stopped reading fail and are dropped; the frames keep being read.
-func pumpStdin(in io.Reader, w *os.File) {
+// pumpStdin forwards stdin frames into w until an end-of-stdin frame or the end of in,
+// and closes goOn at the first FrameGo. Writes to a program that stopped reading fail and
+// are dropped; the frames keep being read.
+func pumpStdin(in io.Reader, w *os.File, goOn chan struct{}) {
 	defer w.Close()
-	open := true
+	open, gone := true, false
 	for {
 		typ, payload, err := ReadFrame(in, MaxFrame)
 		if err != nil {
@@ -467,237 +316,13 @@ func pumpStdin(in io.Reader, w *os.File) {
 				w.Close()
 				open = false
 			}
-		}
-	}
-}
-
-type phase struct {
-	argv             []string
-	stdin            *os.File
-	outType, errType byte
-	cap              int64
-	timeout          time.Duration
-}
-
-type phaseResult struct {
-	outcome  Outcome
-	exitCode int
-	signal   string
-	wall     time.Duration
-	cpu      time.Duration
-	maxRSS   int64
-	message  string
-}
-
-// runPhase runs one command to its end under the phase's caps. When the command's main
-// process ends, every other process in the sandbox is killed too (daemons do not outlive it).
-func (s *server) runPhase(ph phase) phaseResult {
-	path, err := lookPath(ph.argv[0], s.cfg)
-	if err != nil {
-		return phaseResult{outcome: OutcomeStartError, exitCode: -1, message: err.Error()}
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return phaseResult{outcome: OutcomeStartError, exitCode: -1, message: err.Error()}
-	}
-	defer outR.Close()
-	errR, errW := outR, outW
-	if ph.errType != ph.outType {
-		if errR, errW, err = os.Pipe(); err != nil {
-			outW.Close()
-			return phaseResult{outcome: OutcomeStartError, exitCode: -1, message: err.Error()}
-		}
-		defer errR.Close()
-	}
-
-	cg := cgroupOf(s.cfg.CgroupRoot)
-	mem0 := cg.memSample()
-	cpuBefore, cpuOK := cg.cpuUsage()
-	var ruBefore syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ruBefore)
-
-	start := time.Now()
-	pid, err := syscall.ForkExec(path, ph.argv, &syscall.ProcAttr{
-		Dir:   s.cfg.Dir,
-		Env:   s.cfg.Env,
-		Files: []uintptr{ph.stdin.Fd(), outW.Fd(), errW.Fd()},
-		Sys:   &syscall.SysProcAttr{Setpgid: true},
-	})
-	outW.Close()
-	if errW != outW {
-		errW.Close()
-	}
-	if err != nil {
-		return phaseResult{outcome: OutcomeStartError, exitCode: -1, message: fmt.Sprintf("start %s: %v", ph.argv[0], err)}
-	}
-	// Make the program, not runbox-init, the OOM killer's first choice; what it forks
-	// inherits the score. (It could lower its own back to 0, and a program that makes
-	// runbox-init the victim ends the container: the Runner reports that as memory_limit.)
-	os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte("1000"), 0)
-	kill := func() { killAll(pid) }
-
-	var (
-		limitMu  sync.Mutex
-		limitHit Outcome
-		limitMsg string
-	)
-	hit := func(o Outcome, msg string) {
-		limitMu.Lock()
-		if limitHit == "" {
-			limitHit, limitMsg = o, msg
-		}
-		limitMu.Unlock()
-		kill()
-	}
-	timer := time.AfterFunc(ph.timeout, func() { hit(OutcomeTimeLimit, "") })
-	defer timer.Stop()
-
-	var helpers sync.WaitGroup
-	// Output: frames, cut at the cap.
-	pipes, types := []*os.File{outR}, []byte{ph.outType}
-	if errR != outR {
-		pipes, types = append(pipes, errR), append(types, ph.errType)
-	}
-	helpers.Add(1)
-	go func() {
-		defer helpers.Done()
-		s.forward(pipes, types, ph.cap, func() { hit(OutcomeOutputLimit, "") })
-	}()
-	// Memory: an OOM kill or thrashing at the limit ends the phase.
-	stopWatch := make(chan struct{})
-	helpers.Add(1)
-	go func() {
-		defer helpers.Done()
-		w := memWatch{base: mem0, prev: mem0}
-		tick := time.NewTicker(memTick)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stopWatch:
-				return
-			case <-tick.C:
-			}
-			if why := w.observe(cg.memSample()); why != "" {
-				hit(OutcomeMemoryLimit, why)
-				return
-			}
-		}
-	}()
-
-	// Reap every child until none is left; the main process's status and rusage are ours.
-	var (
-		status syscall.WaitStatus
-		ru     syscall.Rusage
-		end    time.Time
-		done   bool
-	)
-	for {
-		var ws syscall.WaitStatus
-		var r syscall.Rusage
-		wpid, err := syscall.Wait4(-1, &ws, 0, &r)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			break // ECHILD: all reaped
-		}
-		if wpid == pid {
-			status, ru, end, done = ws, r, time.Now(), true
-		}
-		if done {
-			kill() // the main process is gone: nothing else may outlive it
-		}
-	}
-	if !done {
-		end = time.Now()
-	}
-	timer.Stop()
-	close(stopWatch)
-	helpers.Wait()
-
-	res := phaseResult{wall: end.Sub(start), maxRSS: ru.Maxrss * 1024}
-	if cpuAfter, ok := cg.cpuUsage(); ok && cpuOK {
-		res.cpu = cpuAfter - cpuBefore
-	} else {
-		var ruAfter syscall.Rusage
-		syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ruAfter)
-		res.cpu = time.Duration(ruAfter.Utime.Nano()+ruAfter.Stime.Nano()-ruBefore.Utime.Nano()-ruBefore.Stime.Nano()) * time.Nanosecond
-	}
-	switch {
-	case status.Exited():
-		res.exitCode = status.ExitStatus()
-	case status.Signaled():
-		res.exitCode = 128 + int(status.Signal())
-		res.signal = unix.SignalName(status.Signal())
-	default:
-		res.exitCode = -1
-	}
-	limitMu.Lock()
-	res.outcome, res.message = limitHit, limitMsg
-	limitMu.Unlock()
-	if res.outcome == "" {
-		res.outcome = OutcomeExited
-		if cg.oomKills() > mem0.oomKills {
-			res.outcome, res.message = OutcomeMemoryLimit, msgOOMKill
-		}
-	}
-	return res
-}
-
-// forward turns the phase's output pipes into frames until every writer has closed them.
-// One loop polls all pipes and on each round reads them in order, stdout first: what the
-// program wrote to one stream before it flooded another is read no later than the flood,
-// and so is kept. Past the cap the rest is read and dropped, and over is called once.
-func (s *server) forward(pipes []*os.File, types []byte, cap int64, over func()) {
-	fds := make([]unix.PollFd, len(pipes))
-	for i, p := range pipes {
-		fds[i] = unix.PollFd{Fd: int32(p.Fd()), Events: unix.POLLIN}
-	}
-	defer runtime.KeepAlive(pipes)
-	buf := make([]byte, ChunkSize)
-	var written int64
-	capped := false
-	for open := len(fds); open > 0; {
-		if _, err := unix.Poll(fds, -1); err != nil {
-			if err == unix.EINTR {
-				continue
-			}
-			return
-		}
-		for i := range fds {
-			if fds[i].Fd < 0 || fds[i].Revents == 0 {
-				continue
-			}
-			n, err := unix.Read(int(fds[i].Fd), buf)
-			if err == unix.EINTR || err == unix.EAGAIN {
-				continue
-			}
-			if err != nil || n <= 0 {
-				fds[i].Fd = -1 // end of this pipe; poll skips negative fds
-				open--
-				continue
-			}
-			keep := min(int64(n), max(cap-written, 0))
-			written += keep
-			if keep > 0 {
-				s.send(types[i], buf[:keep])
-			}
-			if int64(n) > keep && !capped {
-				capped = true
-				over()
+		case FrameGo:
+			if !gone {
+				close(goOn)
+				gone = true
 			}
 		}
 	}
-}
-
-// killAll kills every process of the sandbox but the caller. As PID 1 of the container's
-// PID namespace that is kill(-1); outside one (tests) only the phase's process group.
-func killAll(pid int) {
-	if os.Getpid() == 1 {
-		syscall.Kill(-1, syscall.SIGKILL)
-		return
-	}
-	syscall.Kill(-pid, syscall.SIGKILL)
 }
 
 // mergeEnv returns env with each KEY=value of add set: a key already in env is replaced
@@ -710,112 +335,4 @@ func mergeEnv(env, add []string) []string {
 		out = append(out, kv)
 	}
 	return out
-}
-
-func lookPath(name string, cfg Config) (string, error) {
-	if strings.Contains(name, "/") {
-		if filepath.IsAbs(name) {
-			return name, nil
-		}
-		return filepath.Join(cfg.Dir, name), nil
-	}
-	for _, kv := range cfg.Env {
-		if dirs, ok := strings.CutPrefix(kv, "PATH="); ok {
-			for _, d := range filepath.SplitList(dirs) {
-				p := filepath.Join(d, name)
-				if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-					return p, nil
-				}
-			}
-		}
-	}
-	return "", fmt.Errorf("%s: %w", name, exec.ErrNotFound)
-}
-
-// cgroup reads the container's own cgroup, v1 or v2. Absent files read as "unknown".
-type cgroup struct {
-	v2   bool
-	root string
-}
-
-func cgroupOf(root string) cgroup {
-	_, err := os.Stat(filepath.Join(root, "cgroup.controllers"))
-	return cgroup{v2: err == nil, root: root}
-}
-
-// oomKills is the cgroup's count of OOM kills so far (0 when unknown).
-func (c cgroup) oomKills() int64 {
-	file := "memory/memory.oom_control"
-	if c.v2 {
-		file = "memory.events"
-	}
-	v, _ := readKey(filepath.Join(c.root, file), "oom_kill")
-	return v
-}
-
-// memSample reads the cgroup's memory counters; what cannot be read is -1 (limit: 0).
-func (c cgroup) memSample() memSample {
-	s := memSample{oomKills: c.oomKills(), usage: -1, refaults: -1}
-	usage, limit, stat := "memory/memory.usage_in_bytes", "memory/memory.limit_in_bytes", "memory/memory.stat"
-	refaultKeys := []string{"total_workingset_refault_file", "workingset_refault_file", "total_workingset_refault"}
-	if c.v2 {
-		usage, limit, stat = "memory.current", "memory.max", "memory.stat"
-		refaultKeys = []string{"workingset_refault_file", "workingset_refault"}
-	}
-	if v, err := readInt(filepath.Join(c.root, usage)); err == nil {
-		s.usage = v
-	}
-	if v, err := readInt(filepath.Join(c.root, limit)); err == nil && v < 1<<60 { // v1 "unlimited" is near 2^63; v2 "max" does not parse
-		s.limit = v
-	}
-	for _, k := range refaultKeys {
-		if v, err := readKey(filepath.Join(c.root, stat), k); err == nil {
-			s.refaults = v
-			break
-		}
-	}
-	return s
-}
-
-// cpuUsage is the cgroup's total CPU time so far.
-func (c cgroup) cpuUsage() (time.Duration, bool) {
-	if c.v2 {
-		us, err := readKey(filepath.Join(c.root, "cpu.stat"), "usage_usec")
-		return time.Duration(us) * time.Microsecond, err == nil
-	}
-	for _, dir := range []string{"cpuacct", "cpu,cpuacct", "cpuacct,cpu"} {
-		b, err := os.ReadFile(filepath.Join(c.root, dir, "cpuacct.usage"))
-		if err != nil {
-			continue
-		}
-		ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-		if err == nil {
-			return time.Duration(ns), true
-		}
-	}
-	return 0, false
-}
-
-// readInt reads a file holding one integer.
-func readInt(path string) (int64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-}
-
-// readKey reads "key value" lines and returns key's value.
-func readKey(path, key string) (int64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		k, v, ok := strings.Cut(line, " ")
-		if ok && k == key {
-			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		}
-	}
-	return 0, errors.New("no " + key + " in " + path)
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -387,12 +388,25 @@ func hardenChild() {
 	// action, which kills this child, but not PID 1: the kernel drops a signal at its
 	// default action sent to a PID namespace's init from inside. The Docker test
 	// SignalsInit sends all 64 to the real PID 1.
+	// A barrier: SIGWINCH, sent after all the others, has come through the runtime's
+	// handler, so they have too (a signal a process sends itself is delivered before kill
+	// returns, and the runtime handles them in order).
+	barrier := make(chan os.Signal, 1)
+	signal.Notify(barrier, syscall.SIGWINCH)
 	for sig := syscall.Signal(1); sig < 32; sig++ {
 		if sig != syscall.SIGKILL && sig != syscall.SIGSTOP {
 			syscall.Kill(os.Getpid(), sig)
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	for len(barrier) > 0 {
+		<-barrier
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGWINCH)
+	select {
+	case <-barrier:
+	case <-time.After(time.Minute):
+		fmt.Println("the barrier signal never came")
+	}
 	fmt.Println("survived every signal")
 	var in, out bytes.Buffer
 	b, _ := json.Marshal(Request{Run: []string{"/bin/grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"}, RunTime: 5 * time.Second, Output: 1 << 10})
@@ -428,7 +442,15 @@ func TestServeWarmsUpUntilTheRequest(t *testing.T) {
 	var out bytes.Buffer
 	done := make(chan error, 1)
 	go func() { done <- Serve(inR, &out, cfg) }()
-	time.Sleep(300 * time.Millisecond)
+	// The warm-up is under way once it wrote its temporary file.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(dir, warmDir, "tmpfile")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the warm-up did not start within a minute")
+		}
+	}
 	b, _ := json.Marshal(Request{Run: sh("ls -A; echo end"), RunTime: 5 * time.Second, Output: 1 << 10})
 	WriteFrame(inW, FrameRequest, b)
 	WriteFrame(inW, FrameStdinEOF, nil)
@@ -473,5 +495,139 @@ func TestServeSkipsTheWarmUpForAnEarlyRequest(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(cfg.Dir, "warm-ran")); err == nil {
 		t.Error("the warm-up ran although the request came first")
+	}
+}
+
+// With a gate, runbox-init stops between the compile and the run phase: it says so
+// (FrameGate) and runs the program only at FrameGo, which the runner sends once it has
+// set the program's limits. A runner that goes away instead gets no run.
+func TestServeWaitsAtTheGate(t *testing.T) {
+	req := Request{
+		Compile: sh("echo compiled >&2"), CompileTime: 5 * time.Second,
+		Run: sh("touch ran; echo run"), RunTime: 5 * time.Second, Output: 1 << 20, Gate: true,
+	}
+	for _, open := range []bool{true, false} {
+		dir := t.TempDir()
+		inR, inW := io.Pipe()
+		outR, outW := io.Pipe()
+		cfg := DefaultConfig()
+		cfg.Dir, cfg.CgroupRoot = dir, t.TempDir()
+		served := make(chan error, 1)
+		go func() { served <- Serve(inR, outW, cfg); outW.Close() }()
+		b, _ := json.Marshal(req)
+		WriteFrame(inW, FrameRequest, b)
+		WriteFrame(inW, FrameStdinEOF, nil)
+		var frames []byte
+		var res Result
+		for {
+			typ, p, err := ReadFrame(outR, MaxFrame)
+			if err != nil {
+				break
+			}
+			frames = append(frames, typ)
+			switch typ {
+			case FrameGate:
+				if _, err := os.Stat(filepath.Join(dir, "ran")); err == nil {
+					t.Error("the program ran before the gate opened")
+				}
+				if open {
+					WriteFrame(inW, FrameGo, nil)
+				} else {
+					inW.Close()
+				}
+			case FrameResult:
+				json.Unmarshal(p, &res)
+			}
+		}
+		if err := <-served; err != nil {
+			t.Fatal(err)
+		}
+		inW.Close()
+		_, ranErr := os.Stat(filepath.Join(dir, "ran"))
+		if open && (string(frames) != "cWSoR" || res.Outcome != OutcomeExited || ranErr != nil) {
+			t.Errorf("gate opened: frames %q, result %+v, ran: %v; want cWSoR, a run", frames, res, ranErr)
+		}
+		if !open && (string(frames) != "cWR" || res.Outcome != OutcomeStartError || ranErr == nil) {
+			t.Errorf("runner gone at the gate: frames %q, result %+v; want cWR, a start error, no run", frames, res)
+		}
+	}
+}
+
+// An interpreter started ahead (Config.Prestart) runs the request's Script in place of
+// the Run command, with the program's stdin, stdout, stderr and exit status: here a
+// shell whose prelude records its pid, reads the script's name from fd 3 and execs it.
+func TestServeRunsThePrestartedInterpreter(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Dir, cfg.CgroupRoot = dir, t.TempDir()
+	cfg.Prestart = sh(`echo $$ >pre.pid; read -r p <&3; exec 3<&-; exec /bin/sh "$p"`)
+	var in bytes.Buffer
+	b, _ := json.Marshal(Request{
+		Files:  []File{{Name: "main.sh", Content: []byte("cat; echo \"pid $$\"; [ -e /proc/$$/fd/3 ] && echo fd 3 open; echo err >&2; exit 3")}},
+		Run:    []string{"/bin/sh", "main.sh"},
+		Script: "main.sh", RunTime: 5 * time.Second, Output: 1 << 20,
+	})
+	WriteFrame(&in, FrameRequest, b)
+	WriteFrame(&in, FrameStdin, []byte("in-put\n"))
+	WriteFrame(&in, FrameStdinEOF, nil)
+	var out bytes.Buffer
+	if err := Serve(&in, &out, cfg); err != nil {
+		t.Fatal(err)
+	}
+	var tr transcript
+	for {
+		typ, p, err := ReadFrame(&out, MaxFrame)
+		if err != nil {
+			break
+		}
+		switch typ {
+		case FrameStdout:
+			tr.stdout.Write(p)
+		case FrameStderr:
+			tr.stderr.Write(p)
+		case FrameStarted:
+			tr.started = true
+		case FrameResult:
+			json.Unmarshal(p, &tr.result)
+		}
+	}
+	pid, err := os.ReadFile(filepath.Join(dir, "pre.pid"))
+	if err != nil {
+		t.Fatalf("the prestarted shell did not run: %v", err)
+	}
+	// The same process, and the control pipe closed.
+	want := fmt.Sprintf("in-put\npid %s", pid)
+	if got := tr.stdout.String(); got != want || tr.stderr.String() != "err\n" || !tr.started {
+		t.Errorf("stdout %q, stderr %q, started %v; want stdout %q (the prestarted shell's pid), stderr \"err\\n\"", got, tr.stderr.String(), tr.started, want)
+	}
+	if tr.result.Outcome != OutcomeExited || tr.result.ExitCode != 3 || tr.result.Memory <= 0 {
+		t.Errorf("result = %+v, want exited 3 with its memory", tr.result)
+	}
+}
+
+// A request the prestarted interpreter cannot serve (a compile phase) runs the ordinary
+// way, and the interpreter is killed: nothing of it is left.
+func TestServeKillsAnUnusedPrestartedInterpreter(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Dir, cfg.CgroupRoot = dir, t.TempDir()
+	marker := fmt.Sprintf("prestart-marker-%d", time.Now().UnixNano())
+	cfg.Prestart = []string{"/bin/sh", "-c", "read -r p <&3; exec sleep 30", marker}
+	var in bytes.Buffer
+	b, _ := json.Marshal(Request{
+		Compile: sh("true"), CompileTime: 5 * time.Second,
+		Run: sh("echo ran"), Script: "main.sh", RunTime: 5 * time.Second, Output: 1 << 20,
+	})
+	WriteFrame(&in, FrameRequest, b)
+	WriteFrame(&in, FrameStdinEOF, nil)
+	var out bytes.Buffer
+	if err := Serve(&in, &out, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "ran\n") {
+		t.Errorf("the ordinary run did not happen: %q", out.String())
+	}
+	if ps, _ := exec.Command("pgrep", "-f", marker).Output(); len(ps) > 0 {
+		t.Errorf("the prestarted interpreter outlived Serve: pids %s", ps)
 	}
 }

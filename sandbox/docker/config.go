@@ -30,9 +30,23 @@ type Config struct {
 	Languages []string
 	// Defaults fill a request's zero limits; Max refuses larger requests.
 	Defaults, Max sandbox.Limits
-	// PoolSize is how many started containers wait, per language, for programs that use the
-	// default container limits; 0 disables the pool (every program starts its own container).
+	// PoolSize is how many started containers at most wait, per language, for programs
+	// that use the default container limits; 0 disables the pool (every program starts its
+	// own container). A pool is sized by demand between PoolMin and PoolSize: it starts
+	// with PoolStart, grows by one each time a program finds it empty, and shrinks by one
+	// for each PoolIdle without a program of its language.
 	PoolSize int
+	// PoolStart is how many containers a language's pool wants when the Runner starts.
+	PoolStart int
+	// PoolMin is the fewest containers a pool shrinks to (0: a language nobody uses keeps
+	// none, and its next program starts its own while the pool grows again).
+	PoolMin int
+	// PoolIdle is how long a pool goes without a program before it gives up one container.
+	PoolIdle time.Duration
+	// PoolStarts caps the pooled container starts in flight at once, every language
+	// together; the pools take turns, first come first served, so that refills do not
+	// fight over the cores and a busy language does not starve the others.
+	PoolStarts int
 	// PoolMaxAge retires a pooled container that waited longer than this.
 	PoolMaxAge time.Duration
 	// PoolWarm makes a pooled container run its language's warm-up command
@@ -40,6 +54,10 @@ type Config struct {
 	// in the container's file cache (about half of a Python hello's time here), at the cost
 	// of that command's CPU for every pooled container that waits more than 200 ms.
 	PoolWarm bool
+	// PoolPrestart makes a pooled container of a language with an interpreter to start
+	// ahead (sandbox.Language.Prestart) start it while it waits, in place of the warm-up:
+	// the program then does not pay the interpreter's start.
+	PoolPrestart bool
 	// PoolStagger spaces the pools' first containers when the Runner starts: one per
 	// language first, then the second of each, and so on, PoolStagger apart. Started all at
 	// once, a dozen containers and their warm-ups (a compiler each) held both cores of a
@@ -54,18 +72,24 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// DefaultConfig returns a Config for a local engine with a warm pool of two per language.
+// DefaultConfig returns a Config for a local engine with a warm pool of one container per
+// language at start, two for a language in use, none for one unused for a few minutes.
 func DefaultConfig() Config {
 	return Config{
-		Owner:       "runbox",
-		ImageTag:    "latest",
-		Defaults:    sandbox.DefaultLimits(),
-		Max:         sandbox.MaxLimits(),
-		PoolSize:    2,
-		PoolMaxAge:  5 * time.Minute,
-		PoolWarm:    true,
-		PoolStagger: 500 * time.Millisecond,
-		Grace:       3 * time.Second,
+		Owner:        "runbox",
+		ImageTag:     "latest",
+		Defaults:     sandbox.DefaultLimits(),
+		Max:          sandbox.MaxLimits(),
+		PoolSize:     2,
+		PoolStart:    1,
+		PoolMin:      0,
+		PoolIdle:     time.Minute,
+		PoolStarts:   3,
+		PoolMaxAge:   5 * time.Minute,
+		PoolWarm:     true,
+		PoolPrestart: true,
+		PoolStagger:  500 * time.Millisecond,
+		Grace:        3 * time.Second,
 	}
 }
 
@@ -92,6 +116,12 @@ func (c Config) Validate() error {
 	}
 	if c.PoolSize > 0 && c.PoolMaxAge <= 0 {
 		return fmt.Errorf("docker runner: pool max age must be positive")
+	}
+	if c.PoolSize > 0 && (c.PoolMin < 0 || c.PoolMin > c.PoolSize || c.PoolStart < c.PoolMin || c.PoolStart > c.PoolSize) {
+		return fmt.Errorf("docker runner: pool min %d and start %d, want 0 <= min <= start <= size %d", c.PoolMin, c.PoolStart, c.PoolSize)
+	}
+	if c.PoolSize > 0 && (c.PoolIdle <= 0 || c.PoolStarts <= 0) {
+		return fmt.Errorf("docker runner: pool idle time and starts must be positive")
 	}
 	if c.PoolStagger < 0 {
 		return fmt.Errorf("docker runner: pool stagger must not be negative")
@@ -145,8 +175,16 @@ type boxLimits struct {
 	FileSize  int64
 }
 
-func boxLimitsOf(l sandbox.Limits) boxLimits {
-	return boxLimits{CPUs: l.CPUs, Memory: l.Memory, Pids: l.Pids, Disk: l.Disk, OpenFiles: l.OpenFiles, FileSize: l.FileSize}
+// boxLimitsOf returns the limits of a container for a program with limits l. One that
+// compiles is created with the compiler's memory (CompileMemory, or Memory when that is
+// larger); runbox-init stops at a gate before the run phase, where the Runner sets the
+// program's own Memory (runIn).
+func boxLimitsOf(l sandbox.Limits, compiles bool) boxLimits {
+	mem := l.Memory
+	if compiles {
+		mem = max(l.Memory, l.CompileMemory)
+	}
+	return boxLimits{CPUs: l.CPUs, Memory: mem, Pids: l.Pids, Disk: l.Disk, OpenFiles: l.OpenFiles, FileSize: l.FileSize}
 }
 
 // containerConfig is the one place that decides how a sandbox container is built. Every
@@ -154,14 +192,17 @@ func boxLimitsOf(l sandbox.Limits) boxLimits {
 //
 // warm asks runbox-init to run the language's warm-up command while it waits (pooled
 // containers, which wait; a container started for a waiting program would only kill it).
-func containerConfig(image string, lang sandbox.Language, lim boxLimits, owner, runtime string, idle time.Duration, warm bool) (*container.Config, *container.HostConfig) {
+//
+// prestart asks it to start the language's interpreter ahead (Language.Prestart), in
+// place of the warm-up, when warm is set and the language has one.
+func containerConfig(image string, lang sandbox.Language, lim boxLimits, owner, runtime string, idle time.Duration, warm, prestart bool) (*container.Config, *container.HostConfig) {
 	// runbox-init's own threads count against the same cgroup; it takes its share at start.
 	pids := lim.Pids + boxinit.ReservedPids
 	noOOMKillDisable := false
 	cfg := &container.Config{
 		Image:           image,
 		Entrypoint:      []string{initPath},
-		Cmd:             initArgs(lang, idle, warm),
+		Cmd:             initArgs(lang, idle, warm, prestart),
 		User:            sandboxUser,
 		WorkingDir:      scratchDir,
 		Hostname:        "sandbox",
@@ -217,8 +258,12 @@ func containerConfig(image string, lang sandbox.Language, lim boxLimits, owner, 
 }
 
 // initArgs are runbox-init's arguments.
-func initArgs(lang sandbox.Language, idle time.Duration, warm bool) []string {
+func initArgs(lang sandbox.Language, idle time.Duration, warm, prestart bool) []string {
 	args := []string{"--idle", idle.String()}
+	if warm && prestart && len(lang.Prestart) > 0 {
+		b, _ := json.Marshal(lang.Prestart)
+		return append(args, "--prestart", string(b))
+	}
 	if warm && len(lang.Warm) > 0 {
 		b, _ := json.Marshal(lang.Warm) // a []string always encodes
 		args = append(args, "--warm", string(b))

@@ -53,6 +53,7 @@ type dockerAPI interface {
 	ContainerStart(ctx context.Context, id string, opts container.StartOptions) error
 	ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error)
 	ContainerWait(ctx context.Context, id string, cond container.WaitCondition) (<-chan container.WaitResponse, <-chan error)
+	ContainerUpdate(ctx context.Context, id string, cfg container.UpdateConfig) (container.UpdateResponse, error)
 	ContainerRemove(ctx context.Context, id string, opts container.RemoveOptions) error
 	ContainerList(ctx context.Context, opts container.ListOptions) ([]container.Summary, error)
 	Close() error
@@ -71,7 +72,10 @@ type Runner struct {
 	cancel  context.CancelFunc
 	fillers sync.WaitGroup // pool fillers
 	runs    sync.WaitGroup // Runs in flight (added under mu while not closed)
-	bg      sync.WaitGroup // container creations no caller waits for, and removals
+	bg      sync.WaitGroup // container creations no caller waits for
+	removal *remover       // removes containers in the background
+	// poolStarts holds a token per pooled container start in flight (Config.PoolStarts).
+	poolStarts chan struct{}
 
 	mu     sync.Mutex
 	closed bool
@@ -122,6 +126,13 @@ func newRunner(ctx context.Context, api dockerAPI, cfg Config) (*Runner, error) 
 	}
 	r := &Runner{cfg: cfg, api: api, log: log, langs: map[string]*runtime{}}
 	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	r.removal = newRemover(r)
+	ok := false
+	defer func() {
+		if !ok {
+			r.removal.close()
+		}
+	}()
 	r.checkEngine(ctx)
 
 	names := cfg.Languages
@@ -164,18 +175,26 @@ func newRunner(ctx context.Context, api dockerAPI, cfg Config) (*Runner, error) 
 				pools = append(pools, rt.pool)
 			}
 		}
-		// One filler per pooled container: after a burst takes the whole pool, its
-		// containers start again side by side, not one after the other. At start, the
-		// fillers' first containers come PoolStagger apart, a round of languages at a time.
+		// PoolSize fillers per pool, each waiting until its pool wants it. At start, the
+		// first containers (PoolStart per language) come PoolStagger apart, a round of
+		// languages at a time.
+		r.poolStarts = make(chan struct{}, cfg.PoolStarts)
 		next := time.Duration(0)
-		for range cfg.PoolSize {
+		for i := range cfg.PoolSize {
 			for _, p := range pools {
+				delay := time.Duration(0)
+				if i < cfg.PoolStart {
+					delay = next
+					next += cfg.PoolStagger
+				}
 				r.fillers.Add(1)
-				go func(delay time.Duration) { defer r.fillers.Done(); p.run(r.ctx, delay) }(next)
-				next += cfg.PoolStagger
+				go func() { defer r.fillers.Done(); p.run(r.ctx, i, delay) }()
 			}
 		}
+		r.fillers.Add(1)
+		go func() { defer r.fillers.Done(); r.govern(r.ctx, pools) }()
 	}
+	ok = true
 	return r, nil
 }
 
@@ -205,8 +224,10 @@ func (r *Runner) Reap(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, c := range list {
-		if err := r.removeNow(ctx, c.ID); err == nil {
+		if err := removeRetrying(ctx, r.api, c.ID); err == nil {
 			n++
+		} else {
+			r.log.Warn("reap container", "id", shortID(c.ID), "name", c.Names, "state", c.State, "err", err)
 		}
 	}
 	return n, nil
@@ -231,6 +252,7 @@ func (r *Runner) Close() error {
 		}
 	}
 	r.bg.Wait()
+	r.removal.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err := r.Reap(ctx)
@@ -244,6 +266,7 @@ const apiTimeout = 2 * time.Minute
 // box is a started container with its attached stdin/stdout.
 type box struct {
 	id      string
+	memory  int64 // the container's memory limit
 	conn    types.HijackedResponse
 	started time.Time
 }
@@ -252,13 +275,15 @@ type box struct {
 // Pooled boxes (warm) run the language's warm-up while they wait.
 func (r *Runner) startBox(ctx context.Context, rt *runtime, lim boxLimits, warm bool) (*box, error) {
 	idle := 2*r.cfg.PoolMaxAge + time.Minute
-	cfg, host := containerConfig(rt.image, rt.lang, lim, r.cfg.Owner, r.cfg.Runtime, idle, warm)
+	cfg, host := containerConfig(rt.image, rt.lang, lim, r.cfg.Owner, r.cfg.Runtime, idle, warm, r.cfg.PoolPrestart)
 	name := fmt.Sprintf("runbox-%s-%s-%s", r.cfg.Owner, rt.lang.Name, randomHex(6))
+	r.removal.startBegin() // removals yield to the create and start
+	defer r.removal.startEnd()
 	id, err := r.create(ctx, cfg, host, name)
 	if err != nil {
 		return nil, err
 	}
-	b := &box{id: id}
+	b := &box{id: id, memory: lim.Memory}
 	ok := false
 	defer func() {
 		if !ok { // an error, or a panic on its way to the caller's recover
@@ -323,23 +348,15 @@ func (r *Runner) create(ctx context.Context, cfg *container.Config, host *contai
 	}
 }
 
-// remove closes the box's stream and removes its container in the background; Close
-// waits for it. The removal outlives the Run's context on purpose.
+// remove closes the box's stream and hands its container to the remover, which removes
+// it in the background when the engine is not busy starting containers; Close waits for
+// it. The removal outlives the Run's context on purpose.
 func (r *Runner) remove(b *box) {
 	func() {
 		defer r.logPanic("closing a container's stream")
 		b.closeStream()
 	}()
-	r.bg.Add(1)
-	go func() {
-		defer r.bg.Done()
-		defer r.logPanic("container removal")
-		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-		defer cancel()
-		if err := r.removeNow(ctx, b.id); err != nil {
-			r.log.Warn("remove container", "id", shortID(b.id), "err", err)
-		}
-	}()
+	r.removal.add(b.id)
 }
 
 // closeStream closes the box's attach stream, if it has one.
@@ -366,12 +383,9 @@ func (r *Runner) logPanic(where string) {
 	}
 }
 
+// removeNow removes a container at once, trying again after a failure (see removeRetrying).
 func (r *Runner) removeNow(ctx context.Context, id string) error {
-	err := r.api.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
-	if err == nil || errdefs.IsNotFound(err) || errdefs.IsConflict(err) { // conflict: removal already in progress
-		return nil
-	}
-	return fmt.Errorf("remove container: %w", err)
+	return removeRetrying(ctx, r.api, id)
 }
 
 // Run implements sandbox.Runner. A panic while running the program (in Run's goroutine or
@@ -388,15 +402,20 @@ func (r *Runner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.St
 		return sandbox.Result{ExitCode: -1}, err
 	}
 	defer end()
-	b, err := r.acquire(ctx, rt, boxLimitsOf(lim))
+	trace := &sandbox.Trace{}
+	t0 := time.Now()
+	b, pooled, err := r.acquire(ctx, rt, boxLimitsOf(lim, compiles(rt.lang, spec)), compiles(rt.lang, spec))
 	if err != nil {
 		if ctx.Err() != nil {
 			return sandbox.Result{ExitCode: -1}, ctx.Err()
 		}
 		return sandbox.Result{ExitCode: -1}, err
 	}
+	trace.Acquire, trace.Pooled = time.Since(t0), pooled
 	defer r.remove(b)
-	return r.runIn(ctx, b, rt, spec, lim, streams)
+	res, err = r.runIn(ctx, b, rt, spec, lim, streams, trace)
+	res.Trace = trace
+	return res, err
 }
 
 // admit checks spec and counts a Run in: it returns the Run's context (which Close
@@ -444,6 +463,11 @@ func (r *Runner) admit(ctx context.Context, spec sandbox.Spec) (context.Context,
 	return ctx, rt, limitsFor(spec.Limits, lang, r.cfg), end, nil
 }
 
+// compiles reports whether spec's run has a compile phase.
+func compiles(lang sandbox.Language, spec sandbox.Spec) bool {
+	return lang.Compiled() && len(spec.Artifact) == 0
+}
+
 // limitsFor fills a request's zero limits: the server's defaults, and the language's
 // longer compile time (at most the server's maximum) when it has one.
 func limitsFor(asked sandbox.Limits, lang sandbox.Language, cfg Config) sandbox.Limits {
@@ -454,22 +478,24 @@ func limitsFor(asked sandbox.Limits, lang sandbox.Language, cfg Config) sandbox.
 	return lim
 }
 
-// acquire takes a pooled box when the limits allow, else starts a fresh one.
-func (r *Runner) acquire(ctx context.Context, rt *runtime, lim boxLimits) (*box, error) {
-	if rt.pool != nil && lim == rt.pool.limits {
+// acquire takes a pooled box when the limits allow, else starts a fresh one; pooled
+// tells which.
+func (r *Runner) acquire(ctx context.Context, rt *runtime, lim boxLimits, compiles bool) (b *box, pooled bool, err error) {
+	if rt.pool != nil && rt.pool.fits(lim, compiles) {
 		if b := rt.pool.get(); b != nil {
-			return b, nil
+			return b, true, nil
 		}
 	}
-	return r.startBox(ctx, rt, lim, false)
+	b, err = r.startBox(ctx, rt, lim, false)
+	return b, false, err
 }
 
 // runIn sends the program to the box's runbox-init and collects the answer. Everything
 // that comes out of the container is read under a cap: frames of at most initFrameMax
 // bytes, the run's stdout+stderr and the compiler's output at most lim.Output each, the
 // artefact at most boxinit.MaxArtifact. A panic in one of the goroutines it starts fails
-// the run with a *sandbox.PanicError.
-func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Spec, lim sandbox.Limits, streams *sandbox.Streams) (res sandbox.Result, err error) {
+// the run with a *sandbox.PanicError. It fills trace's Send, Compile, Run and Result.
+func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Spec, lim sandbox.Limits, streams *sandbox.Streams, trace *sandbox.Trace) (res sandbox.Result, err error) {
 	if streams == nil {
 		streams = &sandbox.Streams{}
 	}
@@ -484,6 +510,12 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		Files: files, Compile: rt.lang.Compile, Run: rt.lang.Run, Env: rt.lang.Env,
 		CompileTime: lim.CompileTime, RunTime: lim.RunTime, Output: lim.Output,
 		CompileOnly: spec.CompileOnly, Artifact: int64(len(spec.Artifact)),
+		// The box has the compiler's memory, or a pooled box another program's: the
+		// program's is set at the gate, before its run phase.
+		Gate: !spec.CompileOnly && b.memory != lim.Memory,
+	}
+	if len(rt.lang.Prestart) > 0 {
+		breq.Script = rt.lang.Source // what Run runs, for an interpreter started ahead
 	}
 	if len(spec.Artifact) > 0 { // the compiled program replaces the sources
 		breq.Files, breq.Compile = nil, nil
@@ -574,9 +606,19 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		closeStream() // unblocks the reader; the deferred remove kills the container
 	})
 
-	// Writer: the request, then stdin, then end of stdin.
+	// Writer: the request, then stdin, then end of stdin. sent closes once the request,
+	// the artefact and the Spec's stdin are written (the trace's Send).
+	sendStart := time.Now()
+	var sendEnd time.Time
+	sent := make(chan struct{})
+	// The writer and the frame loop (FrameGo) both write: a frame at a time.
+	var writeMu sync.Mutex
+	w := writerFunc(func(p []byte) (int, error) {
+		writeMu.Lock()
+		defer writeMu.Unlock()
+		return b.conn.Conn.Write(p)
+	})
 	spawn("the sandbox's input writer", func() {
-		w := b.conn.Conn
 		if err := boxinit.WriteFrame(w, boxinit.FrameRequest, req); err != nil {
 			return
 		}
@@ -590,6 +632,8 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 				return
 			}
 		}
+		sendEnd = time.Now()
+		close(sent)
 		if streams.Stdin != nil {
 		loop:
 			for {
@@ -628,7 +672,8 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 	var artifact bytes.Buffer // of a compile-only run
 	var final *boxinit.Result
 	var protoErr error
-	started, badResult := false, false
+	var startedAt, resultAt time.Time
+	started, badResult, gated := false, false, false
 	for final == nil && protoErr == nil {
 		typ, payload, err := boxinit.ReadFrame(frames, initFrameMax)
 		if err != nil {
@@ -655,9 +700,30 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 				break
 			}
 			artifact.Write(payload)
+		case boxinit.FrameGate:
+			if !breq.Gate || gated || started {
+				protoErr = fmt.Errorf("a gate frame from runbox-init that was not asked for")
+				break
+			}
+			gated = true
+			if err := r.setMemory(ctx, b.id, lim.Memory); err != nil {
+				protoErr = fmt.Errorf("%w: set the program's memory limit: %v", sandbox.ErrUnavailable, err)
+				break
+			}
+			b.memory = lim.Memory
+			if err := boxinit.WriteFrame(w, boxinit.FrameGo, nil); err != nil {
+				protoErr = err
+			}
 		case boxinit.FrameStarted:
-			if !started && streams.Started != nil {
-				streams.Started()
+			if breq.Gate && !gated {
+				protoErr = fmt.Errorf("runbox-init started the run phase before the gate")
+				break
+			}
+			if !started {
+				startedAt = time.Now()
+				if streams.Started != nil {
+					streams.Started()
+				}
 			}
 			started = true
 		case boxinit.FrameResult:
@@ -668,6 +734,7 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 				break
 			}
 			final = &fr
+			resultAt = time.Now()
 		default:
 			protoErr = fmt.Errorf("unknown frame type %q from runbox-init", typ)
 		}
@@ -701,6 +768,7 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		return res, fmt.Errorf("%w: sandbox ended without a result (%v): %s", sandbox.ErrUnavailable, protoErr, initErr.String())
 	}
 	res, err = r.result(res, final)
+	fillTrace(trace, sendStart, sent, &sendEnd, startedAt, resultAt, res.Time, rt.lang.Compiled() && len(spec.Artifact) == 0)
 	if err == nil && spec.CompileOnly && res.Status == sandbox.StatusOK {
 		if int64(artifact.Len()) != final.Artifact || artifact.Len() == 0 {
 			return res, fmt.Errorf("%w: runbox-init sent %d artefact bytes and counted %d", sandbox.ErrUnavailable, artifact.Len(), final.Artifact)
@@ -709,6 +777,47 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 	}
 	return res, err
 }
+
+// fillTrace fills the container phases of trace from what runIn saw: the request written
+// (when sent is closed, sendEnd holds the moment), the run phase's start and the result's
+// arrival (zero when they did not happen) and the program's own wall time. The compile
+// phase, of a program that compiles, is from the request sent to the run's start (or to
+// the result of a compile-only run or a compile error); what the result took past the
+// program's end is the run phase's span less the program's time.
+func fillTrace(trace *sandbox.Trace, sendStart time.Time, sent <-chan struct{}, sendEnd *time.Time, startedAt, resultAt time.Time, run time.Duration, compiles bool) {
+	select {
+	case <-sent:
+	default:
+		return // the writer has not finished: nothing of it is measured
+	}
+	trace.Send = sendEnd.Sub(sendStart)
+	if compiles {
+		end := startedAt
+		if end.IsZero() {
+			end = resultAt
+		}
+		if !end.IsZero() {
+			trace.Compile = max(end.Sub(*sendEnd), 0)
+		}
+	}
+	if !startedAt.IsZero() && !resultAt.IsZero() {
+		trace.Run = run
+		trace.Result = max(resultAt.Sub(startedAt)-run, 0)
+	}
+}
+
+// setMemory sets a container's memory (and memory+swap: no swap) limit.
+func (r *Runner) setMemory(ctx context.Context, id string, memory int64) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err := r.api.ContainerUpdate(ctx, id, container.UpdateConfig{Resources: container.Resources{Memory: memory, MemorySwap: memory}})
+	return err
+}
+
+// writerFunc is a function as an io.Writer.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // initFrameMax caps a frame from runbox-init, which writes data in chunks of at most
 // boxinit.ChunkSize and a result that fits one (its message is capped): a container that

@@ -44,9 +44,14 @@ type fakeEngine struct {
 	infoErr error
 	version types.Version
 
+	// removeHook, when set, is asked before each ContainerRemove: an error it returns is
+	// the removal's, and the container stays.
+	removeHook func(id string) error
+
 	serving    sync.WaitGroup // serve goroutines
 	mu         sync.Mutex
 	containers map[string]bool
+	memory     map[string][]int64 // each container's memory limits: at create, then each update
 	n          int
 }
 
@@ -55,6 +60,7 @@ var _ dockerAPI = (*fakeEngine)(nil)
 func newFakeEngine() *fakeEngine {
 	return &fakeEngine{
 		containers: map[string]bool{},
+		memory:     map[string][]int64{},
 		info:       system.Info{DefaultRuntime: "runc", SecurityOptions: []string{"name=seccomp,profile=builtin"}},
 		version:    types.Version{Components: []types.ComponentVersion{{Name: "runc", Version: "1.2.5"}}},
 	}
@@ -81,6 +87,7 @@ func (f *fakeEngine) ContainerCreate(ctx context.Context, cfg *container.Config,
 	f.n++
 	id := name + "-id"
 	f.containers[id] = true
+	f.memory[id] = []int64{host.Resources.Memory}
 	f.mu.Unlock()
 	if f.created != nil {
 		f.created <- id
@@ -149,9 +156,34 @@ func (f *fakeEngine) ContainerWait(context.Context, string, container.WaitCondit
 	return nil, errC
 }
 
+func (f *fakeEngine) ContainerUpdate(_ context.Context, id string, cfg container.UpdateConfig) (container.UpdateResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.containers[id] {
+		return container.UpdateResponse{}, errdefs.ErrNotFound
+	}
+	if cfg.Memory != cfg.MemorySwap {
+		return container.UpdateResponse{}, errors.New("fake: memory and memory+swap differ")
+	}
+	f.memory[id] = append(f.memory[id], cfg.Memory)
+	return container.UpdateResponse{}, nil
+}
+
+// memoryOf returns the memory limits a container had: at create, then each update.
+func (f *fakeEngine) memoryOf(id string) []int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.memory[id])
+}
+
 func (f *fakeEngine) ContainerRemove(_ context.Context, id string, _ container.RemoveOptions) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.removeHook != nil {
+		if err := f.removeHook(id); err != nil {
+			return err
+		}
+	}
 	if !f.containers[id] {
 		return errdefs.ErrNotFound
 	}
@@ -170,6 +202,20 @@ func (f *fakeEngine) ContainerList(context.Context, container.ListOptions) ([]co
 }
 
 func (f *fakeEngine) Close() error { return nil }
+
+// has reports whether the container id exists.
+func (f *fakeEngine) has(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.containers[id]
+}
+
+// add creates a container without the Runner.
+func (f *fakeEngine) add(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.containers[id] = true
+}
 
 func (f *fakeEngine) count() int {
 	f.mu.Lock()
@@ -193,7 +239,7 @@ func TestCreateAfterCancelIsRemoved(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errC := make(chan error, 1)
 	go func() {
-		_, err := r.startBox(ctx, r.langs["python"], boxLimitsOf(cfg.Defaults), false)
+		_, err := r.startBox(ctx, r.langs["python"], boxLimitsOf(cfg.Defaults, false), false)
 		errC <- err
 	}()
 	time.Sleep(20 * time.Millisecond)
@@ -232,7 +278,7 @@ func TestPoolsStartStaggered(t *testing.T) {
 	f.created = make(chan string, 16)
 	cfg := DefaultConfig()
 	cfg.Languages = []string{"python", "c", "cpp"}
-	cfg.PoolSize = 2
+	cfg.PoolSize, cfg.PoolStart, cfg.PoolStarts = 2, 2, 6
 	cfg.PoolStagger = 100 * time.Millisecond
 	r, err := newRunner(context.Background(), f, cfg)
 	if err != nil {

@@ -58,16 +58,21 @@ func TestHostilePrograms(t *testing.T) {
 	})
 
 	// The containers of the runs are removed in the background; only the warm pools stay.
-	pooled := 0
-	for _, rt := range r.langs {
-		if rt.pool != nil {
-			pooled += r.cfg.PoolSize
+	pooled := func() int { // what the pools want now (an unused language's shrinks)
+		n := 0
+		for _, rt := range r.langs {
+			if rt.pool != nil {
+				want, _ := rt.pool.wanted()
+				n += want
+			}
 		}
+		return n
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for n := countContainers(t, r.cfg.Owner); n != pooled; n = countContainers(t, r.cfg.Owner) {
+	for n := countContainers(t, r.cfg.Owner); n != pooled(); n = countContainers(t, r.cfg.Owner) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d containers of owner %s remain after the hostile programs, want the %d of the warm pools", n, r.cfg.Owner, pooled)
+			t.Fatalf("%d containers of owner %s remain after the hostile programs, want the %d of the warm pools (%d removals pending):\n%s",
+				n, r.cfg.Owner, pooled(), r.removal.pending(), strings.Join(listContainers(t, r.cfg.Owner), "\n"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -19,7 +19,7 @@ import (
 // It reports each way's wall time per 20 cases (once-s, per-case-s) and per-case/once.
 func BenchmarkJudge20(b *testing.B) {
 	const parallel = 2
-	r := newTestRunner(b, func(c *Config) { c.Languages = []string{"c"}; c.PoolSize = parallel })
+	r := newTestRunner(b, func(c *Config) { c.Languages = []string{"c"}; c.PoolSize, c.PoolStart = parallel, parallel })
 	j := newJudge(b, r, parallel)
 	tests := doubleCases(20)
 	spec := judgedSpec("c", doubleC, tests)

@@ -55,7 +55,10 @@ func (p *Plain) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Str
 	}
 	defer end()
 
-	b, err := r.startBox(ctx, rt, boxLimitsOf(lim), false) // create, attach, start
+	trace := &sandbox.Trace{}
+	t0 := time.Now()
+	b, err := r.startBox(ctx, rt, boxLimitsOf(lim, compiles(rt.lang, spec)), false) // create, attach, start
+	trace.Acquire = time.Since(t0)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fail, ctx.Err()
@@ -81,7 +84,8 @@ func (p *Plain) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Str
 			r.log.Warn("remove container", "id", shortID(b.id), "err", rerr)
 		}
 	}()
-	res, err = r.runIn(ctx, b, rt, spec, lim, streams)
+	res, err = r.runIn(ctx, b, rt, spec, lim, streams, trace)
+	res.Trace = trace
 	answered = err == nil
 	return res, err
 }
