@@ -50,3 +50,28 @@ func (t *Trace) Phases() []TracePhase {
 	}
 	return out
 }
+
+// Merge returns the phases of a and b summed, Pooled only when both runs were pooled; a
+// nil side counts for nothing. A judged run merges its containers' traces: its cases run
+// side by side, so the sums are container time and may pass the job's wall time.
+func Merge(a, b *Trace) *Trace {
+	switch {
+	case a == nil && b == nil:
+		return nil
+	case a == nil:
+		c := *b
+		return &c
+	case b == nil:
+		c := *a
+		return &c
+	}
+	return &Trace{
+		Queue:   a.Queue + b.Queue,
+		Acquire: a.Acquire + b.Acquire,
+		Pooled:  a.Pooled && b.Pooled,
+		Send:    a.Send + b.Send,
+		Compile: a.Compile + b.Compile,
+		Run:     a.Run + b.Run,
+		Result:  a.Result + b.Result,
+	}
+}

@@ -114,7 +114,7 @@ func (r *Runner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.St
 		if err != nil {
 			return fail, fmt.Errorf("compile: %w", err)
 		}
-		out.CompileOutput, out.CompileTime = cres.CompileOutput, cres.CompileTime
+		out.CompileOutput, out.CompileTime, out.Trace = cres.CompileOutput, cres.CompileTime, cres.Trace
 		if cres.Status != sandbox.StatusOK {
 			out.Status, out.Verdict = sandbox.StatusCompileError, sandbox.Verdict(sandbox.StatusCompileError)
 			out.ExitCode, out.Signal, out.Message = cres.ExitCode, cres.Signal, cres.Message
@@ -129,18 +129,23 @@ func (r *Runner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.St
 		streams.Started()
 	}
 
-	cases, err := r.runCases(ctx, base, spec, artifact)
+	cases, traces, err := r.runCases(ctx, base, spec, artifact)
 	if err != nil {
 		return fail, err
+	}
+	for _, t := range traces {
+		out.Trace = sandbox.Merge(out.Trace, t)
 	}
 	return summarize(out, cases), nil
 }
 
-// runCases runs every case, at most cfg.Parallel at once, and judges each.
-func (r *Runner) runCases(ctx context.Context, base, spec sandbox.Spec, artifact []byte) ([]sandbox.CaseResult, error) {
+// runCases runs every case, at most cfg.Parallel at once, and judges each; it returns
+// the cases' traces too, in the same order.
+func (r *Runner) runCases(ctx context.Context, base, spec sandbox.Spec, artifact []byte) ([]sandbox.CaseResult, []*sandbox.Trace, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cases := make([]sandbox.CaseResult, len(spec.Tests))
+	traces := make([]*sandbox.Trace, len(spec.Tests))
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -183,17 +188,17 @@ func (r *Runner) runCases(ctx context.Context, base, spec sandbox.Spec, artifact
 				fail(fmt.Errorf("test case %s: %w", caseName(tc, i), err))
 				return
 			}
-			cases[i] = judgeCase(caseName(tc, i), res, tc.Expected, spec.Compare)
+			cases[i], traces[i] = judgeCase(caseName(tc, i), res, tc.Expected, spec.Compare), res.Trace
 		}()
 	}
 	wg.Wait()
 	if firstErr != nil {
-		return nil, firstErr
+		return nil, nil, firstErr
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return cases, nil
+	return cases, traces, nil
 }
 
 func caseName(tc sandbox.TestCase, i int) string {

@@ -478,3 +478,35 @@ func TestPanicFailsTheRunNotTheProcess(t *testing.T) {
 		t.Errorf("after the panics: %v %+v", err, res)
 	}
 }
+
+// tracing wraps the fake with a trace on every result: a compile of 100 ms, runs of 10 ms.
+type tracing struct{ fakeRunner }
+
+func (r *tracing) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Streams) (sandbox.Result, error) {
+	res, err := r.fakeRunner.Run(ctx, spec, streams)
+	tr := sandbox.Trace{Acquire: time.Millisecond, Pooled: true, Run: 10 * time.Millisecond}
+	if spec.CompileOnly {
+		tr = sandbox.Trace{Acquire: 2 * time.Millisecond, Compile: 100 * time.Millisecond}
+	}
+	res.Trace = &tr
+	return res, err
+}
+
+// A judged run's trace sums its containers' phases: the compile and every case.
+func TestJudgedTraceSumsItsRuns(t *testing.T) {
+	t.Parallel()
+	res, err := newJudge(t, &tracing{}, 2).Run(context.Background(), judged("c", "double", doubles(3)), nil)
+	if err != nil || res.Verdict != sandbox.VerdictAccepted {
+		t.Fatalf("%v %+v", err, res)
+	}
+	want := sandbox.Trace{Acquire: 5 * time.Millisecond, Compile: 100 * time.Millisecond, Run: 30 * time.Millisecond}
+	if res.Trace == nil || *res.Trace != want {
+		t.Errorf("trace %+v, want %+v", res.Trace, want)
+	}
+	// An interpreted program has no compile run: the cases' runs alone, all pooled.
+	res, err = newJudge(t, &tracing{}, 2).Run(context.Background(), judged("python", "double", doubles(2)), nil)
+	want = sandbox.Trace{Acquire: 2 * time.Millisecond, Pooled: true, Run: 20 * time.Millisecond}
+	if err != nil || res.Trace == nil || *res.Trace != want {
+		t.Errorf("%v: trace %+v, want %+v", err, res.Trace, want)
+	}
+}
