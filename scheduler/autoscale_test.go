@@ -391,3 +391,35 @@ func TestAutoscalerWaitsForWaitAndHeadroom(t *testing.T) {
 		}
 	})
 }
+
+// Issue 15's case: one client sending programs one after another to a busy master on a
+// shared engine. Its jobs never wait long, and the master's CPU is its own programs: no
+// slave would help, and none starts.
+func TestAutoscalerIgnoresASerialClient(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := oneSlotScheduler(t)
+		prov := &fakeProv{s: s, handles: map[string]*NodeHandle{}}
+		p := DefaultScalePolicy()
+		p.SharedEngine = true
+		a, err := NewAutoscaler(s, prov, p, "auto", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { a.Run(ctx, 100*time.Millisecond); close(done) }()
+		s.ReportLoad(Load{CPU: 97}) // the engine busy with this client's containers
+		for range 30 {
+			j, err := s.Submit(prog("sleep 700ms\nout x"), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wait(t, j)
+		}
+		cancel()
+		<-done
+		if prov.starts != nil {
+			t.Errorf("a serial client started slaves %q", prov.starts)
+		}
+	})
+}
