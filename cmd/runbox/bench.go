@@ -858,7 +858,7 @@ func printSuite(w io.Writer, rep suiteReport) {
 	if rep.Stopped {
 		stopped = " (interrupted: partial results)"
 	}
-	fmt.Fprintf(w, "runbox bench --suite: runbox (%s) against the plain container cycle%s\n\n", rep.Target, stopped)
+	fmt.Fprintf(w, "runbox bench --suite: runbox on %s, against the plain container cycle%s\n\n", rep.Target, stopped)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "case\tlanguage\tjobs\trunbox p50\tp95\tjobs/s\tplain p50\tp95\tjobs/s\tp50 ratio\tthroughput ratio\tfailed (runbox/plain)")
 	for _, r := range rep.Cases {
