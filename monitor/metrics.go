@@ -21,6 +21,7 @@ type metrics struct {
 	memory     *prometheus.HistogramVec // language: peak memory
 	nodeEvents *prometheus.CounterVec   // kind
 	autoscaler *prometheus.CounterVec   // kind: start, stop, other
+	phases     *phaseMetrics            // phase (phase.go)
 }
 
 // Label values the series start with, so that dashboards and rate() see zeros before the
@@ -72,6 +73,7 @@ func newMetrics(snapshot func() (scheduler.Snapshot, bool)) *metrics {
 	for _, k := range autoscaleKinds {
 		m.autoscaler.WithLabelValues(k)
 	}
+	m.phases = newPhaseMetrics(m.reg)
 	m.reg.MustRegister(m.jobs, m.rejected, m.duration, m.wait, m.memory, m.nodeEvents, m.autoscaler,
 		&clusterCollector{snapshot: snapshot},
 		collectors.NewGoCollector(),

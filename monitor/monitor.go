@@ -267,6 +267,7 @@ func (m *Monitor) JobFinished(info scheduler.Info, res *sandbox.Result, err erro
 		r.status = "unknown"
 	}
 	m.metrics.finished(lang, r, !info.Started.IsZero(), res != nil && err == nil)
+	m.metrics.phases.observe(res)
 
 	m.mu.Lock()
 	if _, ok := m.results[info.ID]; !ok {

@@ -35,13 +35,26 @@ type ScalePolicy struct {
 	// processes' load (a container without a CPU quota sees the whole host): it neither
 	// starts slaves nor keeps idle ones.
 	CPUThreshold float64
+	// QueueWait: jobs waiting count as pressure once the oldest of them has waited this
+	// long (0: as soon as one waits). A job queued for a moment between two programs of a
+	// client, or behind one that is about to end, starts nothing.
+	QueueWait time.Duration
+	// SharedEngine says the started slaves run on the master's own engine (Docker
+	// autoscaling on one host): a slave there adds slots but no cores, so the master's CPU
+	// alone starts nothing, and a start needs Headroom.
+	SharedEngine bool
+	// Headroom: with SharedEngine, the idle CPU percentage of the engine's host (100
+	// minus the master's CPU reading) that a start needs (0: none). On a busy engine a
+	// slave only adds container churn. When no node has a slot at all, a slave starts
+	// whatever the headroom: otherwise nothing would ever run.
+	Headroom float64
 }
 
 // DefaultScalePolicy returns the defaults of `runbox master --autoscale`.
 func DefaultScalePolicy() ScalePolicy {
 	return ScalePolicy{MinSlaves: 0, MaxSlaves: 4, SlaveCapacity: 2, UpAfter: 300 * time.Millisecond,
 		UpCooldown: 3 * time.Second, IdleAfter: 30 * time.Second, DownCooldown: 30 * time.Second,
-		StartTimeout: 60 * time.Second, CPUThreshold: 80}
+		StartTimeout: 60 * time.Second, CPUThreshold: 80, QueueWait: time.Second, Headroom: 25}
 }
 
 // Validate reports the first invalid field.
@@ -51,8 +64,10 @@ func (p ScalePolicy) Validate() error {
 		return fmt.Errorf("autoscaler: want 0 <= min slaves (%d) <= max slaves (%d)", p.MinSlaves, p.MaxSlaves)
 	case p.SlaveCapacity < 1:
 		return errors.New("autoscaler: slave capacity must be at least 1")
-	case p.UpCooldown < 0 || p.IdleAfter <= 0 || p.DownCooldown < 0 || p.StartTimeout <= 0 || p.UpAfter < 0:
+	case p.UpCooldown < 0 || p.IdleAfter <= 0 || p.DownCooldown < 0 || p.StartTimeout <= 0 || p.UpAfter < 0 || p.QueueWait < 0:
 		return errors.New("autoscaler: durations must be positive")
+	case p.Headroom < 0 || p.Headroom > 100:
+		return fmt.Errorf("autoscaler: headroom %.0f%%, want 0 to 100", p.Headroom)
 	}
 	return nil
 }
@@ -74,6 +89,11 @@ type ScaleState struct {
 	Now       time.Time
 	Queued    int     // program slots that accepted jobs waiting for a slot need (a judged job: several)
 	MasterCPU float64 // the master's CPU percentage
+	// OldestWait is how long the oldest waiting job has waited (0: none waits).
+	OldestWait time.Duration
+	// Capacity is the program slots of the ready nodes, the master's included (0: nothing
+	// can run a job until a slave comes).
+	Capacity int
 	// MasterRunning counts the programs the master runs itself.
 	MasterRunning int
 	Slaves        []ScaleSlave
@@ -87,19 +107,52 @@ type ScaleDecision struct {
 	Start int      // slaves to start
 	Drain []string // slaves to stop taking jobs (they finish what they run)
 	Stop  []string // slaves to stop and remove (drained and idle, or never registered)
-	Why   string
+	// Reason says in one stable word why slaves start or why none does (see the Reason
+	// constants); Why says it with the figures. The autoscaler logs a decision when its
+	// Reason changes, not at every tick.
+	Reason string
+	Why    string
 }
 
-// Pressure reports whether st calls for more slaves: jobs waiting, or the master's CPU at
-// the threshold while it runs programs.
+// Reasons of a ScaleDecision.
+const (
+	ReasonNoWait     = "no_wait"     // nothing waits, nor is the master's CPU at its threshold
+	ReasonShortWait  = "short_wait"  // jobs wait, but not for QueueWait yet
+	ReasonBlip       = "blip"        // pressure, not for UpAfter yet
+	ReasonCooldown   = "cooldown"    // pressure, but a slave started less than UpCooldown ago
+	ReasonEnough     = "enough"      // pressure, and the slaves starting cover it
+	ReasonMaxSlaves  = "max_slaves"  // pressure, at MaxSlaves
+	ReasonNoHeadroom = "no_headroom" // pressure, but the shared engine has no CPU to spare
+	ReasonWaiting    = "queue_wait"  // started: jobs waited past QueueWait
+	ReasonNoSlot     = "no_slot"     // started: jobs wait and no node has a slot
+	ReasonCPU        = "master_cpu"  // started: the busy master's CPU is at its threshold
+	ReasonMinimum    = "min_slaves"  // started: below MinSlaves
+	ReasonIdle       = "idle"        // slaves drained: idle for IdleAfter
+)
+
+// Pressure reports whether st calls for more slaves: jobs that waited QueueWait, jobs
+// waiting while no node has a slot, or (unless the slaves share the master's engine) the
+// master's CPU at the threshold while it runs programs.
 func (st ScaleState) Pressure(p ScalePolicy) bool {
-	return st.Queued > 0 || (p.CPUThreshold > 0 && st.MasterRunning > 0 && st.MasterCPU >= p.CPUThreshold)
+	return st.queuePressure(p) || st.noSlot() || st.cpuPressure(p)
 }
 
-// Decide is the autoscaler's pure decision function: scale on the queue and the master's
-// CPU, not on CPU alone; never flap (pressure must last UpAfter, cooldowns after every
-// move, a slave must idle for IdleAfter); never kill a running job (drain first, stop
-// when it runs nothing).
+func (st ScaleState) queuePressure(p ScalePolicy) bool {
+	return st.Queued > 0 && st.OldestWait >= p.QueueWait
+}
+
+func (st ScaleState) noSlot() bool { return st.Queued > 0 && st.Capacity == 0 }
+
+func (st ScaleState) cpuPressure(p ScalePolicy) bool {
+	return !p.SharedEngine && p.CPUThreshold > 0 && st.MasterRunning > 0 && st.MasterCPU >= p.CPUThreshold
+}
+
+// Decide is the autoscaler's pure decision function: scale out when it helps, on the
+// oldest job's wait and (for slaves on a separate engine) the master's CPU, never on one
+// job queued for a moment nor onto an engine without CPU to spare; never flap (pressure
+// must last UpAfter, cooldowns after every move, a slave must idle for IdleAfter); never
+// kill a running job (drain first, stop when it runs nothing). Its Reason and Why say
+// why it starts slaves or why it does not.
 func Decide(st ScaleState, p ScalePolicy) ScaleDecision {
 	var d ScaleDecision
 	live := 0 // managed slaves not draining
@@ -122,25 +175,45 @@ func Decide(st ScaleState, p ScalePolicy) ScaleDecision {
 	}
 
 	pressure := st.Pressure(p)
-	if pressure && !st.PressureSince.IsZero() && st.Now.Sub(st.PressureSince) >= p.UpAfter && st.Now.Sub(st.LastUp) >= p.UpCooldown {
-		// Enough slaves for what waits, counting the ones already starting.
-		want := (st.Queued + p.SlaveCapacity - 1) / p.SlaveCapacity
-		if want == 0 {
-			want = 1 // CPU pressure alone: one more slave
-		}
-		n := min(want-starting, p.MaxSlaves-live)
-		if n > 0 {
-			d.Start = n
-			d.Why = fmt.Sprintf("%d job(s) waiting, master CPU %.0f%%", st.Queued, st.MasterCPU)
+	engine := fmt.Sprintf("master CPU %.0f%%", st.MasterCPU)
+	// Enough slaves for what waits, counting the ones already starting.
+	want := max((st.Queued+p.SlaveCapacity-1)/p.SlaveCapacity, 1) // CPU pressure alone: one more
+	n := min(want-starting, p.MaxSlaves-live)
+	switch {
+	case !pressure && st.Queued > 0:
+		d.Reason, d.Why = ReasonShortWait, fmt.Sprintf("%d job(s) waiting, the oldest for %v, below %v", st.Queued, st.OldestWait.Round(time.Millisecond), p.QueueWait)
+	case !pressure:
+		d.Reason, d.Why = ReasonNoWait, "nothing waiting, "+engine
+	case !(st.queuePressure(p) && p.QueueWait > 0 && p.QueueWait >= p.UpAfter) && // a wait that long is no blip
+		(st.PressureSince.IsZero() || st.Now.Sub(st.PressureSince) < p.UpAfter):
+		d.Reason, d.Why = ReasonBlip, fmt.Sprintf("pressure for less than %v", p.UpAfter)
+	case st.Now.Sub(st.LastUp) < p.UpCooldown:
+		d.Reason, d.Why = ReasonCooldown, fmt.Sprintf("a slave started less than %v ago", p.UpCooldown)
+	case n <= 0 && live >= p.MaxSlaves:
+		d.Reason, d.Why = ReasonMaxSlaves, fmt.Sprintf("%d job(s) waiting, at the most slaves (%d)", st.Queued, p.MaxSlaves)
+	case n <= 0:
+		d.Reason, d.Why = ReasonEnough, fmt.Sprintf("%d job(s) waiting, %d slave(s) starting for them", st.Queued, starting)
+	case p.SharedEngine && !st.noSlot() && 100-st.MasterCPU < p.Headroom:
+		d.Reason, d.Why = ReasonNoHeadroom, fmt.Sprintf("%d job(s) waiting, the oldest for %v, but %s leaves %.0f%% of the engine's CPU, below %.0f%%: a slave on this engine would add churn, not cores",
+			st.Queued, st.OldestWait.Round(time.Millisecond), engine, max(100-st.MasterCPU, 0), p.Headroom)
+	default:
+		d.Start = n
+		switch {
+		case st.noSlot():
+			d.Reason, d.Why = ReasonNoSlot, fmt.Sprintf("%d job(s) waiting and no node has a slot", st.Queued)
+		case st.queuePressure(p):
+			d.Reason, d.Why = ReasonWaiting, fmt.Sprintf("%d job(s) waiting, the oldest for %v (threshold %v), %s", st.Queued, st.OldestWait.Round(time.Millisecond), p.QueueWait, engine)
+		default:
+			d.Reason, d.Why = ReasonCPU, fmt.Sprintf("%s (threshold %.0f%%) while it runs %d program(s)", engine, p.CPUThreshold, st.MasterRunning)
 		}
 	}
 	if live < p.MinSlaves {
-		d.Start = max(d.Start, p.MinSlaves-live)
-		if d.Why == "" {
-			d.Why = fmt.Sprintf("below the minimum of %d slave(s)", p.MinSlaves)
+		if d.Start == 0 {
+			d.Reason, d.Why = ReasonMinimum, fmt.Sprintf("below the minimum of %d slave(s)", p.MinSlaves)
 		}
+		d.Start = max(d.Start, p.MinSlaves-live)
 	}
-	if d.Start > 0 || pressure || st.Now.Sub(st.LastUp) < p.DownCooldown {
+	if d.Start > 0 || pressure || st.Queued > 0 || st.Now.Sub(st.LastUp) < p.DownCooldown {
 		return d
 	}
 	// Scale down: the longest-idle slaves first, never below the minimum.
@@ -159,7 +232,7 @@ func Decide(st ScaleState, p ScalePolicy) ScaleDecision {
 		live--
 	}
 	if len(d.Drain) > 0 {
-		d.Why = fmt.Sprintf("idle for %v and nothing waiting", p.IdleAfter)
+		d.Reason, d.Why = ReasonIdle, fmt.Sprintf("idle for %v and nothing waiting", p.IdleAfter)
 	}
 	return d
 }
@@ -199,6 +272,7 @@ type Autoscaler struct {
 	lastUp        time.Time
 	seq           int
 	prepared      string // the name last handed to Prepare
+	reason        string // the last decision's Reason, logged when it changes
 
 	prep sync.WaitGroup // Prepare calls in flight
 }
@@ -284,6 +358,11 @@ func (a *Autoscaler) prepareNext(ctx context.Context) {
 	}()
 }
 
+// quiet reports whether reason is one of the calm ones, where nothing waits long.
+func quiet(reason string) bool {
+	return reason == "" || reason == ReasonNoWait || reason == ReasonShortWait
+}
+
 func seqOf(prefix, name string) int {
 	var n int
 	if _, err := fmt.Sscanf(strings.TrimPrefix(name, prefix+"-"), "%d", &n); err == nil {
@@ -300,9 +379,15 @@ func (a *Autoscaler) Step(ctx context.Context) ScaleDecision {
 	st := ScaleState{Now: now, LastUp: a.lastUp}
 	for _, q := range snap.Queued {
 		st.Queued += max(q.Slots, 1)
+		if !q.Submitted.IsZero() {
+			st.OldestWait = max(st.OldestWait, now.Sub(q.Submitted))
+		}
 	}
 	registered := map[string]NodeInfo{}
 	for _, n := range snap.Nodes {
+		if n.State == NodeReady {
+			st.Capacity += n.Capacity
+		}
 		if n.Role == RoleMaster {
 			st.MasterCPU, st.MasterRunning = n.Load.CPU, n.Running
 		} else {
@@ -332,6 +417,18 @@ func (a *Autoscaler) Step(ctx context.Context) ScaleDecision {
 	}
 	slices.SortFunc(st.Slaves, func(x, y ScaleSlave) int { return strings.Compare(x.Name, y.Name) })
 	d := Decide(st, a.policy)
+	if d.Reason != a.reason { // once per change of reason, not at every tick
+		// Jobs queued for a moment come and go with every program of a busy client:
+		// between nothing waiting and a short wait, the change is a detail.
+		level := slog.LevelInfo
+		if quiet(a.reason) && quiet(d.Reason) {
+			level = slog.LevelDebug
+		}
+		a.reason = d.Reason
+		if d.Start == 0 && len(d.Drain) == 0 {
+			a.log.Log(ctx, level, "not starting a slave", "reason", d.Reason, "why", d.Why)
+		}
+	}
 	var starts []string
 	for i := 0; i < d.Start; i++ {
 		a.seq++
@@ -350,7 +447,7 @@ func (a *Autoscaler) Step(ctx context.Context) ScaleDecision {
 
 	var wg sync.WaitGroup // the slaves start side by side
 	for _, name := range starts {
-		a.log.Info("starting slave", "node", name, "why", d.Why)
+		a.log.Info("starting slave", "node", name, "reason", d.Reason, "why", d.Why)
 		a.s.noteExternal(name, "starting", d.Why)
 		wg.Add(1)
 		go func() {
@@ -366,7 +463,7 @@ func (a *Autoscaler) Step(ctx context.Context) ScaleDecision {
 	}
 	wg.Wait()
 	for _, name := range d.Drain {
-		a.log.Info("draining slave", "node", name, "why", d.Why)
+		a.log.Info("draining slave", "node", name, "reason", d.Reason, "why", d.Why)
 		a.s.DrainNode(name)
 	}
 	for _, name := range d.Stop {

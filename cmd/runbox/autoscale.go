@@ -30,6 +30,8 @@ type autoscaleConfig struct {
 	DockerSock  string
 	SlaveImages string
 	JoinToken   string // file
+	QueueWait   time.Duration
+	Headroom    float64
 }
 
 func (c *autoscaleConfig) flags(fs *flag.FlagSet) {
@@ -46,6 +48,8 @@ func (c *autoscaleConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Cluster, "cluster", "", "autoscaling: label of this cluster's slave containers (default: the node name)")
 	fs.StringVar(&c.DockerSock, "docker-socket", "/var/run/docker.sock", "autoscaling: the engine socket on the host, mounted into slaves")
 	fs.StringVar(&c.SlaveImages, "slave-image-tag", "", "autoscaling: --image-tag passed to the slaves (default: the master's)")
+	fs.DurationVar(&c.QueueWait, "scale-queue-wait", time.Second, "autoscaling: start a slave only once the oldest waiting job has waited this long (0: as soon as one waits)")
+	fs.Float64Var(&c.Headroom, "scale-headroom", 25, "autoscaling with --autoscale docker (slaves on this engine): start a slave only while this percentage of the host's CPU is idle (0: whatever the CPU)")
 	fs.StringVar(&c.JoinToken, "join-token-file", "", "file holding the slaves' join token, which this master admits even without --tokens and gives to the slaves it starts (default: DATA/join-token, made at the first start; without --data, one for this run)")
 }
 
@@ -121,11 +125,7 @@ func startAutoscaler(ctx context.Context, cfg masterConfig, bound string, sched 
 		}
 		prov = dp
 	}
-	policy := scheduler.DefaultScalePolicy()
-	policy.MinSlaves, policy.MaxSlaves, policy.SlaveCapacity = a.Min, a.Max, a.Capacity
-	policy.IdleAfter = a.IdleAfter
-	policy.DownCooldown = min(policy.DownCooldown, a.IdleAfter)
-	policy.CPUThreshold = cfg.CPUThreshold
+	policy := scalePolicy(cfg)
 	scaler, err := scheduler.NewAutoscaler(sched, prov, policy, strings.TrimSuffix(cluster, "-")+"-slave", log)
 	if err != nil {
 		return nil, err
@@ -138,8 +138,22 @@ func startAutoscaler(ctx context.Context, cfg masterConfig, bound string, sched 
 			log.Error("autoscaler stopped", "component", "autoscaler", "err", err)
 		}
 	}()
-	log.Info("autoscaler on", "component", "autoscaler", "mode", a.Mode, "min", a.Min, "max", a.Max, "advertise", advertise, "network", a.Network)
+	log.Info("autoscaler on", "component", "autoscaler", "mode", a.Mode, "min", a.Min, "max", a.Max, "advertise", advertise, "network", a.Network,
+		"queue_wait", a.QueueWait, "headroom", a.Headroom, "shared_engine", policy.SharedEngine)
 	return func() { cancel(); <-done }, nil
+}
+
+// scalePolicy is the autoscaler's policy from the master's flags.
+func scalePolicy(cfg masterConfig) scheduler.ScalePolicy {
+	a := cfg.Autoscale
+	policy := scheduler.DefaultScalePolicy()
+	policy.MinSlaves, policy.MaxSlaves, policy.SlaveCapacity = a.Min, a.Max, a.Capacity
+	policy.IdleAfter = a.IdleAfter
+	policy.DownCooldown = min(policy.DownCooldown, a.IdleAfter)
+	policy.CPUThreshold = cfg.CPUThreshold
+	// Docker slaves run on this master's engine: they add slots, not cores.
+	policy.QueueWait, policy.Headroom, policy.SharedEngine = a.QueueWait, a.Headroom, a.Mode == "docker"
+	return policy
 }
 
 // parseSize reads a size such as 512MiB, 1GiB or plain bytes.

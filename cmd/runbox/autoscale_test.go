@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -268,5 +269,34 @@ func TestAutoscaleSecured(t *testing.T) {
 	if exec.Command("docker", "volume", "inspect", f[5]).Run() == nil {
 		t.Errorf("the CA's volume %s outlived its slave", f[5])
 		exec.Command("docker", "volume", "rm", f[5]).Run()
+	}
+}
+
+// The master's autoscaling flags become the autoscaler's policy: Docker slaves share the
+// master's engine, Swarm ones do not.
+func TestScalePolicyFromFlags(t *testing.T) {
+	t.Parallel()
+	parse := func(args ...string) masterConfig {
+		fs := flag.NewFlagSet("master", flag.ContinueOnError)
+		var cfg masterConfig
+		cfg.flags(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	p := scalePolicy(parse("--autoscale", "docker"))
+	if p.QueueWait != time.Second || p.Headroom != 25 || !p.SharedEngine || p.CPUThreshold != 80 {
+		t.Errorf("docker defaults: %+v", p)
+	}
+	p = scalePolicy(parse("--autoscale", "swarm", "--scale-queue-wait", "250ms", "--scale-headroom", "10", "--cpu-threshold", "70"))
+	if p.QueueWait != 250*time.Millisecond || p.Headroom != 10 || p.SharedEngine || p.CPUThreshold != 70 {
+		t.Errorf("swarm with flags: %+v", p)
+	}
+	if err := p.Validate(); err != nil {
+		t.Error(err)
+	}
+	if err := scalePolicy(parse("--autoscale", "docker", "--scale-headroom", "120")).Validate(); err == nil {
+		t.Error("a headroom of 120% passed Validate")
 	}
 }

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"slices"
@@ -38,6 +40,27 @@ the p50 latencies and of the throughputs. --direct runs the jobs on an in-proces
 sandbox (the Docker runner 'runbox master' uses, with its warm pool) instead of a
 server: the sandbox's own latency, without the protocol.
 
+--interval D paces each client: a program every D (or as soon as the previous one
+ended, when it took longer), instead of one right after the other.
+
+--suite runs, in one go, the comparison of issue 15 for Python and C (or only --lang, or
+--program, when given): for each case runbox (the server, or --direct) and then the plain
+container cycle with the same programs and clients, side by side:
+  spaced      1 client, a program every --interval (default 500ms)
+  1 client    1 client, programs back to back
+  4 clients   4 clients, back to back
+  8 clients   8 clients, back to back
+each with --jobs programs per client. It prints a table of p50, p95 and throughput for
+both, with the ratios (p50 runbox/plain: below 1 is faster; throughput runbox/plain: above
+1 does more), and how the back-to-back p50 compares with the spaced one. With --json, one
+object: the cases, each with both summaries.
+
+With --json, trace_ms summarises, phase by phase (queue, acquire, send, compile, run,
+result), the traces the results carry (p50, p95, p99, max, mean over the jobs that have
+the phase), plus "other": the client's latency minus the traced phases (the protocol,
+the round trip, anything not traced). traced counts the jobs that had a trace, pooled
+those whose container came warm from the pool.
+
 Exit codes:
   0    every job ran (whatever its program's status) or was refused busy
   1    some jobs could not run for another reason (the summary counts them by code)
@@ -63,6 +86,8 @@ type benchConfig struct {
 	DockerHost string
 	ImageTag   string
 	Progress   time.Duration
+	Interval   time.Duration // between the starts of a client's programs (0: back to back)
+	Suite      bool
 }
 
 // helloWorld returns the benchmark program in lang; it prints helloOutput.
@@ -99,6 +124,8 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.IntVar(&cfg.Pool, "pool", 2, "with --direct: warm containers kept ready per language, as 'runbox master --pool'")
 	fs.StringVar(&cfg.DockerHost, "docker-host", "", "with --baseline or --direct: Docker engine address (default: $DOCKER_HOST or the local socket)")
 	fs.StringVar(&cfg.ImageTag, "image-tag", "latest", "with --baseline or --direct: tag of the runtime images")
+	fs.DurationVar(&cfg.Interval, "interval", 0, "a program every D per client (0: back to back); with --suite, the spaced case's interval (default 500ms)")
+	fs.BoolVar(&cfg.Suite, "suite", false, "run the side-by-side suite: runbox and the plain container cycle, spaced, 1, 4 and 8 clients, in Python and C (or --lang, or --program)")
 	fs.DurationVar(&cfg.Progress, "progress-interval", 2*time.Second, "how often a progress line is printed when stderr is not a terminal (a terminal's line is redrawn in place)")
 	fs.Usage = func() { fmt.Fprint(stderr, benchHelp); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
@@ -121,6 +148,8 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return fail("--progress-interval %v: want a positive duration", cfg.Progress)
 	case cfg.Pool < 0:
 		return fail("--pool %d: want 0 or more", cfg.Pool)
+	case cfg.Interval < 0:
+		return fail("--interval %v: want 0 or a positive duration", cfg.Interval)
 	}
 	lang, ok := sandbox.Lookup(cfg.Lang)
 	if !ok {
@@ -143,15 +172,26 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	} else {
 		src = []byte(helloWorld(lang.Name))
 	}
-	b := &bench{cfg: cfg, stderr: stderr, tty: isTerminal(stderr),
-		spec: sandbox.Spec{Language: lang.Name, Files: []sandbox.File{{Content: src}}}}
-	if cfg.Program == "" {
-		b.want = helloOutput
-		b.what = lang.Name + " hello-world"
-	} else {
-		b.what = lang.Name + " " + cfg.Program
+	b := &bench{cfg: cfg, stderr: stderr, tty: isTerminal(stderr)}
+	b.setProgram(lang.Name, src)
+	if cfg.Suite {
+		langs := []string{lang.Name}
+		if !langSet && cfg.Program == "" {
+			langs = suiteLanguages
+		}
+		return b.runSuite(ctx, stdout, langs, src)
 	}
 	return b.run(ctx, stdout)
+}
+
+// setProgram makes b run src in lang, or lang's hello-world when src is nil.
+func (b *bench) setProgram(lang string, src []byte) {
+	b.want, b.what = "", lang+" "+b.cfg.Program
+	if src == nil || b.cfg.Program == "" {
+		src = []byte(helloWorld(lang))
+		b.want, b.what = helloOutput, lang+" hello-world"
+	}
+	b.spec = sandbox.Spec{Language: lang, Files: []sandbox.File{{Content: src}}}
 }
 
 // bench is one `runbox bench` run.
@@ -162,6 +202,7 @@ type bench struct {
 	want   string // the expected stdout; empty: not checked
 	stderr io.Writer
 	tty    bool
+	plain  sandbox.Runner // the plain cycle of --suite; nil: docker.Plain (tests set a Fake)
 }
 
 // benchReport is what --json prints: the run's summary, and with --baseline the
@@ -199,7 +240,14 @@ type benchSummary struct {
 	Statuses      map[string]int `json:"statuses"`
 	Errors        map[string]int `json:"errors"` // by error code, busy excluded
 	Nodes         map[string]int `json:"nodes"`
-	Stopped       bool           `json:"stopped"` // the run was interrupted
+	Stopped       bool           `json:"stopped"`               // the run was interrupted
+	IntervalMS    float64        `json:"interval_ms,omitempty"` // each client's pace (0: back to back)
+	// Traced counts the jobs whose result carried a trace, Pooled those whose container
+	// came warm from the pool; TraceMS summarises the traces phase by phase, with "other"
+	// the latency the trace does not account for.
+	Traced  int                  `json:"traced"`
+	Pooled  int                  `json:"pooled"`
+	TraceMS map[string]latencyMS `json:"trace_ms,omitempty"`
 }
 
 type latencyMS struct {
@@ -270,9 +318,7 @@ func (b *bench) run(ctx context.Context, stdout io.Writer) int {
 		}
 		base := b.load(ctx, "baseline", "plain container cycle (create, attach, start, wait, remove)", runners)
 		rep.Baseline = &base
-		if base.LatencyMS.P50 > 0 && base.Throughput > 0 {
-			rep.Ratio = &benchRatio{P50: rep.LatencyMS.P50 / base.LatencyMS.P50, Throughput: rep.Throughput / base.Throughput}
-		}
+		rep.Ratio = ratioOf(rep.benchSummary, base)
 	}
 
 	if b.cfg.JSON {
@@ -288,6 +334,14 @@ func (b *bench) run(ctx context.Context, stdout io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// ratioOf compares run with base; nil when base has nothing to compare with.
+func ratioOf(run, base benchSummary) *benchRatio {
+	if base.LatencyMS.P50 <= 0 || base.Throughput <= 0 {
+		return nil
+	}
+	return &benchRatio{P50: run.LatencyMS.P50 / base.LatencyMS.P50, Throughput: run.Throughput / base.Throughput}
 }
 
 func (b *bench) dockerConfig() docker.Config {
@@ -347,6 +401,9 @@ type tally struct {
 	failed      int
 	interrupted int
 	wrong       int
+	traced      int
+	pooled      int
+	phases      map[string][]time.Duration // of the traced jobs, by phase
 }
 
 func (t *tally) add(res sandbox.Result, err error, d time.Duration, want string, stopped bool) {
@@ -364,6 +421,7 @@ func (t *tally) add(res sandbox.Result, err error, d time.Duration, want string,
 		if want != "" && string(res.Stdout) != want {
 			t.wrong++
 		}
+		t.addTrace(res.Trace, d)
 	case stopped && (errors.Is(err, context.Canceled) || errors.Is(err, scheduler.ErrCancelled)):
 		t.interrupted++
 	case errors.Is(err, scheduler.ErrBusy):
@@ -372,6 +430,42 @@ func (t *tally) add(res sandbox.Result, err error, d time.Duration, want string,
 		t.failed++
 		t.errors[transport.Code(err)]++
 	}
+}
+
+// otherPhase names, in trace_ms, the latency that a job's trace does not account for.
+const otherPhase = "other"
+
+// addTrace records the phases of a job's trace and what of its latency d they leave;
+// t.mu is held.
+func (t *tally) addTrace(tr *sandbox.Trace, d time.Duration) {
+	if tr == nil {
+		return
+	}
+	if t.phases == nil {
+		t.phases = map[string][]time.Duration{}
+	}
+	t.traced++
+	if tr.Pooled {
+		t.pooled++
+	}
+	var sum time.Duration
+	for _, p := range tr.Phases() {
+		t.phases[p.Name] = append(t.phases[p.Name], p.Duration)
+		sum += p.Duration
+	}
+	t.phases[otherPhase] = append(t.phases[otherPhase], max(d-sum, 0))
+}
+
+// traceSummary is trace_ms: the percentiles of each phase, over the jobs that had it.
+func traceSummary(phases map[string][]time.Duration) map[string]latencyMS {
+	if len(phases) == 0 {
+		return nil
+	}
+	out := make(map[string]latencyMS, len(phases))
+	for name, ds := range phases {
+		out[name] = latencies(ds)
+	}
+	return out
 }
 
 func (t *tally) counts() (done, busy, failed int) {
@@ -391,11 +485,15 @@ func (b *bench) load(ctx context.Context, label, target string, runners []sandbo
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var next time.Time // the pace of --interval
 			for range b.cfg.Jobs {
-				if ctx.Err() != nil {
+				if !sleepUntil(ctx, next) {
 					return
 				}
 				t0 := time.Now()
+				if b.cfg.Interval > 0 {
+					next = t0.Add(b.cfg.Interval)
+				}
 				res, err := r.Run(ctx, b.spec, nil)
 				t.add(res, err, time.Since(t0), b.want, ctx.Err() != nil)
 			}
@@ -408,13 +506,27 @@ func (b *bench) load(ctx context.Context, label, target string, runners []sandbo
 	s := benchSummary{Target: target, Program: b.what, Language: b.spec.Language, Clients: b.cfg.Clients,
 		JobsPerClient: b.cfg.Jobs, Planned: total, Ran: len(t.lat), Busy: t.busy, Failed: t.failed,
 		Interrupted: t.interrupted, WrongOutput: t.wrong, WallMS: ms(wall), Statuses: t.statuses,
-		Errors: t.errors, Nodes: t.nodes, Stopped: ctx.Err() != nil}
+		Errors: t.errors, Nodes: t.nodes, Stopped: ctx.Err() != nil, IntervalMS: ms(b.cfg.Interval),
+		Traced: t.traced, Pooled: t.pooled, TraceMS: traceSummary(t.phases)}
 	s.Answered = s.Ran + s.Busy + s.Failed
 	if wall > 0 {
 		s.Throughput = float64(s.Ran) / wall.Seconds()
 	}
 	s.LatencyMS = latencies(t.lat)
 	return s
+}
+
+// sleepUntil waits until t (a zero t: not at all); false when ctx ended first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	if d := time.Until(t); d > 0 {
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+	}
+	return ctx.Err() == nil
 }
 
 // progress prints the progress line until the returned function is called: redrawn in
@@ -523,8 +635,25 @@ func printSummary(w io.Writer, label string, s benchSummary) {
 		fmt.Fprintf(tw, "  wrong output\t%d jobs printed something else than %q\n", s.WrongOutput, helloOutput)
 	}
 	fmt.Fprintf(tw, "  nodes\t%s\n", counts(s.Nodes))
+	if s.Traced > 0 {
+		fmt.Fprintf(tw, "  trace p50\t%s (%d traced, %d from the pool)\n", tracePhases(s.TraceMS), s.Traced, s.Pooled)
+	}
 	tw.Flush()
 }
+
+// tracePhases formats the p50 of each phase of trace_ms, in the order they happen.
+func tracePhases(tr map[string]latencyMS) string {
+	var parts []string
+	for _, name := range tracePhaseOrder {
+		if l, ok := tr[name]; ok {
+			parts = append(parts, name+" "+fmtMS(l.P50))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// tracePhaseOrder is sandbox.Trace's phases in the order they happen, then otherPhase.
+var tracePhaseOrder = []string{"queue", "acquire", "send", "compile", "run", "result", otherPhase}
 
 func fmtMS(v float64) string {
 	if v >= 1000 {
@@ -553,4 +682,226 @@ func counts(m map[string]int) string {
 		parts[i] = fmt.Sprintf("%s %d", k, m[k])
 	}
 	return strings.Join(parts, ", ")
+}
+
+// The suite of issue 15: runbox and the plain container cycle side by side.
+
+// suiteLanguages are the languages of --suite without --lang or --program.
+var suiteLanguages = []string{"python", "c"}
+
+// suiteCase is one load of the suite.
+type suiteCase struct {
+	Name     string
+	Clients  int
+	Interval time.Duration // 0: back to back
+}
+
+// suiteCases are the suite's loads; spaced is the interval of the spaced case.
+func suiteCases(spaced time.Duration) []suiteCase {
+	return []suiteCase{
+		{"spaced", 1, spaced},
+		{"1 client", 1, 0},
+		{"4 clients", 4, 0},
+		{"8 clients", 8, 0},
+	}
+}
+
+// suiteRow is one case in one language: runbox, the plain cycle, their ratios.
+type suiteRow struct {
+	Case     string        `json:"case"`
+	Language string        `json:"language"`
+	Runbox   benchSummary  `json:"runbox"`
+	Plain    *benchSummary `json:"plain,omitempty"`
+	Ratio    *benchRatio   `json:"ratio,omitempty"`
+}
+
+// suiteReport is what --suite --json prints.
+type suiteReport struct {
+	Target string     `json:"target"`
+	Cases  []suiteRow `json:"cases"`
+	// BackToBack is, per language, runbox's p50 with one client back to back over its
+	// spaced p50 (issue 15's goal: at most 1.5).
+	BackToBack map[string]float64 `json:"back_to_back_over_spaced,omitempty"`
+	Stopped    bool               `json:"stopped"`
+}
+
+// backToBack computes suiteReport.BackToBack from the rows.
+func backToBack(rows []suiteRow) map[string]float64 {
+	spaced, serial := map[string]float64{}, map[string]float64{}
+	for _, r := range rows {
+		switch r.Case {
+		case "spaced":
+			spaced[r.Language] = r.Runbox.LatencyMS.P50
+		case "1 client":
+			serial[r.Language] = r.Runbox.LatencyMS.P50
+		}
+	}
+	out := map[string]float64{}
+	for lang, sp := range spaced {
+		if se, ok := serial[lang]; ok && sp > 0 && se > 0 {
+			out[lang] = se / sp
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// runSuite runs every case of the suite in each of langs (src, when set, is the
+// --program of the only language).
+func (b *bench) runSuite(ctx context.Context, stdout io.Writer, langs []string, src []byte) int {
+	plain := b.plain
+	if plain == nil {
+		pcfg := b.dockerConfig()
+		pcfg.Languages = langs
+		p, err := docker.NewPlain(ctx, pcfg)
+		if err != nil {
+			fmt.Fprintf(b.stderr, "runbox bench: --suite needs the local Docker engine for the plain cycle: %v\n", err)
+			return exitUnavailable
+		}
+		defer p.Close()
+		plain = p
+	}
+
+	// runners returns n runners of runbox for one case, and what closes them.
+	var runners func(cb *bench) ([]sandbox.Runner, func(), error)
+	target := "server " + b.cfg.Server
+	if b.cfg.Direct {
+		dcfg := b.dockerConfig()
+		dcfg.PoolSize = b.cfg.Pool
+		r, err := docker.New(ctx, dcfg)
+		if err != nil {
+			fmt.Fprintf(b.stderr, "runbox bench: --direct needs the local Docker engine: %v\n", err)
+			return exitUnavailable
+		}
+		defer r.Close()
+		sleepUntil(ctx, time.Now().Add(3*time.Second)) // let the pool fill, as a master's has
+		target = fmt.Sprintf("in-process sandbox (Docker, warm pool %d)", b.cfg.Pool)
+		runners = func(cb *bench) ([]sandbox.Runner, func(), error) {
+			return slices.Repeat([]sandbox.Runner{r}, cb.cfg.Clients), func() {}, nil
+		}
+	} else {
+		runners = func(cb *bench) ([]sandbox.Runner, func(), error) {
+			clients, err := cb.dial(ctx)
+			if err != nil {
+				return nil, nil, err
+			}
+			var rs []sandbox.Runner
+			for _, c := range clients {
+				rs = append(rs, c.Runner())
+			}
+			return rs, func() {
+				for _, c := range clients {
+					c.Close()
+				}
+			}, nil
+		}
+	}
+
+	spaced := b.cfg.Interval
+	if spaced == 0 {
+		spaced = 500 * time.Millisecond
+	}
+	rep := suiteReport{Target: target}
+	code := 0
+run:
+	for _, lang := range langs {
+		for _, c := range suiteCases(spaced) {
+			cb := *b
+			cb.setProgram(lang, src)
+			cb.cfg.Clients, cb.cfg.Interval = c.Clients, c.Interval
+			rs, closeRunners, err := runners(&cb)
+			if err != nil {
+				fmt.Fprintf(b.stderr, "runbox bench: %v\n", explain(err))
+				return exitCodeOf(err)
+			}
+			row := suiteRow{Case: c.Name, Language: lang}
+			row.Runbox = cb.load(ctx, lang+" "+c.Name+" runbox", target, rs)
+			closeRunners()
+			if ctx.Err() == nil {
+				base := cb.load(ctx, lang+" "+c.Name+" plain", "plain container cycle (create, attach, start, wait, remove)",
+					slices.Repeat([]sandbox.Runner{plain}, c.Clients))
+				row.Plain = &base
+				row.Ratio = ratioOf(row.Runbox, base)
+			}
+			rep.Cases = append(rep.Cases, row)
+			if row.Runbox.Failed > 0 || (row.Plain != nil && row.Plain.Failed > 0) {
+				code = 1
+			}
+			if ctx.Err() != nil {
+				rep.Stopped = true
+				code = 130
+				break run
+			}
+		}
+	}
+	rep.BackToBack = backToBack(rep.Cases)
+	if b.cfg.JSON {
+		json.NewEncoder(stdout).Encode(rep)
+	} else {
+		printSuite(stdout, rep)
+	}
+	return code
+}
+
+// caseLabel names a row in the text table.
+func caseLabel(r suiteRow) string {
+	if r.Runbox.IntervalMS > 0 {
+		return fmt.Sprintf("%s (every %v)", r.Case, time.Duration(r.Runbox.IntervalMS*float64(time.Millisecond)))
+	}
+	return r.Case
+}
+
+func printSuite(w io.Writer, rep suiteReport) {
+	stopped := ""
+	if rep.Stopped {
+		stopped = " (interrupted: partial results)"
+	}
+	fmt.Fprintf(w, "runbox bench --suite: runbox on %s, against the plain container cycle%s\n\n", rep.Target, stopped)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "case\tlanguage\tjobs\trunbox p50\tp95\tjobs/s\tplain p50\tp95\tjobs/s\tp50 ratio\tthroughput ratio\tfailed (runbox/plain)")
+	for _, r := range rep.Cases {
+		rb := r.Runbox
+		line := fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%.2f", caseLabel(r), r.Language, rb.Planned, fmtMS(rb.LatencyMS.P50), fmtMS(rb.LatencyMS.P95), rb.Throughput)
+		if p := r.Plain; p != nil {
+			line += fmt.Sprintf("\t%s\t%s\t%.2f", fmtMS(p.LatencyMS.P50), fmtMS(p.LatencyMS.P95), p.Throughput)
+		} else {
+			line += "\t-\t-\t-"
+		}
+		if r.Ratio != nil {
+			line += fmt.Sprintf("\t%.2fx\t%.2fx", r.Ratio.P50, r.Ratio.Throughput)
+		} else {
+			line += "\t-\t-"
+		}
+		plainFailed := "-"
+		if r.Plain != nil {
+			plainFailed = fmt.Sprint(r.Plain.Failed + r.Plain.Busy)
+		}
+		line += fmt.Sprintf("\t%d/%s", rb.Failed+rb.Busy, plainFailed)
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
+	langs := slices.Sorted(maps.Keys(rep.BackToBack))
+	for _, lang := range langs {
+		fmt.Fprintf(w, "%s: one client back to back, p50 %.2fx the spaced p50\n", lang, rep.BackToBack[lang])
+	}
+	var traced bytes.Buffer
+	tw = tabwriter.NewWriter(&traced, 0, 4, 2, ' ', 0)
+	for _, r := range rep.Cases {
+		for _, side := range []struct {
+			name string
+			s    *benchSummary
+		}{{"runbox", &r.Runbox}, {"plain", r.Plain}} {
+			if side.s != nil && side.s.Traced > 0 {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t(%d traced, %d from the pool)\n", caseLabel(r), r.Language, side.name,
+					tracePhases(side.s.TraceMS), side.s.Traced, side.s.Pooled)
+			}
+		}
+	}
+	tw.Flush()
+	if traced.Len() > 0 {
+		fmt.Fprintln(w, "\nwhere the time went (p50 per phase, from the results' traces; other: the latency the trace leaves)")
+		w.Write(traced.Bytes())
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -189,5 +190,191 @@ func TestHelloWorldForEveryLanguage(t *testing.T) {
 		if !strings.Contains(helloWorld(l.Name), "hello, world") {
 			t.Errorf("the %s hello-world does not print %q", l.Name, helloOutput)
 		}
+	}
+}
+
+// tracingRunner is the Fake whose results carry a trace, as the Docker runner's do.
+type tracingRunner struct {
+	sandboxtest.Fake
+	trace sandbox.Trace
+}
+
+func (r *tracingRunner) Run(ctx context.Context, spec sandbox.Spec, st *sandbox.Streams) (sandbox.Result, error) {
+	res, err := r.Fake.Run(ctx, spec, st)
+	tr := r.trace
+	res.Trace = &tr
+	return res, err
+}
+
+// The report's arithmetic: nearest-rank percentiles, the ratios, the trace per phase with
+// what it leaves of the latency, and the back-to-back over spaced figure.
+func TestBenchReportMath(t *testing.T) {
+	t.Parallel()
+	msd := func(v ...int) []time.Duration {
+		var ds []time.Duration
+		for _, x := range v {
+			ds = append(ds, time.Duration(x)*time.Millisecond)
+		}
+		return ds
+	}
+	// 20 values 1..20 ms, shuffled: p50 is the 10th, p95 the 19th, p99 the 20th.
+	l := latencies(msd(20, 3, 1, 19, 2, 18, 4, 17, 5, 16, 6, 15, 7, 14, 8, 13, 9, 12, 10, 11))
+	if l != (latencyMS{P50: 10, P95: 19, P99: 20, Max: 20, Mean: 10.5}) {
+		t.Errorf("latencies: %+v", l)
+	}
+	if l := latencies(msd(7)); l.P50 != 7 || l.P95 != 7 || l.Max != 7 {
+		t.Errorf("one value: %+v", l)
+	}
+	if l := latencies(nil); l != (latencyMS{}) {
+		t.Errorf("none: %+v", l)
+	}
+
+	run := benchSummary{LatencyMS: latencyMS{P50: 50}, Throughput: 13}
+	base := benchSummary{LatencyMS: latencyMS{P50: 200}, Throughput: 6.5}
+	if r := ratioOf(run, base); r == nil || r.P50 != 0.25 || r.Throughput != 2 {
+		t.Errorf("ratio: %+v", r)
+	}
+	if r := ratioOf(run, benchSummary{}); r != nil {
+		t.Errorf("ratio against an empty baseline: %+v", r)
+	}
+
+	var tl tally
+	tl.addTrace(&sandbox.Trace{Queue: time.Millisecond, Acquire: 3 * time.Millisecond, Pooled: true, Run: 20 * time.Millisecond}, 30*time.Millisecond)
+	tl.addTrace(&sandbox.Trace{Queue: 3 * time.Millisecond, Acquire: 200 * time.Millisecond, Compile: 90 * time.Millisecond, Run: 40 * time.Millisecond}, 340*time.Millisecond)
+	tl.addTrace(&sandbox.Trace{Run: 50 * time.Millisecond}, 40*time.Millisecond) // a clock skew: other is 0, not negative
+	tl.addTrace(nil, time.Second)                                                // no trace: not counted
+	tr := traceSummary(tl.phases)
+	if tl.traced != 3 || tl.pooled != 1 {
+		t.Errorf("traced %d, pooled %d", tl.traced, tl.pooled)
+	}
+	for phase, want := range map[string]latencyMS{
+		"queue":   {P50: 1, P95: 3, P99: 3, Max: 3, Mean: 2},
+		"acquire": {P50: 3, P95: 200, P99: 200, Max: 200, Mean: 101.5},
+		"compile": {P50: 90, P95: 90, P99: 90, Max: 90, Mean: 90},
+		"run":     {P50: 40, P95: 50, P99: 50, Max: 50, Mean: 36.666},
+		"other":   {P50: 6, P95: 7, P99: 7, Max: 7, Mean: 4.333},
+	} {
+		if got, ok := tr[phase]; !ok || got != want {
+			t.Errorf("trace_ms[%s] = %+v, want %+v", phase, got, want)
+		}
+	}
+	if _, ok := tr["send"]; ok {
+		t.Error("a phase no job had is in trace_ms")
+	}
+	if s := tracePhases(tr); s != "queue 1.0ms, acquire 3.0ms, compile 90.0ms, run 40.0ms, other 6.0ms" {
+		t.Errorf("tracePhases: %q", s)
+	}
+	if traceSummary(nil) != nil {
+		t.Error("trace_ms without traces")
+	}
+
+	rows := []suiteRow{
+		{Case: "spaced", Language: "python", Runbox: benchSummary{LatencyMS: latencyMS{P50: 40}}},
+		{Case: "1 client", Language: "python", Runbox: benchSummary{LatencyMS: latencyMS{P50: 60}}},
+		{Case: "4 clients", Language: "python", Runbox: benchSummary{LatencyMS: latencyMS{P50: 900}}},
+		{Case: "spaced", Language: "c", Runbox: benchSummary{LatencyMS: latencyMS{P50: 100}}},
+	}
+	if got := backToBack(rows); len(got) != 1 || got["python"] != 1.5 {
+		t.Errorf("back to back over spaced: %v (c has no back-to-back row)", got)
+	}
+}
+
+// The suite's plan is the issue's: spaced, then 1, 4 and 8 clients back to back.
+func TestBenchSuiteCases(t *testing.T) {
+	t.Parallel()
+	got := suiteCases(300 * time.Millisecond)
+	want := []suiteCase{{"spaced", 1, 300 * time.Millisecond}, {"1 client", 1, 0}, {"4 clients", 4, 0}, {"8 clients", 8, 0}}
+	if !slices.Equal(got, want) {
+		t.Errorf("suite cases %+v", got)
+	}
+}
+
+// The whole suite against a master, with a Fake standing in for the plain cycle (no
+// Docker): every case in both languages, both sides, their ratios, and the traces (those
+// of the in-process plain side: whether a trace crosses the wire is transport's test).
+func TestBenchSuiteAgainstFakes(t *testing.T) {
+	t.Parallel()
+	addr := startMaster(t, &sandboxtest.Fake{}, func(c *masterConfig) { c.MaxPrograms = 8; c.Queue = 100 })
+	plain := &tracingRunner{trace: sandbox.Trace{Acquire: 2 * time.Millisecond, Pooled: true, Run: 5 * time.Millisecond}}
+	var errOut bytes.Buffer
+	b := &bench{cfg: benchConfig{clientFlags: clientFlags{Server: addr}, Jobs: 3, Interval: 20 * time.Millisecond,
+		Progress: time.Hour, JSON: true}, stderr: &errOut, plain: plain}
+	var out bytes.Buffer
+	// The Fake runs neither language's hello-world: each ends as a runtime_error, which
+	// is a program that ran, so the suite still succeeds.
+	if code := b.runSuite(context.Background(), &out, []string{"python", "c"}, nil); code != 0 {
+		t.Fatalf("exit code %d: %s", code, errOut.String())
+	}
+	var rep suiteReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("--json: %v\n%s", err, out.String())
+	}
+	if len(rep.Cases) != 8 || rep.Stopped {
+		t.Fatalf("%d cases, stopped %v: %s", len(rep.Cases), rep.Stopped, out.String())
+	}
+	for i, row := range rep.Cases {
+		c := suiteCases(20 * time.Millisecond)[i%4]
+		wantLang := []string{"python", "c"}[i/4]
+		if row.Case != c.Name || row.Language != wantLang || row.Runbox.Clients != c.Clients || row.Runbox.Ran != 3*c.Clients ||
+			row.Plain == nil || row.Plain.Ran != 3*c.Clients || row.Ratio == nil || row.Ratio.P50 <= 0 || row.Ratio.Throughput <= 0 {
+			t.Errorf("row %d: %+v", i, row)
+			continue
+		}
+		if row.Runbox.Language != wantLang || row.Runbox.IntervalMS != ms(c.Interval) {
+			t.Errorf("row %d: language %s, interval %v ms", i, row.Runbox.Language, row.Runbox.IntervalMS)
+		}
+		if p := row.Plain; p.Traced != p.Ran || p.Pooled != p.Ran || p.TraceMS["acquire"].P50 != 2 || p.TraceMS["run"].P50 != 5 || p.TraceMS["other"].Max < 0 {
+			t.Errorf("row %d: traces %d/%d, %+v", i, p.Traced, p.Pooled, p.TraceMS)
+		}
+	}
+	// Spaced: 3 programs, one every 20 ms: the run lasts at least two intervals.
+	if w := rep.Cases[0].Runbox.WallMS; w < 40 {
+		t.Errorf("spaced run took %v ms, under two intervals", w)
+	}
+	if len(rep.BackToBack) != 2 || rep.BackToBack["python"] <= 0 || rep.BackToBack["c"] <= 0 {
+		t.Errorf("back to back over spaced: %v", rep.BackToBack)
+	}
+
+	// The text table has a row per case and language, and the traces.
+	b.cfg.JSON = false
+	out.Reset()
+	b.runSuite(context.Background(), &out, []string{"python"}, []byte("out hello, world"))
+	text := out.String()
+	for _, want := range []string{"runbox p50", "plain p50", "throughput ratio", "spaced (every 20ms)", "1 client", "4 clients", "8 clients",
+		"python: one client back to back, p50", "where the time went", "acquire 2.0ms, run 5.0ms", "(24 traced, 24 from the pool)"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, " c ") {
+		t.Errorf("a C row without asking for C:\n%s", text)
+	}
+}
+
+// --interval paces each client; bad values of the new flags are usage errors.
+func TestBenchIntervalAndSuiteFlags(t *testing.T) {
+	t.Parallel()
+	addr := startMaster(t, &sandboxtest.Fake{}, nil)
+	code, rep, errOut := benchJSON(t, "--server", addr, "--clients", "2", "--jobs", "3", "--interval", "30ms",
+		"--program", write(t, "p.py", "out hello, world"))
+	if s := rep.benchSummary; code != 0 || s.Ran != 6 || s.IntervalMS != 30 || s.WallMS < 60 {
+		t.Errorf("--interval 30ms: code %d, summary %+v, stderr %s", code, s, errOut)
+	}
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"--interval", "-1s"}, "--interval"},
+		{[]string{"--interval", "soon"}, "invalid value"},
+		{[]string{"--suite", "--lang", "cobol"}, "unknown --lang"},
+		{[]string{"--suite=maybe"}, "invalid boolean"},
+	} {
+		code, out, errOut := cli(t, "", append([]string{"bench"}, c.args...)...)
+		if code != exitUsage || !strings.Contains(errOut, c.msg) || out != "" {
+			t.Errorf("%q: code %d, stdout %q, stderr %q (want %q)", c.args, code, out, errOut, c.msg)
+		}
+	}
+	if _, _, errOut := cli(t, "", "bench", "-h"); !strings.Contains(errOut, "-suite") || !strings.Contains(errOut, "8 clients") {
+		t.Errorf("help lacks --suite:\n%s", errOut)
 	}
 }

@@ -96,6 +96,7 @@ type submitConfig struct {
 	TimeLimit   time.Duration
 	CompileTime time.Duration
 	MemoryLimit string
+	CompileMem  string
 	JSON        bool
 	Verbose     bool
 	Tests       string // directory of NAME.in/NAME.out test cases
@@ -157,6 +158,7 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.DurationVar(&cfg.TimeLimit, "time-limit", 0, "run time limit, e.g. 2s or 500ms (default: the server's)")
 	fs.DurationVar(&cfg.CompileTime, "compile-time", 0, "compile time limit of C, C++, Go and Java, e.g. 30s (default: the server's)")
 	fs.StringVar(&cfg.MemoryLimit, "memory-limit", "", "memory limit, e.g. 128MiB (default: the server's)")
+	fs.StringVar(&cfg.CompileMem, "compile-memory", "", "memory limit of the compile phase of C, C++, Go and Java, apart from the program's --memory-limit, e.g. 1GiB (default: the server's, 512MiB unless changed)")
 	fs.BoolVar(&cfg.JSON, "json", false, "print one JSON object per file instead of the program's output")
 	fs.BoolVar(&cfg.Verbose, "v", false, "print the job id, node, time and memory on stderr")
 	fs.StringVar(&cfg.Tests, "tests", "", "judge each FILE against the test cases of this directory: NAME.in (input, optional) and NAME.out (expected output)")
@@ -257,6 +259,13 @@ func (cfg *submitConfig) baseSpec() (sandbox.Spec, error) {
 			return spec, usageErr("usage", "bad --memory-limit %q: use e.g. 128MiB, 1GiB or plain bytes", cfg.MemoryLimit)
 		}
 		spec.Limits.Memory = n
+	}
+	if cfg.CompileMem != "" {
+		n, err := sandbox.ParseSize(cfg.CompileMem)
+		if err != nil || n <= 0 {
+			return spec, usageErr("usage", "bad --compile-memory %q: use e.g. 512MiB, 1GiB or plain bytes", cfg.CompileMem)
+		}
+		spec.Limits.CompileMemory = n
 	}
 	if cfg.Lang != "" {
 		if _, ok := sandbox.Lookup(cfg.Lang); !ok {
