@@ -448,13 +448,13 @@ func (a *Autoscaler) Step(ctx context.Context) ScaleDecision {
 	var wg sync.WaitGroup // the slaves start side by side
 	for _, name := range starts {
 		a.log.Info("starting slave", "node", name, "reason", d.Reason, "why", d.Why)
-		a.s.noteExternal(name, "starting", d.Why)
+		a.s.noteExternal(name, NodeEventStarting, d.Why)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := a.prov.Start(ctx, name); err != nil {
 				a.log.Error("start slave", "node", name, "err", err)
-				a.s.noteExternal(name, "start_failed", err.Error())
+				a.s.noteExternal(name, NodeEventStartFailed, err.Error())
 				a.mu.Lock()
 				delete(a.managed, name)
 				a.mu.Unlock()
@@ -471,7 +471,7 @@ func (a *Autoscaler) Step(ctx context.Context) ScaleDecision {
 		if err := a.prov.Stop(ctx, name); err != nil {
 			a.log.Error("stop slave", "node", name, "err", err)
 		}
-		a.s.noteExternal(name, "stopped", "")
+		a.s.noteExternal(name, NodeEventStopped, "")
 	}
 	a.prepareNext(ctx) // a no-op unless a start or a stop changed what comes next
 	return d
