@@ -29,6 +29,9 @@ export RUNBOX_PORT=${RUNBOX_PORT:-17750}
 export RUNBOX_HTTP_PORT=${RUNBOX_HTTP_PORT:-17751}
 # Slaves retire after 10 s idle, so the video shows them leave as well as arrive.
 export RUNBOX_SLAVE_IDLE=${RUNBOX_SLAVE_IDLE:-10s}
+# The load below is CPU-bound on one machine, where slaves only share the master's cores:
+# the autoscaler would not start them (--scale-headroom); the demo shows the mechanism.
+export RUNBOX_MASTER_ARGS=${RUNBOX_MASTER_ARGS:---scale-headroom 0}
 display=${DEMO_DISPLAY:-:77}
 out=${DEMO_OUT:-docs/demo.webm}
 gif=${DEMO_GIF:-docs/images/demo.gif}

@@ -188,7 +188,7 @@ runbox cluster is up: $mode.
 
 Submit a program:    bin/runbox submit$server examples/hello.py
 Cluster status:      bin/runbox status$server
-Load (slaves spawn): bin/runbox bench$server --clients 20 --jobs 10
+Load (slaves spawn): bin/runbox bench$server --clients 20 --jobs 4 --program examples/wait.py
 Desktop client:      make gui && bin/runbox-gui
 Master logs:         docker logs -f $master
 Stop everything:     make cluster-down
