@@ -5,7 +5,6 @@ go 1.26.8
 require runbox v0.0.0
 
 require (
-	github.com/docker/go-units v0.5.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 )
