@@ -51,13 +51,14 @@ func (s *attachStream) next() error {
 		}
 		return err
 	}
-	size := int(binary.BigEndian.Uint32(s.hdr[4:]))
-	frame := make([]byte, size)
-	if _, err := io.ReadFull(r, frame); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return io.EOF
-		}
+	size := int64(binary.BigEndian.Uint32(s.hdr[4:]))
+	// Read as it comes, not into a buffer of the size the header declares.
+	frame, err := io.ReadAll(io.LimitReader(r, size))
+	if err != nil {
 		return err
+	}
+	if int64(len(frame)) < size {
+		return io.EOF
 	}
 	switch stdcopy.StdType(s.hdr[0]) {
 	case stdcopy.Stdin, stdcopy.Stdout:
