@@ -5,7 +5,9 @@
 // files into the scratch directory, compiles (if asked), runs the program once under the
 // wall-time and output caps, streams output as frames while the program runs, forwards
 // stdin frames to it, and ends with one Result frame: the exit status travels in-band, so
-// the Runner has the result without waiting for the container to stop.
+// the Runner has the result without waiting for the container to stop. Exchange is the
+// runner's half: one program's exchange over any stream (sandbox/docker gives it a
+// container's attach stream, with hooks for what only the engine can do).
 //
 // Frames are a 1-byte type, a 4-byte big-endian payload length and the payload:
 //

@@ -178,7 +178,7 @@ type boxLimits struct {
 // boxLimitsOf returns the limits of a container for a program with limits l. One that
 // compiles is created with the compiler's memory (CompileMemory, or Memory when that is
 // larger); runbox-init stops at a gate before the run phase, where the Runner sets the
-// program's own Memory (runIn).
+// program's own Memory (the Gate hook of runIn).
 func boxLimitsOf(l sandbox.Limits, compiles bool) boxLimits {
 	mem := l.Memory
 	if compiles {

@@ -13,14 +13,11 @@
 package docker
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -35,7 +32,6 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/system"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/stdcopy"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"runbox/sandbox"
@@ -490,15 +486,11 @@ func (r *Runner) acquire(ctx context.Context, rt *runtime, lim boxLimits, compil
 	return b, false, err
 }
 
-// runIn sends the program to the box's runbox-init and collects the answer. Everything
-// that comes out of the container is read under a cap: frames of at most initFrameMax
-// bytes, the run's stdout+stderr and the compiler's output at most lim.Output each, the
-// artefact at most boxinit.MaxArtifact. A panic in one of the goroutines it starts fails
-// the run with a *sandbox.PanicError. It fills trace's Send, Compile, Run and Result.
-func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Spec, lim sandbox.Limits, streams *sandbox.Streams, trace *sandbox.Trace) (res sandbox.Result, err error) {
-	if streams == nil {
-		streams = &sandbox.Streams{}
-	}
+// runIn sends the program to the box's runbox-init and collects the answer
+// (boxinit.Exchange over the box's attach stream); the Docker parts are the hooks: the
+// program's memory set at the gate, the OOM killer asked about a runbox-init that died.
+// It fills trace's Send, Compile, Run and Result.
+func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Spec, lim sandbox.Limits, streams *sandbox.Streams, trace *sandbox.Trace) (sandbox.Result, error) {
 	files := make([]boxinit.File, len(spec.Files))
 	for i, f := range spec.Files {
 		files[i] = boxinit.File{Name: f.Name, Content: f.Content}
@@ -520,290 +512,20 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 	if len(spec.Artifact) > 0 { // the compiled program replaces the sources
 		breq.Files, breq.Compile = nil, nil
 	}
-	req, err := json.Marshal(breq)
-	if err != nil {
-		return sandbox.Result{ExitCode: -1}, fmt.Errorf("encode request: %w", err)
-	}
-
-	// The run's goroutines: the killer, the writer and the reader. A panic in one is
-	// kept as the run's error, and closes the stream and the frame pipe, which ends the
-	// others and the frame loop.
-	frames, framesW := io.Pipe()
-	done := make(chan struct{})
-	var (
-		wg       sync.WaitGroup
-		panicMu  sync.Mutex
-		panicked *sandbox.PanicError
-	)
-	keepPanic := func(pe *sandbox.PanicError) {
-		panicMu.Lock()
-		if panicked == nil {
-			panicked = pe
-		}
-		panicMu.Unlock()
-		framesW.CloseWithError(pe)
-	}
-	closeStream := func() {
-		defer func() {
-			if p := recover(); p != nil {
-				keepPanic(r.recovered("closing the sandbox's stream", p))
-			}
-		}()
-		b.closeStream()
-	}
-	spawn := func(what string, fn func()) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() {
-				if p := recover(); p != nil {
-					keepPanic(r.recovered(what, p))
-					closeStream()
-				}
-			}()
-			fn()
-		}()
-	}
-	defer func() {
-		close(done)
-		closeStream() // unblocks the writer and the reader, whatever ended the run
-		frames.Close()
-		wg.Wait()
-		panicMu.Lock()
-		defer panicMu.Unlock()
-		if panicked != nil {
-			res, err = sandbox.Result{ExitCode: -1}, panicked
-		}
-	}()
-
-	// The backstop: past every limit plus grace, or on cancellation, the container goes.
-	deadline := lim.RunTime + r.cfg.Grace
-	switch {
-	case spec.CompileOnly:
-		deadline = lim.CompileTime + r.cfg.Grace
-	case rt.lang.Compiled() && len(spec.Artifact) == 0:
-		deadline += lim.CompileTime
-	}
-	var (
-		killMu sync.Mutex
-		killed string // "deadline" or "cancel"
-	)
-	timer := time.NewTimer(deadline)
-	defer timer.Stop()
-	spawn("the sandbox's killer", func() {
-		why := ""
-		select {
-		case <-done:
-			return
-		case <-timer.C:
-			why = "deadline"
-		case <-ctx.Done():
-			why = "cancel"
-		}
-		killMu.Lock()
-		killed = why
-		killMu.Unlock()
-		closeStream() // unblocks the reader; the deferred remove kills the container
-	})
-
-	// Writer: the request, then stdin, then end of stdin. sent closes once the request,
-	// the artefact and the Spec's stdin are written (the trace's Send).
-	sendStart := time.Now()
-	var sendEnd time.Time
-	sent := make(chan struct{})
-	// The writer and the frame loop (FrameGo) both write: a frame at a time.
-	var writeMu sync.Mutex
-	w := writerFunc(func(p []byte) (int, error) {
-		writeMu.Lock()
-		defer writeMu.Unlock()
-		return b.conn.Conn.Write(p)
-	})
-	spawn("the sandbox's input writer", func() {
-		if err := boxinit.WriteFrame(w, boxinit.FrameRequest, req); err != nil {
-			return
-		}
-		for chunk := range slices.Chunk(spec.Artifact, boxinit.ChunkSize) {
-			if err := boxinit.WriteFrame(w, boxinit.FrameArtifact, chunk); err != nil {
-				return
-			}
-		}
-		for chunk := range slices.Chunk(spec.Stdin, boxinit.ChunkSize) {
-			if err := boxinit.WriteFrame(w, boxinit.FrameStdin, chunk); err != nil {
-				return
-			}
-		}
-		sendEnd = time.Now()
-		close(sent)
-		if streams.Stdin != nil {
-		loop:
-			for {
-				select {
-				case <-done:
-					return
-				case data, ok := <-streams.Stdin:
-					if !ok {
-						break loop
-					}
-					for chunk := range slices.Chunk(data, boxinit.ChunkSize) {
-						if err := boxinit.WriteFrame(w, boxinit.FrameStdin, chunk); err != nil {
-							return
-						}
-					}
-				}
-			}
-		}
-		boxinit.WriteFrame(w, boxinit.FrameStdinEOF, nil)
-	})
-
-	// Reader: demultiplex the attach stream; runbox-init's stdout carries the frames.
-	initErr := &cappedBuffer{max: 4 << 10}
-	spawn("the sandbox's output reader", func() {
-		_, err := stdcopy.StdCopy(framesW, initErr, b.conn.Reader)
-		framesW.CloseWithError(err)
-	})
-
-	res = sandbox.Result{ExitCode: -1}
-	out := map[byte]*cappedBuffer{
-		boxinit.FrameStdout:  {max: int(lim.Output)},
-		boxinit.FrameStderr:  {max: int(lim.Output)},
-		boxinit.FrameCompile: {max: int(lim.Output)},
-	}
-	var runOutput int64       // stdout+stderr: runbox-init caps their sum
-	var artifact bytes.Buffer // of a compile-only run
-	var final *boxinit.Result
-	var protoErr error
-	var startedAt, resultAt time.Time
-	started, badResult, gated := false, false, false
-	for final == nil && protoErr == nil {
-		typ, payload, err := boxinit.ReadFrame(frames, initFrameMax)
-		if err != nil {
-			protoErr = err
-			break
-		}
-		switch typ {
-		case boxinit.FrameStdout, boxinit.FrameStderr, boxinit.FrameCompile:
-			buf := out[typ]
-			if typ != boxinit.FrameCompile {
-				runOutput += int64(len(payload))
-			}
-			if buf.Len()+len(payload) > buf.max || runOutput > lim.Output {
-				protoErr = fmt.Errorf("runbox-init sent more output than allowed")
-				break
-			}
-			buf.Write(payload)
-			if streams.Output != nil {
-				streams.Output(sandbox.Chunk{Stream: streamOf(typ), Data: payload})
-			}
-		case boxinit.FrameArtifact:
-			if !spec.CompileOnly || artifact.Len()+len(payload) > boxinit.MaxArtifact {
-				protoErr = fmt.Errorf("runbox-init sent an artefact it was not asked for or over %d bytes", boxinit.MaxArtifact)
-				break
-			}
-			artifact.Write(payload)
-		case boxinit.FrameGate:
-			if !breq.Gate || gated || started {
-				protoErr = fmt.Errorf("a gate frame from runbox-init that was not asked for")
-				break
-			}
-			gated = true
+	stream := newAttachStream(b)
+	call := boxinit.Call{Request: breq, Artifact: spec.Artifact, Stdin: spec.Stdin, Grace: r.cfg.Grace, Trace: trace}
+	return boxinit.Exchange(ctx, stream, call, streams, boxinit.Hooks{
+		Gate: func(ctx context.Context) error {
 			if err := r.setMemory(ctx, b.id, lim.Memory); err != nil {
-				protoErr = fmt.Errorf("%w: set the program's memory limit: %v", sandbox.ErrUnavailable, err)
-				break
+				return fmt.Errorf("set the program's memory limit: %v", err)
 			}
 			b.memory = lim.Memory
-			if err := boxinit.WriteFrame(w, boxinit.FrameGo, nil); err != nil {
-				protoErr = err
-			}
-		case boxinit.FrameStarted:
-			if breq.Gate && !gated {
-				protoErr = fmt.Errorf("runbox-init started the run phase before the gate")
-				break
-			}
-			if !started {
-				startedAt = time.Now()
-				if streams.Started != nil {
-					streams.Started()
-				}
-			}
-			started = true
-		case boxinit.FrameResult:
-			var fr boxinit.Result
-			if err := json.Unmarshal(payload, &fr); err != nil {
-				protoErr = fmt.Errorf("%w: bad result from runbox-init: %v", sandbox.ErrUnavailable, err)
-				badResult = true
-				break
-			}
-			final = &fr
-			resultAt = time.Now()
-		default:
-			protoErr = fmt.Errorf("unknown frame type %q from runbox-init", typ)
-		}
-	}
-	frames.Close()
-	closeStream()
-	res.Stdout, res.Stderr, res.CompileOutput = out[boxinit.FrameStdout].Bytes(), out[boxinit.FrameStderr].Bytes(), out[boxinit.FrameCompile].Bytes()
-	if badResult || errors.As(protoErr, new(*sandbox.PanicError)) {
-		return res, protoErr // (a goroutine of the run panicked: the deferred check says so)
-	}
-
-	if final == nil {
-		killMu.Lock()
-		why := killed
-		killMu.Unlock()
-		switch {
-		case why == "cancel" || ctx.Err() != nil:
-			return res, ctx.Err()
-		case why == "deadline":
-			res.Status = sandbox.StatusTimeLimit
-			res.Message = fmt.Sprintf("the sandbox did not answer within %v and was killed", deadline)
-			return res, nil
-		}
-		// runbox-init died: the only thing in the container able to kill it is the
-		// OOM killer (it survives every signal a program can send).
-		if r.oomKilled(ctx, b.id) {
-			res.Status = sandbox.StatusMemoryLimit
-			res.Message = "killed by the out-of-memory killer at the memory limit"
-			return res, nil
-		}
-		return res, fmt.Errorf("%w: sandbox ended without a result (%v): %s", sandbox.ErrUnavailable, protoErr, initErr.String())
-	}
-	res, err = r.result(res, final)
-	fillTrace(trace, sendStart, sent, &sendEnd, startedAt, resultAt, res.Time, rt.lang.Compiled() && len(spec.Artifact) == 0)
-	if err == nil && spec.CompileOnly && res.Status == sandbox.StatusOK {
-		if int64(artifact.Len()) != final.Artifact || artifact.Len() == 0 {
-			return res, fmt.Errorf("%w: runbox-init sent %d artefact bytes and counted %d", sandbox.ErrUnavailable, artifact.Len(), final.Artifact)
-		}
-		res.Artifact = artifact.Bytes()
-	}
-	return res, err
-}
-
-// fillTrace fills the container phases of trace from what runIn saw: the request written
-// (when sent is closed, sendEnd holds the moment), the run phase's start and the result's
-// arrival (zero when they did not happen) and the program's own wall time. The compile
-// phase, of a program that compiles, is from the request sent to the run's start (or to
-// the result of a compile-only run or a compile error); what the result took past the
-// program's end is the run phase's span less the program's time.
-func fillTrace(trace *sandbox.Trace, sendStart time.Time, sent <-chan struct{}, sendEnd *time.Time, startedAt, resultAt time.Time, run time.Duration, compiles bool) {
-	select {
-	case <-sent:
-	default:
-		return // the writer has not finished: nothing of it is measured
-	}
-	trace.Send = sendEnd.Sub(sendStart)
-	if compiles {
-		end := startedAt
-		if end.IsZero() {
-			end = resultAt
-		}
-		if !end.IsZero() {
-			trace.Compile = max(end.Sub(*sendEnd), 0)
-		}
-	}
-	if !startedAt.IsZero() && !resultAt.IsZero() {
-		trace.Run = run
-		trace.Result = max(resultAt.Sub(startedAt)-run, 0)
-	}
+			return nil
+		},
+		OOMKilled: func(ctx context.Context) bool { return r.oomKilled(ctx, b.id) },
+		Stderr:    stream.stderr,
+		Recovered: r.recovered,
+	})
 }
 
 // setMemory sets a container's memory (and memory+swap: no swap) limit.
@@ -813,16 +535,6 @@ func (r *Runner) setMemory(ctx context.Context, id string, memory int64) error {
 	_, err := r.api.ContainerUpdate(ctx, id, container.UpdateConfig{Resources: container.Resources{Memory: memory, MemorySwap: memory}})
 	return err
 }
-
-// writerFunc is a function as an io.Writer.
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
-
-// initFrameMax caps a frame from runbox-init, which writes data in chunks of at most
-// boxinit.ChunkSize and a result that fits one (its message is capped): a container that
-// declares a larger frame is refused at the header, before its payload is read.
-const initFrameMax = boxinit.ChunkSize
 
 // oomKilled reports whether the OOM killer struck in the container. The engine learns of
 // it from an event that may arrive after the attach stream ended, so it first waits (a
@@ -838,55 +550,6 @@ func (r *Runner) oomKilled(ctx context.Context, id string) bool {
 	}
 	info, err := r.api.ContainerInspect(ctx, id)
 	return err == nil && info.State != nil && info.State.OOMKilled
-}
-
-// result turns runbox-init's result into the run's. Its numbers come from the container:
-// a negative time or memory is taken as 0.
-func (r *Runner) result(res sandbox.Result, f *boxinit.Result) (sandbox.Result, error) {
-	res.ExitCode, res.Signal, res.Message = f.ExitCode, f.Signal, f.Message
-	res.Time, res.CPUTime, res.CompileTime, res.Memory = max(f.Time, 0), max(f.CPUTime, 0), max(f.CompileTime, 0), max(f.Memory, 0)
-	switch f.Outcome {
-	case boxinit.OutcomeExited:
-		res.Status = sandbox.StatusRuntimeError
-		if f.ExitCode == 0 {
-			res.Status = sandbox.StatusOK
-		}
-	case boxinit.OutcomeTimeLimit:
-		res.Status = sandbox.StatusTimeLimit
-	case boxinit.OutcomeOutputLimit:
-		res.Status = sandbox.StatusOutputLimit
-	case boxinit.OutcomeMemoryLimit:
-		res.Status = sandbox.StatusMemoryLimit
-	case boxinit.OutcomeCompileError:
-		res.Status = sandbox.StatusCompileError
-	default:
-		return res, fmt.Errorf("%w: runbox-init could not start the program: %s", sandbox.ErrUnavailable, f.Message)
-	}
-	return res, nil
-}
-
-func streamOf(typ byte) sandbox.Stream {
-	switch typ {
-	case boxinit.FrameStdout:
-		return sandbox.Stdout
-	case boxinit.FrameStderr:
-		return sandbox.Stderr
-	}
-	return sandbox.Compile
-}
-
-// cappedBuffer keeps at most max bytes.
-type cappedBuffer struct {
-	bytes.Buffer
-	max int
-}
-
-func (c *cappedBuffer) Write(p []byte) (int, error) {
-	if room := c.max - c.Len(); room < len(p) {
-		c.Buffer.Write(p[:max(room, 0)])
-		return len(p), nil
-	}
-	return c.Buffer.Write(p)
 }
 
 func randomHex(n int) string {

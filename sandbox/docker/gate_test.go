@@ -3,11 +3,9 @@ package docker
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 
@@ -98,16 +96,4 @@ func TestCompileMemoryThenProgramMemory(t *testing.T) {
 func withMemory(s sandbox.Spec, m int64) sandbox.Spec {
 	s.Limits.Memory = m
 	return s
-}
-
-// A container that stops at a gate it was not asked for breaks the protocol.
-func TestUnaskedGateIsRefused(t *testing.T) {
-	t.Parallel()
-	f := newFakeEngine()
-	f.serve = stdout(frame(boxinit.FrameGate, ""), frame(boxinit.FrameStarted, ""), resultFrame(okResult))
-	r, _ := newFakeRunner(t, f, nil)
-	_, err := r.Run(context.Background(), sandboxtest.Program("python", "print(1)"), nil)
-	if !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(err.Error(), "gate") {
-		t.Errorf("err = %v, want ErrUnavailable about the gate", err)
-	}
 }

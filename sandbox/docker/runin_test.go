@@ -24,7 +24,9 @@ import (
 )
 
 // These tests play the container on the fake engine (no Docker): its bytes are whatever
-// the test says, as a hostile container's could be.
+// the test says, as a hostile container's could be. The exchange itself, both halves, is
+// tested in sandbox/boxinit (exchange_test.go); these test the Runner around it: the
+// attach stream, the hooks, the panics, the container's removal.
 
 // frame is one runbox-init frame, raw: any type, any declared length.
 func frame(typ byte, payload string) []byte {
@@ -118,75 +120,10 @@ func TestRunOnAFakeContainer(t *testing.T) {
 	}
 }
 
-// What a container sends is read under the caps, and what breaks the protocol fails the
-// run with ErrUnavailable, never with a panic or an unbounded read.
-func TestContainerBytesAreHostile(t *testing.T) {
-	t.Parallel()
-	neg := okResult
-	neg.Time, neg.CPUTime, neg.Memory = -time.Second, -time.Second, -1
-	for _, c := range []struct {
-		name    string
-		out     [][]byte
-		compile bool // a compile-only run of c
-		check   func(t *testing.T, res sandbox.Result, err error, started int)
-	}{
-		{"started twice", [][]byte{frame('S', ""), frame('S', ""), resultFrame(okResult)}, false, func(t *testing.T, res sandbox.Result, err error, started int) {
-			if err != nil || started != 1 {
-				t.Errorf("%v, Started called %d times, want once", err, started)
-			}
-		}},
-		{"stdout and stderr past the cap together", [][]byte{frame('o', "123456"), frame('e', "123456"), resultFrame(okResult)}, false, unavailable("more output than allowed")},
-		{"stdout past the cap", [][]byte{frame('o', "123456"), frame('o', "123456"), resultFrame(okResult)}, false, unavailable("more output than allowed")},
-		{"frame over the cap", [][]byte{frame('o', strings.Repeat("x", boxinit.ChunkSize+1)), resultFrame(okResult)}, false, unavailable("frame too large")},
-		{"result over the cap", [][]byte{frame('R', `{"outcome":"exited","message":"`+strings.Repeat("m", boxinit.ChunkSize)+`"}`)}, false, unavailable("frame too large")},
-		{"negative numbers", [][]byte{resultFrame(neg)}, false, func(t *testing.T, res sandbox.Result, err error, _ int) {
-			if err != nil || res.Time != 0 || res.CPUTime != 0 || res.Memory != 0 {
-				t.Errorf("%v: time %v cpu %v memory %d, want 0", err, res.Time, res.CPUTime, res.Memory)
-			}
-		}},
-		{"unknown frame", [][]byte{frame('Z', "")}, false, unavailable("unknown frame type")},
-		{"artefact not asked for", [][]byte{frame('A', "bin"), resultFrame(okResult)}, false, unavailable("artefact it was not asked for")},
-		{"artefact size lies", [][]byte{frame('A', "bin"), resultFrame(boxinit.Result{Outcome: boxinit.OutcomeExited, Artifact: 2})}, true, unavailable("sent 3 artefact bytes and counted 2")},
-		{"bad result", [][]byte{frame('R', "{")}, false, unavailable("bad result")},
-		{"unknown outcome", [][]byte{resultFrame(boxinit.Result{Outcome: "pwned"})}, false, unavailable("could not start")},
-		{"truncated", [][]byte{frame('o', "abc")[:6]}, false, unavailable("without a result")},
-		{"nothing", nil, false, unavailable("without a result")},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			f := newFakeEngine()
-			f.serve = stdout(c.out...)
-			r, _ := newFakeRunner(t, f, nil)
-			spec := sandboxtest.Program("python", "print('hi')")
-			if c.compile {
-				spec = sandboxtest.Program("c", "int main(){}")
-				spec.CompileOnly = true
-			}
-			spec.Limits.Output = 10
-			started := 0
-			res, err := r.Run(context.Background(), spec, &sandbox.Streams{Started: func() { started++ }})
-			if errors.As(err, new(*sandbox.PanicError)) {
-				t.Fatalf("panicked: %v", err)
-			}
-			if len(res.Stdout)+len(res.Stderr) > 10 || len(res.CompileOutput) > 10 {
-				t.Errorf("kept %d+%d bytes of output and %d of the compiler's, over the cap of 10", len(res.Stdout), len(res.Stderr), len(res.CompileOutput))
-			}
-			c.check(t, res, err, started)
-		})
-	}
-}
-
-func unavailable(says string) func(t *testing.T, res sandbox.Result, err error, _ int) {
-	return func(t *testing.T, res sandbox.Result, err error, _ int) {
-		t.Helper()
-		if !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(err.Error(), says) {
-			t.Errorf("err %v, want ErrUnavailable saying %q", err, says)
-		}
-	}
-}
-
-// A container that declares a large frame is refused at the frame's header: the Runner
-// does not read (nor hold) the megabyte that follows.
+// A container that declares a large frame is refused at the frame's header: the attach
+// stream reads no further than the engine's frame the exchange needs, and the Runner does
+// not read (nor hold) the megabyte that follows. (What else a container's bytes may break
+// is boxinit's TestExchangeRefusesWhatBreaksTheProtocol and FuzzExchange.)
 func TestLargeFrameIsRefusedAtItsHeader(t *testing.T) {
 	t.Parallel()
 	f := newFakeEngine()
@@ -374,67 +311,4 @@ func TestPoolFillerSurvivesPanics(t *testing.T) {
 	if n := strings.Count(l, "msg=panic"); n != 2 || !strings.Contains(l, `where="warm pool filler (python)"`) || !strings.Contains(l, "filler restarts") {
 		t.Errorf("%d panics logged, want 2, with the filler's restarts:\n%s", n, l)
 	}
-}
-
-// FuzzContainerOutput plays a container whose runbox-init writes any bytes: a run, a
-// compile-only run or a run of an artefact ends with a result or ErrUnavailable, never a
-// panic; it keeps and streams the same bytes, within the caps; Started comes at most once.
-func FuzzContainerOutput(f *testing.F) {
-	art := []byte("\x1f\x8b artefact")
-	for _, out := range [][][]byte{
-		{frame('S', ""), frame('o', "hi\n"), frame('e', "oops\n"), resultFrame(okResult)},
-		{frame('c', "warning\n"), frame('A', "bin"), resultFrame(boxinit.Result{Outcome: boxinit.OutcomeExited, Artifact: 3})},
-		{frame('c', "error\n"), resultFrame(boxinit.Result{Outcome: boxinit.OutcomeCompileError, ExitCode: 1})},
-		{frame('S', ""), frame('S', ""), frame('o', strings.Repeat("x", 100)), resultFrame(okResult)},
-		{frame('R', `{"outcome":"time_limit","time":-5,"memory":-1}`)},
-		{frame('o', "abc")[:6]},
-	} {
-		for mode := range byte(3) {
-			f.Add(mode, bytes.Join(out, nil))
-		}
-	}
-	f.Fuzz(func(t *testing.T, mode byte, out []byte) {
-		fe := newFakeEngine()
-		fe.serve = stdout(out)
-		r, _ := newFakeRunner(t, fe, nil)
-		spec := sandboxtest.Program("python", "print('hi')")
-		switch mode % 3 {
-		case 1:
-			spec = sandboxtest.Program("c", "int main(){}")
-			spec.CompileOnly = true
-		case 2:
-			spec = sandboxtest.Program("c", "int main(){}")
-			spec.Artifact = art
-		}
-		spec.Limits.Output = 64
-		started := 0
-		streamed := map[sandbox.Stream]int{}
-		res, err := r.Run(context.Background(), spec, &sandbox.Streams{
-			Started: func() { started++ },
-			Output:  func(c sandbox.Chunk) { streamed[c.Stream] += len(c.Data) },
-		})
-		switch {
-		case errors.As(err, new(*sandbox.PanicError)):
-			t.Fatalf("panicked: %v", err)
-		case err != nil && !errors.Is(err, sandbox.ErrUnavailable):
-			t.Fatalf("err %v, want ErrUnavailable", err)
-		case err == nil && !res.Status.Valid():
-			t.Fatalf("status %q", res.Status)
-		}
-		if len(res.Stdout)+len(res.Stderr) > 64 || len(res.CompileOutput) > 64 {
-			t.Errorf("kept %d+%d bytes of output and %d of the compiler's, over the cap of 64", len(res.Stdout), len(res.Stderr), len(res.CompileOutput))
-		}
-		if streamed[sandbox.Stdout] != len(res.Stdout) || streamed[sandbox.Stderr] != len(res.Stderr) || streamed[sandbox.Compile] != len(res.CompileOutput) {
-			t.Errorf("streamed %v, kept %d/%d/%d", streamed, len(res.Stdout), len(res.Stderr), len(res.CompileOutput))
-		}
-		if started > 1 {
-			t.Errorf("Started called %d times", started)
-		}
-		if len(res.Artifact) > 0 && (!spec.CompileOnly || err != nil || len(res.Artifact) > boxinit.MaxArtifact) {
-			t.Errorf("an artefact of %d bytes (compile only %v, err %v)", len(res.Artifact), spec.CompileOnly, err)
-		}
-		if res.Time < 0 || res.CPUTime < 0 || res.CompileTime < 0 || res.Memory < 0 {
-			t.Errorf("negative numbers: %+v", res)
-		}
-	})
 }
