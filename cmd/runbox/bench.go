@@ -121,7 +121,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.BoolVar(&cfg.Baseline, "baseline", false, "also run the same jobs by a plain container cycle on the local Docker engine and print the ratios")
 	fs.BoolVar(&cfg.Direct, "direct", false, "run the jobs on an in-process Docker sandbox with a warm pool instead of a server")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the summary as one JSON object")
-	fs.IntVar(&cfg.Pool, "pool", 2, "with --direct: warm containers kept ready per language, as 'runbox master --pool'")
+	fs.IntVar(&cfg.Pool, "pool", docker.DefaultConfig().PoolSize, "with --direct: warm containers kept ready per language, as 'runbox master --pool'")
 	fs.StringVar(&cfg.DockerHost, "docker-host", "", "with --baseline or --direct: Docker engine address (default: $DOCKER_HOST or the local socket)")
 	fs.StringVar(&cfg.ImageTag, "image-tag", "latest", "with --baseline or --direct: tag of the runtime images")
 	fs.DurationVar(&cfg.Interval, "interval", 0, "a program every D per client (0: back to back); with --suite, the spaced case's interval (default 500ms)")

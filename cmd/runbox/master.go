@@ -73,7 +73,7 @@ func (c *masterConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxAttempts, "max-attempts", 3, "dispatches of a program whose node dies or hangs, or that was running when the master died, before it ends as crashed_node")
 	fs.DurationVar(&c.Grace, "dispatch-grace", 30*time.Second, "added to a program's compile and run limits: a node with no answer by then loses it, and it runs again")
 	c.Autoscale.flags(fs)
-	fs.IntVar(&c.Pool, "pool", 2, "most warm sandbox containers kept ready per language: a pool grows to it with demand and shrinks when unused (0: none)")
+	fs.IntVar(&c.Pool, "pool", docker.DefaultConfig().PoolSize, "most warm sandbox containers kept ready per language: a pool grows to it with demand and shrinks when unused (0: none)")
 	fs.StringVar(&c.DockerHost, "docker-host", "", "Docker engine address (default: $DOCKER_HOST or the local socket)")
 	fs.StringVar(&c.ImageTag, "image-tag", "latest", "tag of the runtime images (runbox/runtime-LANG:TAG)")
 	fs.StringVar(&c.Runtime, "runtime", "", "OCI runtime of the sandbox containers, e.g. runsc for gVisor when installed (default: the engine's)")

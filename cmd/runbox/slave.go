@@ -12,6 +12,7 @@ import (
 
 	"runbox/internal/clientconf"
 	"runbox/sandbox"
+	"runbox/sandbox/docker"
 	"runbox/scheduler/psutil"
 	"runbox/transport"
 )
@@ -43,7 +44,7 @@ func runSlave(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	fs.StringVar(&cfg.Master, "master", os.Getenv("RUNBOX_MASTER"), "master address HOST:PORT (default from $RUNBOX_MASTER)")
 	fs.StringVar(&cfg.Node, "node", node, "this slave's name in the cluster, unique (default from $RUNBOX_NODE, else the hostname)")
 	fs.IntVar(&cfg.MaxPrograms, "max-programs", runtime.NumCPU(), "programs run at once on this slave")
-	fs.IntVar(&cfg.Pool, "pool", 2, "most warm sandbox containers kept ready per language: a pool grows to it with demand and shrinks when unused (0: none)")
+	fs.IntVar(&cfg.Pool, "pool", docker.DefaultConfig().PoolSize, "most warm sandbox containers kept ready per language: a pool grows to it with demand and shrinks when unused (0: none)")
 	fs.StringVar(&cfg.Token, "token", os.Getenv("RUNBOX_TOKEN"), "join token of a secured cluster (default from $RUNBOX_TOKEN; --token-file keeps it out of ps)")
 	fs.StringVar(&cfg.TokenFile, "token-file", os.Getenv("RUNBOX_TOKEN_FILE"), "file holding the join token, e.g. a Docker secret (default from $RUNBOX_TOKEN_FILE)")
 	fs.StringVar(&cfg.DockerHost, "docker-host", "", "Docker engine address (default: $DOCKER_HOST or the local socket)")

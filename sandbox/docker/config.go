@@ -80,7 +80,7 @@ func DefaultConfig() Config {
 		ImageTag:     "latest",
 		Defaults:     sandbox.DefaultLimits(),
 		Max:          sandbox.MaxLimits(),
-		PoolSize:     2,
+		PoolSize:     4,
 		PoolStart:    1,
 		PoolMin:      0,
 		PoolIdle:     time.Minute,
