@@ -119,28 +119,8 @@ func pipeSlave(t *testing.T, runner sandbox.Runner) (sandbox.Runner, func() bool
 // programs on runner, and whether the master runs no job now.
 func loopbackMaster(t *testing.T, runner sandbox.Runner) (sandbox.Runner, func() bool) {
 	t.Helper()
-	sched, err := scheduler.New(scheduler.DefaultConfig(), runner, scheduler.NewMemJournal(1000))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := NewServer(DefaultServerConfig(), sched)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		sched.Close()
-	})
-	c := dialT(t, ln.Addr().String(), nil)
-	idle := func() bool { return sched.Snapshot(0).Nodes[0].Running == 0 }
+	ts := startServerWith(t, runner, nil)
+	c := dialT(t, ts.addr, nil)
+	idle := func() bool { return ts.sched.Snapshot(0).Nodes[0].Running == 0 }
 	return c.Runner(), idle
 }

@@ -28,6 +28,15 @@ type testServer struct {
 
 func startServer(t testing.TB, mod func(*scheduler.Config, *ServerConfig)) *testServer {
 	t.Helper()
+	fake := &sandboxtest.Fake{}
+	ts := startServerWith(t, fake, mod)
+	ts.fake = fake
+	return ts
+}
+
+// startServerWith starts a master on loopback whose own sandbox is runner.
+func startServerWith(t testing.TB, runner sandbox.Runner, mod func(*scheduler.Config, *ServerConfig)) *testServer {
+	t.Helper()
 	scfg := scheduler.DefaultConfig()
 	tcfg := DefaultServerConfig()
 	tcfg.FirstFrameTimeout = 2 * time.Second
@@ -35,8 +44,7 @@ func startServer(t testing.TB, mod func(*scheduler.Config, *ServerConfig)) *test
 	if mod != nil {
 		mod(&scfg, &tcfg)
 	}
-	fake := &sandboxtest.Fake{}
-	sched, err := scheduler.New(scfg, fake, scheduler.NewMemJournal(1000))
+	sched, err := scheduler.New(scfg, runner, scheduler.NewMemJournal(1000))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +65,7 @@ func startServer(t testing.TB, mod func(*scheduler.Config, *ServerConfig)) *test
 		}
 		sched.Close()
 	})
-	return &testServer{addr: ln.Addr().String(), srv: srv, sched: sched, fake: fake}
+	return &testServer{addr: ln.Addr().String(), srv: srv, sched: sched}
 }
 
 func dialT(t testing.TB, addr string, mod func(*ClientConfig)) *Client {
