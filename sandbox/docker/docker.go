@@ -379,11 +379,6 @@ func (r *Runner) logPanic(where string) {
 	}
 }
 
-// removeNow removes a container at once, trying again after a failure (see removeRetrying).
-func (r *Runner) removeNow(ctx context.Context, id string) error {
-	return removeRetrying(ctx, r.api, id)
-}
-
 // Run implements sandbox.Runner. A panic while running the program (in Run's goroutine or
 // in one it started for the run) fails the run with a *sandbox.PanicError, logged with its
 // stack; the container is removed all the same.

@@ -80,7 +80,7 @@ func (p *Plain) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.Str
 			}
 			wcancel()
 		}
-		if rerr := r.removeNow(cctx, b.id); rerr != nil {
+		if rerr := removeRetrying(cctx, r.api, b.id); rerr != nil {
 			r.log.Warn("remove container", "id", shortID(b.id), "err", rerr)
 		}
 	}()
