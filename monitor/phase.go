@@ -6,10 +6,6 @@ import (
 	"runbox/sandbox"
 )
 
-// phaseNames are the phases of sandbox.Trace, in order: their series exist from the
-// start, at zero, so that rate() and the dashboards see every phase before its first job.
-var phaseNames = []string{"queue", "acquire", "send", "compile", "run", "result"}
-
 // phaseMetrics is runbox_job_phase_seconds: where the time of finished jobs went, phase
 // by phase, from each Result.Trace (a job without a trace, or a phase that did not happen,
 // adds nothing).
@@ -24,7 +20,9 @@ func newPhaseMetrics(reg prometheus.Registerer) *phaseMetrics {
 		Help:    "Where finished jobs' time went, by phase: queue (waiting in the scheduler), acquire (a warm container from the pool, or one created and started), send (the program to the sandbox), compile, run, result (the program's end to its result in hand).",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 	}, []string{"phase"})}
-	for _, name := range phaseNames {
+	// Every phase's series exists from the start, at zero, so that rate() and the
+	// dashboards see it before its first job.
+	for _, name := range sandbox.TracePhaseNames() {
 		p.seconds.WithLabelValues(name)
 	}
 	reg.MustRegister(p.seconds)

@@ -29,23 +29,22 @@ type TracePhase struct {
 	Duration time.Duration
 }
 
+// TracePhaseNames names a Trace's phases in the order they happen, as metrics and
+// reports label them. It returns a new slice each time.
+func TracePhaseNames() []string {
+	return []string{"queue", "acquire", "send", "compile", "run", "result"}
+}
+
 // Phases lists t's measured phases in the order they happen, by their metric names.
 func (t *Trace) Phases() []TracePhase {
 	if t == nil {
 		return nil
 	}
-	all := []TracePhase{
-		{"queue", t.Queue},
-		{"acquire", t.Acquire},
-		{"send", t.Send},
-		{"compile", t.Compile},
-		{"run", t.Run},
-		{"result", t.Result},
-	}
-	out := all[:0]
-	for _, p := range all {
-		if p.Duration > 0 {
-			out = append(out, p)
+	durations := []time.Duration{t.Queue, t.Acquire, t.Send, t.Compile, t.Run, t.Result}
+	var out []TracePhase
+	for i, name := range TracePhaseNames() {
+		if durations[i] > 0 {
+			out = append(out, TracePhase{name, durations[i]})
 		}
 	}
 	return out

@@ -653,7 +653,7 @@ func tracePhases(tr map[string]latencyMS) string {
 }
 
 // tracePhaseOrder is sandbox.Trace's phases in the order they happen, then otherPhase.
-var tracePhaseOrder = []string{"queue", "acquire", "send", "compile", "run", "result", otherPhase}
+var tracePhaseOrder = append(sandbox.TracePhaseNames(), otherPhase)
 
 func fmtMS(v float64) string {
 	if v >= 1000 {
