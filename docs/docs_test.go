@@ -356,10 +356,16 @@ func runGuide(t *testing.T, bin, file string) {
 }
 
 // guideEnv is the environment of a guide's script: the test's, with the built runbox first
-// on PATH and no RUNBOX_* variable (the guides set the ones they use).
+// on PATH and no RUNBOX_* variable (the guides set the ones they use) but
+// RUNBOX_CONFIG_DIR, the empty client directory of TestMain: the CA and token that make
+// cluster wrote for this machine's user must not reach the guides' clients.
 func guideEnv(bin string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "RUNBOX_CONFIG_DIR=") {
+			env = append(env, kv)
+			continue
+		}
 		if strings.HasPrefix(kv, "RUNBOX_") || strings.HasPrefix(kv, "PATH=") {
 			continue
 		}
