@@ -333,7 +333,7 @@ func newPlainCycle(b *testing.B, lang string) *plainCycle {
 		tag = t
 	}
 	owner := "bench-plain-" + randomHex(3)
-	c, h := containerConfig(l.Image+":"+tag, l, boxLimitsOf(cfg.Defaults, l.Compiled()), owner, "", time.Minute, false, false)
+	c, h := containerConfig(l.Image+":"+tag, l, boxLimitsOf(cfg.Defaults, l.Compiled()), owner, "", time.Minute, waiting{})
 	// The program is the container's command; stdout and stderr are attached, stdin is not.
 	c.OpenStdin, c.StdinOnce, c.AttachStdin = false, false, false
 	src := helloPrograms[lang]

@@ -63,6 +63,17 @@ type Config struct {
 	// once, a dozen containers and their warm-ups (a compiler each) held both cores of a
 	// small machine for seconds, and the first programs ran into their time limits.
 	PoolStagger time.Duration
+	// WaitShares is the CPU weight (cgroup cpu.shares; 1024 is the engine's default) of a
+	// pooled container while it waits: its warm-up, its prestarted interpreter and
+	// runbox-init's start then take only CPU that no program wants. Three nodes on one
+	// engine warming their pools at once held 0.7 s programs past their 5 s limits (each
+	// got under 0.4 s of CPU) until the warm-ups yielded. 0 keeps the engine's default.
+	WaitShares int64
+	// BoostAfter is how long a program in a pooled container runs at WaitShares before
+	// the Runner gives its container the default weight: a program shorter than that
+	// (a hello-world's run is a few milliseconds) spares the engine the update, a longer
+	// one competes as an equal from then on.
+	BoostAfter time.Duration
 	// Grace is how long past its compile and run limits a container may take to answer
 	// before the Runner kills it (runbox-init enforces the limits itself; this is the backstop).
 	Grace time.Duration
@@ -89,6 +100,8 @@ func DefaultConfig() Config {
 		PoolWarm:     true,
 		PoolPrestart: true,
 		PoolStagger:  500 * time.Millisecond,
+		WaitShares:   minShares,
+		BoostAfter:   20 * time.Millisecond,
 		Grace:        3 * time.Second,
 	}
 }
@@ -126,6 +139,12 @@ func (c Config) Validate() error {
 	if c.PoolStagger < 0 {
 		return fmt.Errorf("docker runner: pool stagger must not be negative")
 	}
+	if c.WaitShares != 0 && (c.WaitShares < minShares || c.WaitShares > defaultShares) {
+		return fmt.Errorf("docker runner: wait shares %d, want 0 (the engine's default) or %d..%d", c.WaitShares, minShares, defaultShares)
+	}
+	if c.BoostAfter < 0 {
+		return fmt.Errorf("docker runner: boost delay must not be negative")
+	}
 	if c.Grace <= 0 {
 		return fmt.Errorf("docker runner: grace must be positive")
 	}
@@ -159,6 +178,10 @@ const (
 	// directories use without using any of the size.
 	bytesPerInode = 4 << 10
 	minInodes     = 1024
+	// CPU weights (cgroup v1 cpu.shares; the engine maps them onto v2's cpu.weight): the
+	// least the engine takes, and its default.
+	minShares     = 2
+	defaultShares = 1024
 )
 
 // tmpfsInodes is the inode cap of a tmpfs of size bytes.
@@ -190,19 +213,16 @@ func boxLimitsOf(l sandbox.Limits, compiles bool) boxLimits {
 // containerConfig is the one place that decides how a sandbox container is built. Every
 // hardening field of design.md §4 is set here and pinned by TestContainerConfigHardening.
 //
-// warm asks runbox-init to run the language's warm-up command while it waits (pooled
-// containers, which wait; a container started for a waiting program would only kill it).
-//
-// prestart asks it to start the language's interpreter ahead (Language.Prestart), in
-// place of the warm-up, when warm is set and the language has one.
-func containerConfig(image string, lang sandbox.Language, lim boxLimits, owner, runtime string, idle time.Duration, warm, prestart bool) (*container.Config, *container.HostConfig) {
+// w says how a pooled container waits for its program (the zero waiting for a container
+// started for a program that is waiting already).
+func containerConfig(image string, lang sandbox.Language, lim boxLimits, owner, runtime string, idle time.Duration, w waiting) (*container.Config, *container.HostConfig) {
 	// runbox-init's own threads count against the same cgroup; it takes its share at start.
 	pids := lim.Pids + boxinit.ReservedPids
 	noOOMKillDisable := false
 	cfg := &container.Config{
 		Image:           image,
 		Entrypoint:      []string{initPath},
-		Cmd:             initArgs(lang, idle, warm, prestart),
+		Cmd:             initArgs(lang, idle, w.warm, w.prestart),
 		User:            sandboxUser,
 		WorkingDir:      scratchDir,
 		Hostname:        "sandbox",
@@ -240,6 +260,7 @@ func containerConfig(image string, lang sandbox.Language, lim boxLimits, owner, 
 		AutoRemove: false,
 		Resources: container.Resources{
 			NanoCPUs:       int64(lim.CPUs * 1e9),
+			CPUShares:      w.shares,
 			Memory:         lim.Memory,
 			MemorySwap:     lim.Memory, // memory+swap: no swap at all
 			PidsLimit:      &pids,
@@ -255,6 +276,19 @@ func containerConfig(image string, lang sandbox.Language, lim boxLimits, owner, 
 		},
 	}
 	return cfg, host
+}
+
+// waiting is how a pooled container waits for its program.
+type waiting struct {
+	// warm asks runbox-init to run the language's warm-up command while it waits (a
+	// container started for a waiting program would only kill it).
+	warm bool
+	// prestart asks it to start the language's interpreter ahead (Language.Prestart), in
+	// place of the warm-up, when warm is set and the language has one.
+	prestart bool
+	// shares is the container's CPU weight until its program has run for a while
+	// (Config.WaitShares, Config.BoostAfter); 0 is the engine's default.
+	shares int64
 }
 
 // initArgs are runbox-init's arguments.

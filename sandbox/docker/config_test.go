@@ -19,7 +19,7 @@ func TestContainerConfigHardening(t *testing.T) {
 	t.Parallel()
 	lang, _ := sandbox.Lookup("python")
 	lim := boxLimits{CPUs: 0.5, Memory: 128 << 20, Pids: 32, Disk: 16 << 20, OpenFiles: 50, FileSize: 4 << 20}
-	cfg, host := containerConfig("runbox/runtime-python:latest", lang, lim, "owner1", "", 11*time.Minute, false, true)
+	cfg, host := containerConfig("runbox/runtime-python:latest", lang, lim, "owner1", "", 11*time.Minute, waiting{prestart: true})
 
 	if cfg.User != "65534:65534" {
 		t.Errorf("User = %q, want the unprivileged 65534:65534", cfg.User)
@@ -53,7 +53,7 @@ func TestContainerConfigHardening(t *testing.T) {
 	if host.ShmSize != 8<<20 {
 		t.Errorf("ShmSize = %d", host.ShmSize)
 	}
-	if _, small := containerConfig("img", lang, boxLimits{CPUs: 1, Memory: 64 << 20, Pids: 8, Disk: 1 << 20, OpenFiles: 16, FileSize: 1 << 20}, "o", "", time.Minute, false, false); !strings.Contains(small.Tmpfs["/tmp"], ",nr_inodes=1024,") {
+	if _, small := containerConfig("img", lang, boxLimits{CPUs: 1, Memory: 64 << 20, Pids: 8, Disk: 1 << 20, OpenFiles: 16, FileSize: 1 << 20}, "o", "", time.Minute, waiting{}); !strings.Contains(small.Tmpfs["/tmp"], ",nr_inodes=1024,") {
 		t.Errorf("a 1 MiB scratch: %q, want the 1024 inodes of the floor", small.Tmpfs["/tmp"])
 	}
 	// The sandbox is the kernel's first choice under host memory pressure, a floor the
@@ -105,20 +105,20 @@ func TestInitArgsWarm(t *testing.T) {
 	lim := boxLimits{CPUs: 1, Memory: 64 << 20, Pids: 8, Disk: 1 << 20, OpenFiles: 16, FileSize: 1 << 20}
 	// A compiler: its warm-up command.
 	lang, _ := sandbox.Lookup("c")
-	cfg, _ := containerConfig("img", lang, lim, "o", "", time.Minute, true, true)
+	cfg, _ := containerConfig("img", lang, lim, "o", "", time.Minute, waiting{warm: true, prestart: true})
 	warm, _ := json.Marshal(lang.Warm)
 	if want := []string{"--idle", "1m0s", "--warm", string(warm)}; !reflect.DeepEqual([]string(cfg.Cmd), want) {
 		t.Errorf("c: Cmd = %q, want %q", cfg.Cmd, want)
 	}
 	// An interpreter started ahead, in place of the warm-up.
 	lang, _ = sandbox.Lookup("python")
-	cfg, _ = containerConfig("img", lang, lim, "o", "", time.Minute, true, true)
+	cfg, _ = containerConfig("img", lang, lim, "o", "", time.Minute, waiting{warm: true, prestart: true})
 	pre, _ := json.Marshal(lang.Prestart)
 	if want := []string{"--idle", "1m0s", "--prestart", string(pre)}; !reflect.DeepEqual([]string(cfg.Cmd), want) {
 		t.Errorf("python: Cmd = %q, want %q", cfg.Cmd, want)
 	}
 	// Not pooled: neither.
-	cfg, _ = containerConfig("img", lang, lim, "o", "", time.Minute, false, true)
+	cfg, _ = containerConfig("img", lang, lim, "o", "", time.Minute, waiting{prestart: true})
 	if want := []string{"--idle", "1m0s"}; !reflect.DeepEqual([]string(cfg.Cmd), want) {
 		t.Errorf("python, not pooled: Cmd = %q, want %q", cfg.Cmd, want)
 	}

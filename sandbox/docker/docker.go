@@ -263,15 +263,20 @@ const apiTimeout = 2 * time.Minute
 type box struct {
 	id      string
 	memory  int64 // the container's memory limit
+	shares  int64 // its CPU weight while it waits (0: the engine's default)
 	conn    types.HijackedResponse
 	started time.Time
 }
 
 // startBox creates, attaches and starts a container. On error nothing is left behind.
-// Pooled boxes (warm) run the language's warm-up while they wait.
-func (r *Runner) startBox(ctx context.Context, rt *runtime, lim boxLimits, warm bool) (*box, error) {
+// A pooled box waits as Config says: its warm-up or prestarted interpreter, its CPU weight.
+func (r *Runner) startBox(ctx context.Context, rt *runtime, lim boxLimits, pooled bool) (*box, error) {
 	idle := 2*r.cfg.PoolMaxAge + time.Minute
-	cfg, host := containerConfig(rt.image, rt.lang, lim, r.cfg.Owner, r.cfg.Runtime, idle, warm, r.cfg.PoolPrestart)
+	var w waiting
+	if pooled {
+		w = waiting{warm: r.cfg.PoolWarm, prestart: r.cfg.PoolPrestart, shares: r.cfg.WaitShares}
+	}
+	cfg, host := containerConfig(rt.image, rt.lang, lim, r.cfg.Owner, r.cfg.Runtime, idle, w)
 	name := fmt.Sprintf("runbox-%s-%s-%s", r.cfg.Owner, rt.lang.Name, randomHex(6))
 	r.removal.startBegin() // removals yield to the create and start
 	defer r.removal.startEnd()
@@ -279,7 +284,7 @@ func (r *Runner) startBox(ctx context.Context, rt *runtime, lim boxLimits, warm 
 	if err != nil {
 		return nil, err
 	}
-	b := &box{id: id, memory: lim.Memory}
+	b := &box{id: id, memory: lim.Memory, shares: w.shares}
 	ok := false
 	defer func() {
 		if !ok { // an error, or a panic on its way to the caller's recover
@@ -404,6 +409,9 @@ func (r *Runner) Run(ctx context.Context, spec sandbox.Spec, streams *sandbox.St
 	}
 	trace.Acquire, trace.Pooled = time.Since(t0), pooled
 	defer r.remove(b)
+	if b.shares != 0 {
+		defer r.boostLater(b)()
+	}
 	res, err = r.runIn(ctx, b, rt, spec, lim, streams, trace)
 	res.Trace = trace
 	return res, err
@@ -521,6 +529,32 @@ func (r *Runner) runIn(ctx context.Context, b *box, rt *runtime, spec sandbox.Sp
 		Stderr:    stream.stderr,
 		Recovered: r.recovered,
 	})
+}
+
+// boostLater gives b the engine's default CPU weight once its program has run for
+// BoostAfter (a pooled box waits at WaitShares); stop, called when the program is over,
+// cancels the boost that has not begun. A boost that fails is only logged: the program
+// runs on at the lower weight.
+func (r *Runner) boostLater(b *box) (stop func()) {
+	r.bg.Add(1)
+	t := time.AfterFunc(r.cfg.BoostAfter, func() {
+		defer r.bg.Done()
+		defer func() {
+			if v := recover(); v != nil {
+				r.recovered("cpu weight update", v)
+			}
+		}()
+		ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
+		defer cancel()
+		if _, err := r.api.ContainerUpdate(ctx, b.id, container.UpdateConfig{Resources: container.Resources{CPUShares: defaultShares}}); err != nil && r.ctx.Err() == nil {
+			r.log.Debug("raise a program's cpu weight", "container", b.id, "err", err)
+		}
+	})
+	return func() {
+		if t.Stop() {
+			r.bg.Done()
+		}
+	}
 }
 
 // setMemory sets a container's memory (and memory+swap: no swap) limit.

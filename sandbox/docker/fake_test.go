@@ -52,6 +52,7 @@ type fakeEngine struct {
 	mu         sync.Mutex
 	containers map[string]bool
 	memory     map[string][]int64 // each container's memory limits: at create, then each update
+	shares     map[string][]int64 // each container's CPU weight: at create, then each update
 	n          int
 }
 
@@ -61,6 +62,7 @@ func newFakeEngine() *fakeEngine {
 	return &fakeEngine{
 		containers: map[string]bool{},
 		memory:     map[string][]int64{},
+		shares:     map[string][]int64{},
 		info:       system.Info{DefaultRuntime: "runc", SecurityOptions: []string{"name=seccomp,profile=builtin"}},
 		version:    types.Version{Components: []types.ComponentVersion{{Name: "runc", Version: "1.2.5"}}},
 	}
@@ -88,6 +90,7 @@ func (f *fakeEngine) ContainerCreate(ctx context.Context, cfg *container.Config,
 	id := name + "-id"
 	f.containers[id] = true
 	f.memory[id] = []int64{host.Resources.Memory}
+	f.shares[id] = []int64{host.Resources.CPUShares}
 	f.mu.Unlock()
 	if f.created != nil {
 		f.created <- id
@@ -165,8 +168,20 @@ func (f *fakeEngine) ContainerUpdate(_ context.Context, id string, cfg container
 	if cfg.Memory != cfg.MemorySwap {
 		return container.UpdateResponse{}, errors.New("fake: memory and memory+swap differ")
 	}
-	f.memory[id] = append(f.memory[id], cfg.Memory)
+	if cfg.Memory != 0 { // the engine leaves the fields an update does not set
+		f.memory[id] = append(f.memory[id], cfg.Memory)
+	}
+	if cfg.CPUShares != 0 {
+		f.shares[id] = append(f.shares[id], cfg.CPUShares)
+	}
 	return container.UpdateResponse{}, nil
+}
+
+// sharesOf returns the CPU weights a container had: at create, then each update.
+func (f *fakeEngine) sharesOf(id string) []int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.shares[id])
 }
 
 // memoryOf returns the memory limits a container had: at create, then each update.

@@ -220,7 +220,7 @@ func (p *pool) start(ctx context.Context) (*box, error) {
 		return nil, ctx.Err()
 	}
 	defer func() { <-p.r.poolStarts }()
-	return p.r.startBox(ctx, p.rt, p.limits, p.r.cfg.PoolWarm)
+	return p.r.startBox(ctx, p.rt, p.limits, true)
 }
 
 // hold offers b to programs until one takes it, it grows too old, the pool no longer

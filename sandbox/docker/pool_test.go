@@ -2,12 +2,17 @@ package docker
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/docker/docker/pkg/stdcopy"
 
 	"runbox/sandbox"
 	"runbox/sandbox/boxinit"
@@ -104,6 +109,67 @@ func TestPoolStartsTakeTurns(t *testing.T) {
 			if n := r.langs[l].pool.idle(); n != 2 {
 				t.Errorf("%s: %d idle, want 2", l, n)
 			}
+		}
+	})
+}
+
+// A pooled box waits at WaitShares, so that its warm-up or prestarted interpreter takes
+// only CPU no program wants; its program gets the default weight once it has run for
+// BoostAfter. A short program ends before and costs no update; a box started for a
+// waiting program has the default weight from the start.
+func TestPooledBoxWaitsAtLowWeight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeEngine()
+		f.created = make(chan string, 16)
+		// A container answers at once, or after a second for a program that says "long".
+		f.serve = func(c net.Conn) {
+			w := stdcopy.NewStdWriter(c, stdcopy.Stdout)
+			typ, p, err := boxinit.ReadFrame(c, boxinit.MaxFrame)
+			if err != nil || typ != boxinit.FrameRequest {
+				return
+			}
+			var req boxinit.Request
+			json.Unmarshal(p, &req)
+			go io.Copy(io.Discard, c)
+			w.Write(frame(boxinit.FrameStarted, ""))
+			if len(req.Files) > 0 && strings.Contains(string(req.Files[0].Content), "long") {
+				time.Sleep(time.Second)
+			}
+			w.Write(resultFrame(okResult))
+		}
+		pooled, _ := newFakeRunner(t, f, func(c *Config) {
+			c.Languages = []string{"python"}
+			c.PoolSize, c.PoolStart = 1, 1
+		})
+		// run waits for the pool's box (a fresh one each time), runs src in it and
+		// returns the box's weights.
+		run := func(src string) []int64 {
+			t.Helper()
+			time.Sleep(time.Second) // the pool fills
+			synctest.Wait()
+			id := <-f.created
+			res, err := pooled.Run(context.Background(), sandboxtest.Program("python", src), nil)
+			if err != nil || res.Status != sandbox.StatusOK || !res.Trace.Pooled {
+				t.Fatalf("%v %+v, want a pooled run", err, res)
+			}
+			return f.sharesOf(id)
+		}
+		if got := run("print('short')"); !slices.Equal(got, []int64{minShares}) {
+			t.Errorf("a short program's pooled box: weights %v, want %d and no update", got, minShares)
+		}
+		if got := run("print('long')"); !slices.Equal(got, []int64{minShares, defaultShares}) {
+			t.Errorf("a long program's pooled box: weights %v, want %d then %d", got, minShares, defaultShares)
+		}
+		time.Sleep(time.Second) // the pool's last refill
+		synctest.Wait()
+		<-f.created
+
+		fresh, _ := newFakeRunner(t, f, func(c *Config) { c.PoolSize = 0 })
+		if res, err := fresh.Run(context.Background(), sandboxtest.Program("python", "print('long')"), nil); err != nil || res.Status != sandbox.StatusOK || res.Trace.Pooled {
+			t.Fatalf("%v %+v, want a box of its own", err, res)
+		}
+		if id := <-f.created; !slices.Equal(f.sharesOf(id), []int64{0}) {
+			t.Errorf("a box started for its program: weights %v, want the engine's default (0) and no update", f.sharesOf(id))
 		}
 	})
 }
