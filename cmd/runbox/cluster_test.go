@@ -271,26 +271,28 @@ func checkAll(t *testing.T, outs []outcome, total int, want func(o outcome) stri
 	}
 }
 
-func TestKillSlaveMidLoad(t *testing.T) {
+// killSlaveUnderLoad starts a master and two slaves (each with its extra flags), runs
+// clients×jobs programs prog(client, job) with the default limits, kills the first slave
+// with -9 after killAt results, and checks that every job answered once, ok, with its own
+// output, and that none ran again on the killed slave. It returns the master's address,
+// the killed slave's name and how many jobs ran again.
+func killSlaveUnderLoad(t *testing.T, masterFlags, slaveFlags []string, clients, jobs int, prog func(c, j int) string, killAt int) (addr, killed string, retried int) {
+	t.Helper()
 	addr, http := freePort(t), freePort(t)
 	sfx := fmt.Sprint(time.Now().UnixNano() % 100000)
 	a, b := "slave-a-"+sfx, "slave-b-"+sfx
 	removeOwners(t, "master-"+sfx, a, b)
-	start(t, "master", "master", "--listen", addr, "--http", http, "--node", "master-"+sfx, "--max-programs", "1", "--queue", "500", "--data", t.TempDir(), "--pool", "1")
-	slaveA := start(t, a, "slave", "--master", addr, "--node", a, "--max-programs", "2", "--pool", "1")
-	start(t, b, "slave", "--master", addr, "--node", b, "--max-programs", "2", "--pool", "1")
+	start(t, "master", append([]string{"master", "--listen", addr, "--http", http, "--node", "master-" + sfx, "--data", t.TempDir()}, masterFlags...)...)
+	slaveA := start(t, a, append([]string{"slave", "--master", addr, "--node", a}, slaveFlags...)...)
+	start(t, b, append([]string{"slave", "--master", addr, "--node", b}, slaveFlags...)...)
 	waitReady(t, addr, 3)
 
-	outs := load(t, addr, 20, 10, func(n int) {
-		if n == 40 {
+	outs := loadWith(t, addr, clients, jobs, prog, sandbox.Limits{}, func(n int) {
+		if n == killAt {
 			slaveA.kill(syscall.SIGKILL)
 		}
 	})
-	checkAll(t, outs, 200, pyWant)
-	// The kill must have hit running jobs, and those ran again elsewhere: with 20 clients
-	// and 5 slots the queue is never empty, so slave A always held jobs when it died (a
-	// slot it freed is filled before the freeing job's client hears of it).
-	retried := 0
+	checkAll(t, outs, clients*jobs, pyWant)
 	for _, o := range outs {
 		if o.err == nil && o.res.Attempts > 1 {
 			retried++
@@ -299,6 +301,15 @@ func TestKillSlaveMidLoad(t *testing.T) {
 			}
 		}
 	}
+	return addr, a, retried
+}
+
+func TestKillSlaveMidLoad(t *testing.T) {
+	addr, a, retried := killSlaveUnderLoad(t, []string{"--max-programs", "1", "--queue", "500", "--pool", "1"},
+		[]string{"--max-programs", "2", "--pool", "1"}, 20, 10, pyJob, 40)
+	// The kill must have hit running jobs, and those ran again elsewhere: with 20 clients
+	// and 5 slots the queue is never empty, so slave A always held jobs when it died (a
+	// slot it freed is filled before the freeing job's client hears of it).
 	if retried == 0 {
 		t.Errorf("no job ran again: the kill of %s hit no running job, so the test proved nothing", a)
 	}
@@ -331,27 +342,7 @@ func busyJob(c, j int) string {
 // one slave killed with -9 mid-run. Every program must end ok with its own output: three
 // nodes warming their pools on 2 cores must not push a short program past its limits.
 func TestKillSlaveDefaults(t *testing.T) {
-	addr, http := freePort(t), freePort(t)
-	sfx := fmt.Sprint(time.Now().UnixNano() % 100000)
-	a, b := "slave-a-"+sfx, "slave-b-"+sfx
-	removeOwners(t, "master-"+sfx, a, b)
-	start(t, "master", "master", "--listen", addr, "--http", http, "--node", "master-"+sfx, "--data", t.TempDir())
-	slaveA := start(t, a, "slave", "--master", addr, "--node", a)
-	start(t, b, "slave", "--master", addr, "--node", b)
-	waitReady(t, addr, 3)
-
-	outs := loadWith(t, addr, 8, 5, busyJob, sandbox.Limits{}, func(n int) {
-		if n == 12 {
-			slaveA.kill(syscall.SIGKILL)
-		}
-	})
-	checkAll(t, outs, 40, pyWant)
-	retried := 0
-	for _, o := range outs {
-		if o.err == nil && o.res.Attempts > 1 {
-			retried++
-		}
-	}
+	_, _, retried := killSlaveUnderLoad(t, nil, nil, 8, 5, busyJob, 12)
 	t.Logf("40 jobs with the default limits, %d ran again after the slave was killed", retried)
 }
 
