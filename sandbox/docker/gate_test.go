@@ -26,12 +26,10 @@ type gated struct {
 
 func (g *gated) serve(c net.Conn) {
 	w := stdcopy.NewStdWriter(c, stdcopy.Stdout)
-	typ, p, err := boxinit.ReadFrame(c, boxinit.MaxFrame)
-	if err != nil || typ != boxinit.FrameRequest {
+	req, ok := readRequest(c)
+	if !ok {
 		return
 	}
-	var req boxinit.Request
-	json.Unmarshal(p, &req)
 	g.mu.Lock()
 	g.reqs = append(g.reqs, req)
 	g.mu.Unlock()
@@ -50,6 +48,16 @@ func (g *gated) serve(c net.Conn) {
 	go io.Copy(io.Discard, c)
 	w.Write(frame(boxinit.FrameStarted, ""))
 	w.Write(resultFrame(okResult))
+}
+
+// readRequest reads the request a played container gets first.
+func readRequest(c net.Conn) (boxinit.Request, bool) {
+	var req boxinit.Request
+	typ, p, err := boxinit.ReadFrame(c, boxinit.MaxFrame)
+	if err != nil || typ != boxinit.FrameRequest {
+		return req, false
+	}
+	return req, json.Unmarshal(p, &req) == nil
 }
 
 // The compile phase has its own memory limit: a program that compiles gets a container

@@ -2,7 +2,6 @@ package docker
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net"
 	"slices"
@@ -124,12 +123,10 @@ func TestPooledBoxWaitsAtLowWeight(t *testing.T) {
 		// A container answers at once, or after a second for a program that says "long".
 		f.serve = func(c net.Conn) {
 			w := stdcopy.NewStdWriter(c, stdcopy.Stdout)
-			typ, p, err := boxinit.ReadFrame(c, boxinit.MaxFrame)
-			if err != nil || typ != boxinit.FrameRequest {
+			req, ok := readRequest(c)
+			if !ok {
 				return
 			}
-			var req boxinit.Request
-			json.Unmarshal(p, &req)
 			go io.Copy(io.Discard, c)
 			w.Write(frame(boxinit.FrameStarted, ""))
 			if len(req.Files) > 0 && strings.Contains(string(req.Files[0].Content), "long") {
