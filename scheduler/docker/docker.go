@@ -252,6 +252,11 @@ func (p *Provisioner) Prepare(ctx context.Context, name string) error {
 	sb := &standby{name: name, done: make(chan struct{})}
 	p.standby = sb
 	p.mu.Unlock()
+	// Not cancelled with ctx (the autoscaler's, which its stop cancels): an engine that got
+	// the create may make the container anyway, and Discard can only remove a container
+	// whose id the create returned.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), prepareTimeout)
+	defer cancel()
 	if old != nil {
 		<-old.done
 		if old.id != "" {
@@ -273,6 +278,9 @@ func (p *Provisioner) Prepare(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// prepareTimeout bounds Prepare's engine calls, which its caller's cancel does not end.
+const prepareTimeout = 2 * time.Minute
 
 // Discard implements scheduler.Preparer: it removes the prepared container, if any.
 func (p *Provisioner) Discard(ctx context.Context) error {

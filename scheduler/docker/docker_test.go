@@ -31,6 +31,9 @@ type fakeAPI struct {
 	hosts   map[string]*container.HostConfig // by name, as created
 	copied  map[string]map[string][]byte     // id -> path in the container -> content
 	copyErr error
+	// lateCreate makes a create whose context has ended create the container anyway and
+	// answer the context's error: an engine that got the request after the caller gave up.
+	lateCreate bool
 }
 
 func newFakeAPI() *fakeAPI {
@@ -38,7 +41,7 @@ func newFakeAPI() *fakeAPI {
 		hosts: map[string]*container.HostConfig{}, copied: map[string]map[string][]byte{}}
 }
 
-func (f *fakeAPI) ContainerCreate(_ context.Context, cfg *container.Config, host *container.HostConfig, _ *network.NetworkingConfig, _ *ocispec.Platform, name string) (container.CreateResponse, error) {
+func (f *fakeAPI) ContainerCreate(ctx context.Context, cfg *container.Config, host *container.HostConfig, _ *network.NetworkingConfig, _ *ocispec.Platform, name string) (container.CreateResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, "create "+name)
@@ -49,6 +52,9 @@ func (f *fakeAPI) ContainerCreate(_ context.Context, cfg *container.Config, host
 	f.seq++
 	id := fmt.Sprint("id", f.seq)
 	f.byName[name], f.state[id] = id, "created"
+	if f.lateCreate && ctx.Err() != nil {
+		return container.CreateResponse{}, ctx.Err()
+	}
 	return container.CreateResponse{ID: id}, nil
 }
 
@@ -175,6 +181,29 @@ func TestPrepareThenStart(t *testing.T) {
 	}
 	if got := api.took(); !slices.Equal(got, []string{"start id5", "remove id5", "create runbox-c-slave-5", "start id6"}) {
 		t.Fatalf("start after the prepared container vanished: %q", got)
+	}
+}
+
+// A Prepare whose context ends (the master stopping) while the engine creates the
+// container still learns its id, so that Discard removes it: TestAutoscaleSecured once
+// found such a prepared slave left after its master stopped.
+func TestPrepareCancelledLeavesNothing(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI()
+	api.lateCreate = true
+	cfg := DefaultConfig()
+	cfg.Master = "127.0.0.1:7700"
+	p := &Provisioner{cfg: cfg, api: api}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	p.Prepare(ctx, "c-slave-1")
+	if err := p.Discard(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	if len(api.byName) != 0 {
+		t.Errorf("containers left: %v (calls %q)", api.byName, api.calls)
 	}
 }
 
