@@ -136,6 +136,9 @@ func TestConfigValidate(t *testing.T) {
 		func(c *Config) { c.Languages = []string{"cobol"} },
 		func(c *Config) { c.PoolSize = -1 },
 		func(c *Config) { c.Grace = 0 },
+		func(c *Config) { c.WaitShares = 1 },
+		func(c *Config) { c.WaitShares = defaultShares + 1 },
+		func(c *Config) { c.BoostAfter = -time.Millisecond },
 		func(c *Config) { c.Defaults.Memory = c.Max.Memory * 2 },
 	}
 	for i, f := range bad {

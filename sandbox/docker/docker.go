@@ -544,9 +544,7 @@ func (r *Runner) boostLater(b *box) (stop func()) {
 				r.recovered("cpu weight update", v)
 			}
 		}()
-		ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
-		defer cancel()
-		if _, err := r.api.ContainerUpdate(ctx, b.id, container.UpdateConfig{Resources: container.Resources{CPUShares: defaultShares}}); err != nil && r.ctx.Err() == nil {
+		if err := r.update(r.ctx, b.id, container.Resources{CPUShares: defaultShares}); err != nil && r.ctx.Err() == nil {
 			r.log.Debug("raise a program's cpu weight", "container", b.id, "err", err)
 		}
 	})
@@ -559,9 +557,15 @@ func (r *Runner) boostLater(b *box) (stop func()) {
 
 // setMemory sets a container's memory (and memory+swap: no swap) limit.
 func (r *Runner) setMemory(ctx context.Context, id string, memory int64) error {
+	return r.update(ctx, id, container.Resources{Memory: memory, MemorySwap: memory})
+}
+
+// update changes the resources of a running container that res sets (the engine leaves
+// the zero fields as they are), in at most 30 s.
+func (r *Runner) update(ctx context.Context, id string, res container.Resources) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	_, err := r.api.ContainerUpdate(ctx, id, container.UpdateConfig{Resources: container.Resources{Memory: memory, MemorySwap: memory}})
+	_, err := r.api.ContainerUpdate(ctx, id, container.UpdateConfig{Resources: res})
 	return err
 }
 
