@@ -70,6 +70,7 @@ type Runner struct {
 	runs    sync.WaitGroup // Runs in flight (added under mu while not closed)
 	bg      sync.WaitGroup // container creations no caller waits for
 	removal *remover       // removes containers in the background
+	engine  EngineInfo     // what the engine said at start (set before New returns)
 	// poolStarts holds a token per pooled container start in flight (Config.PoolStarts).
 	poolStarts chan struct{}
 

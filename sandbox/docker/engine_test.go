@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/system"
@@ -47,6 +48,10 @@ func TestEngineWarnings(t *testing.T) {
 		{name: "gvisor", info: system.Info{SecurityOptions: seccomp}, ver: comp("1.0.0"), runtime: "runsc"},
 		{name: "gvisor by default", info: system.Info{SecurityOptions: seccomp, DefaultRuntime: "runsc"}, ver: comp("1.0.0")},
 		{name: "runc by name", info: system.Info{SecurityOptions: seccomp, DefaultRuntime: "runsc"}, ver: comp("1.0.0"), runtime: "runc", want: []string{"runc is older"}},
+		{name: "overlay2", info: system.Info{SecurityOptions: seccomp, Driver: "overlay2"}, ver: comp("1.2.0")},
+		{name: "fuse-overlayfs", info: system.Info{SecurityOptions: seccomp, Driver: "fuse-overlayfs"}, ver: comp("1.2.0"), want: []string{"storage driver fuse-overlayfs passes every file"}},
+		{name: "vfs and old runc", info: system.Info{SecurityOptions: seccomp, Driver: " vfs"}, ver: comp("1.1.0"), want: []string{"runc is older", "storage driver vfs copies the whole image"}},
+		{name: "driver unknown on error", infoErr: down, ver: comp("1.2.0"), want: []string{"cannot tell whether seccomp is on"}},
 	} {
 		got := engineWarnings(c.info, c.infoErr, c.ver, c.verErr, c.runtime)
 		if len(got) != len(c.want) {
@@ -61,16 +66,52 @@ func TestEngineWarnings(t *testing.T) {
 	}
 }
 
+// EngineInfo is what the engine said, each text bounded and printable: it reaches
+// terminals and reports.
+func TestEngineInfo(t *testing.T) {
+	t.Parallel()
+	info := system.Info{OperatingSystem: "Debian GNU/Linux 12 (bookworm)", KernelVersion: "6.1.0-28-amd64", NCPU: 2,
+		Driver: "overlay2", CgroupVersion: "2", DefaultRuntime: "runc"}
+	ver := types.Version{Version: "28.5.2"}
+	want := EngineInfo{Version: "28.5.2", OS: "Debian GNU/Linux 12 (bookworm)", Kernel: "6.1.0-28-amd64", CPUs: 2,
+		StorageDriver: "overlay2", CgroupVersion: "2", Runtime: "runc"}
+	if got := engineInfo(info, nil, ver, nil, ""); got != want {
+		t.Errorf("engineInfo = %+v, want %+v", got, want)
+	}
+	want.Runtime = "runsc"
+	if got := engineInfo(info, nil, ver, nil, "runsc"); got != want {
+		t.Errorf("with a runtime asked: %+v, want %+v", got, want)
+	}
+
+	down := errors.New("engine down")
+	if got := engineInfo(info, down, ver, down, ""); got != (EngineInfo{}) {
+		t.Errorf("no answers: %+v, want nothing", got)
+	}
+
+	hostile := system.Info{OperatingSystem: "\x1b]0;pwned\x07Debian\r\n", Driver: strings.Repeat("overlay", 1000), NCPU: -3, KernelVersion: "\xff\xfe6.1"}
+	got := engineInfo(hostile, nil, types.Version{Version: "  \x00\x1b[2J28  "}, nil, "")
+	if got.OS != "]0;pwnedDebian" || got.Version != "[2J28" || got.Kernel != "\ufffd\ufffd6.1" || got.CPUs != 0 || len([]rune(got.StorageDriver)) != maxInfoText {
+		t.Errorf("hostile answers kept: %+v", got)
+	}
+}
+
 // FuzzEngineWarnings: whatever the engine answers, no panic.
 func FuzzEngineWarnings(f *testing.F) {
-	f.Add("1.1.5+ds1", "v1.1.12-0-g51d5e94", "name=seccomp,profile=default", "runc")
-	f.Add("", "", "", "")
-	f.Fuzz(func(t *testing.T, comp, commit, opt, rt string) {
-		info := system.Info{RuncCommit: system.Commit{ID: commit}, SecurityOptions: strings.Split(opt, ";"), DefaultRuntime: rt}
-		ver := types.Version{Components: []types.ComponentVersion{{Name: "runc", Version: comp}}}
+	f.Add("1.1.5+ds1", "v1.1.12-0-g51d5e94", "name=seccomp,profile=default", "runc", "fuse-overlayfs")
+	f.Add("", "", "", "", "")
+	f.Fuzz(func(t *testing.T, comp, commit, opt, rt, driver string) {
+		info := system.Info{RuncCommit: system.Commit{ID: commit}, SecurityOptions: strings.Split(opt, ";"), DefaultRuntime: rt,
+			Driver: driver, OperatingSystem: driver, KernelVersion: comp}
+		ver := types.Version{Version: commit, Components: []types.ComponentVersion{{Name: "runc", Version: comp}}}
 		for _, w := range engineWarnings(info, nil, ver, nil, "") {
 			if w.msg == "" {
 				t.Fatal("empty warning")
+			}
+		}
+		e := engineInfo(info, nil, ver, nil, "")
+		for _, s := range []string{e.Version, e.OS, e.Kernel, e.StorageDriver, e.CgroupVersion, e.Runtime} {
+			if len([]rune(s)) > maxInfoText || strings.IndexFunc(s, func(c rune) bool { return !unicode.IsPrint(c) }) >= 0 {
+				t.Fatalf("engineInfo kept %q", s)
 			}
 		}
 	})
@@ -96,6 +137,16 @@ func TestNewWarnsAboutTheEngine(t *testing.T) {
 	_, logs = newFakeRunner(t, f, nil)
 	if l := logs.String(); !strings.Contains(l, "cannot tell whether seccomp is on") || strings.Contains(l, "runc") {
 		t.Errorf("log:\n%s", l)
+	}
+
+	f = newFakeEngine()
+	f.info.Driver = "fuse-overlayfs"
+	r, logs := newFakeRunner(t, f, nil)
+	if l := logs.String(); !strings.Contains(l, "storage driver fuse-overlayfs") || !strings.Contains(l, "driver=fuse-overlayfs") {
+		t.Errorf("log:\n%s", l)
+	}
+	if got := r.Engine().StorageDriver; got != "fuse-overlayfs" {
+		t.Errorf("Engine().StorageDriver = %q", got)
 	}
 
 	f = newFakeEngine()

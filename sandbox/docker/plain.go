@@ -35,6 +35,9 @@ func NewPlain(ctx context.Context, cfg Config) (*Plain, error) {
 	return &Plain{r: r}, nil
 }
 
+// Engine describes the engine the plain cycle uses (Runner.Engine).
+func (p *Plain) Engine() EngineInfo { return p.r.Engine() }
+
 // Close cancels the Runs in flight and removes what they left; later Runs return
 // sandbox.ErrClosed.
 func (p *Plain) Close() error { return p.r.Close() }
