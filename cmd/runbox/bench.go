@@ -211,6 +211,45 @@ type benchReport struct {
 	benchSummary
 	Baseline *benchSummary `json:"baseline,omitempty"`
 	Ratio    *benchRatio   `json:"ratio,omitempty"`
+	// Engine is the local engine's description, when the bench used it (--baseline,
+	// --direct): the figures depend on it (its storage driver above all).
+	Engine *docker.EngineInfo `json:"engine,omitempty"`
+}
+
+// engineOf is the engine description of a runner that has one (docker.Runner,
+// docker.Plain), else nil.
+func engineOf(r any) *docker.EngineInfo {
+	if e, ok := r.(interface{ Engine() docker.EngineInfo }); ok {
+		info := e.Engine()
+		return &info
+	}
+	return nil
+}
+
+// engineLine is the one-line form of e for the text reports; empty for nil.
+func engineLine(e *docker.EngineInfo) string {
+	if e == nil {
+		return ""
+	}
+	var parts []string
+	add := func(format, v string) {
+		if v != "" {
+			parts = append(parts, fmt.Sprintf(format, v))
+		}
+	}
+	add("Docker %s", e.Version)
+	add("storage driver %s", e.StorageDriver)
+	add("runtime %s", e.Runtime)
+	add("cgroup v%s", e.CgroupVersion)
+	if e.CPUs > 0 {
+		parts = append(parts, fmt.Sprintf("%d CPUs", e.CPUs))
+	}
+	add("%s", e.OS)
+	add("kernel %s", e.Kernel)
+	if len(parts) == 0 {
+		return "engine: (it did not say)"
+	}
+	return "engine: " + strings.Join(parts, ", ")
 }
 
 // benchRatio compares the run with the baseline: p50 is run/baseline (below 1: the run
@@ -311,6 +350,12 @@ func (b *bench) run(ctx context.Context, stdout io.Writer) int {
 	}
 
 	rep := benchReport{benchSummary: b.load(ctx, "runbox bench", target, runners)}
+	if b.cfg.Direct && len(runners) > 0 {
+		rep.Engine = engineOf(runners[0])
+	}
+	if plain != nil {
+		rep.Engine = engineOf(plain)
+	}
 	if plain != nil && !rep.Stopped {
 		runners = runners[:0]
 		for range b.cfg.Clients {
@@ -599,6 +644,9 @@ func latencies(ds []time.Duration) latencyMS {
 }
 
 func printBench(w io.Writer, rep benchReport) {
+	if l := engineLine(rep.Engine); l != "" {
+		fmt.Fprintln(w, l)
+	}
 	printSummary(w, "runbox bench", rep.benchSummary)
 	if rep.Baseline != nil {
 		fmt.Fprintln(w)
@@ -719,6 +767,9 @@ type suiteRow struct {
 type suiteReport struct {
 	Target string     `json:"target"`
 	Cases  []suiteRow `json:"cases"`
+	// Engine is the local engine's, which runs the plain cycle (and runbox too with
+	// --direct, or with a server on this machine).
+	Engine *docker.EngineInfo `json:"engine,omitempty"`
 	// BackToBack is, per language, runbox's p50 with one client back to back over its
 	// spaced p50 (issue 15's goal: at most 1.5).
 	BackToBack map[string]float64 `json:"back_to_back_over_spaced,omitempty"`
@@ -803,7 +854,7 @@ func (b *bench) runSuite(ctx context.Context, stdout io.Writer, langs []string, 
 	if spaced == 0 {
 		spaced = 500 * time.Millisecond
 	}
-	rep := suiteReport{Target: target}
+	rep := suiteReport{Target: target, Engine: engineOf(plain)}
 	code := 0
 run:
 	for _, lang := range langs {
@@ -858,7 +909,11 @@ func printSuite(w io.Writer, rep suiteReport) {
 	if rep.Stopped {
 		stopped = " (interrupted: partial results)"
 	}
-	fmt.Fprintf(w, "runbox bench --suite: runbox on %s, against the plain container cycle%s\n\n", rep.Target, stopped)
+	fmt.Fprintf(w, "runbox bench --suite: runbox on %s, against the plain container cycle%s\n", rep.Target, stopped)
+	if l := engineLine(rep.Engine); l != "" {
+		fmt.Fprintf(w, "%s (the plain cycle's)\n", l)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "case\tlanguage\tjobs\trunbox p50\tp95\tjobs/s\tplain p50\tp95\tjobs/s\tp50 ratio\tthroughput ratio\tfailed (runbox/plain)")
 	for _, r := range rep.Cases {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"runbox/sandbox"
+	"runbox/sandbox/docker"
 	"runbox/sandbox/sandboxtest"
 )
 
@@ -177,6 +178,10 @@ func TestBenchBaselineDocker(t *testing.T) {
 	if rep.Ratio.P50 <= 0 || rep.Ratio.Throughput <= 0 {
 		t.Errorf("ratio %+v", rep.Ratio)
 	}
+	// The figures name the engine they came from.
+	if e := rep.Engine; e == nil || e.StorageDriver == "" || e.Version == "" || e.CPUs <= 0 {
+		t.Errorf("engine %+v", e)
+	}
 }
 
 // Every language of the table has its own hello-world for bench (a missing one would
@@ -190,6 +195,33 @@ func TestHelloWorldForEveryLanguage(t *testing.T) {
 		if !strings.Contains(helloWorld(l.Name), "hello, world") {
 			t.Errorf("the %s hello-world does not print %q", l.Name, helloOutput)
 		}
+	}
+}
+
+// enginedRunner is a tracingRunner that describes its engine, as docker.Plain does.
+type enginedRunner struct {
+	tracingRunner
+	engine docker.EngineInfo
+}
+
+func (r *enginedRunner) Engine() docker.EngineInfo { return r.engine }
+
+// A runner without an engine description gives none; the text form skips what the
+// engine did not say.
+func TestBenchEngineLine(t *testing.T) {
+	t.Parallel()
+	if e := engineOf(&sandboxtest.Fake{}); e != nil {
+		t.Errorf("engineOf(Fake) = %+v", e)
+	}
+	if l := engineLine(nil); l != "" {
+		t.Errorf("engineLine(nil) = %q", l)
+	}
+	if l := engineLine(&docker.EngineInfo{}); l != "engine: (it did not say)" {
+		t.Errorf("engineLine(empty) = %q", l)
+	}
+	e := &docker.EngineInfo{StorageDriver: "fuse-overlayfs", Kernel: "6.18", CPUs: 2}
+	if l := engineLine(e); l != "engine: storage driver fuse-overlayfs, 2 CPUs, kernel 6.18" {
+		t.Errorf("engineLine = %q", l)
 	}
 }
 
@@ -295,7 +327,8 @@ func TestBenchSuiteCases(t *testing.T) {
 func TestBenchSuiteAgainstFakes(t *testing.T) {
 	t.Parallel()
 	addr := startMaster(t, &sandboxtest.Fake{}, func(c *masterConfig) { c.MaxPrograms = 8; c.Queue = 100 })
-	plain := &tracingRunner{trace: sandbox.Trace{Acquire: 2 * time.Millisecond, Pooled: true, Run: 5 * time.Millisecond}}
+	engine := docker.EngineInfo{Version: "28.5.2", StorageDriver: "overlay2", Runtime: "runc", CgroupVersion: "2", CPUs: 2}
+	plain := &enginedRunner{tracingRunner{trace: sandbox.Trace{Acquire: 2 * time.Millisecond, Pooled: true, Run: 5 * time.Millisecond}}, engine}
 	var errOut bytes.Buffer
 	b := &bench{cfg: benchConfig{clientFlags: clientFlags{Server: addr}, Jobs: 3, Interval: 20 * time.Millisecond,
 		Progress: time.Hour, JSON: true}, stderr: &errOut, plain: plain}
@@ -311,6 +344,9 @@ func TestBenchSuiteAgainstFakes(t *testing.T) {
 	}
 	if len(rep.Cases) != 8 || rep.Stopped {
 		t.Fatalf("%d cases, stopped %v: %s", len(rep.Cases), rep.Stopped, out.String())
+	}
+	if rep.Engine == nil || *rep.Engine != engine {
+		t.Errorf("engine %+v, want the plain cycle's %+v", rep.Engine, engine)
 	}
 	for i, row := range rep.Cases {
 		c := suiteCases(20 * time.Millisecond)[i%4]
@@ -341,7 +377,8 @@ func TestBenchSuiteAgainstFakes(t *testing.T) {
 	b.runSuite(context.Background(), &out, []string{"python"}, []byte("out hello, world"))
 	text := out.String()
 	for _, want := range []string{"runbox p50", "plain p50", "throughput ratio", "spaced (every 20ms)", "1 client", "4 clients", "8 clients",
-		"python: one client back to back, p50", "where the time went", "acquire 2.0ms, run 5.0ms", "(24 traced, 24 from the pool)"} {
+		"python: one client back to back, p50", "where the time went", "acquire 2.0ms, run 5.0ms", "(24 traced, 24 from the pool)",
+		"engine: Docker 28.5.2, storage driver overlay2, runtime runc, cgroup v2, 2 CPUs (the plain cycle's)"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("text lacks %q:\n%s", want, text)
 		}
