@@ -17,7 +17,7 @@ type phaseMetrics struct {
 func newPhaseMetrics(reg prometheus.Registerer) *phaseMetrics {
 	p := &phaseMetrics{seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "runbox_job_phase_seconds",
-		Help:    "Where finished jobs' time went, by phase: queue (waiting in the scheduler), acquire (a warm container from the pool, or one created and started), send (the program to the sandbox), compile, run, result (the program's end to its result in hand).",
+		Help:    "Where finished jobs' time went, by phase: queue (waiting in the scheduler), acquire (a warm container from the pool, or one created and started), send (the program to the sandbox), compile, gate (the program's own memory limit set after its compile), run, result (the program's end to its result in hand).",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 	}, []string{"phase"})}
 	// Every phase's series exists from the start, at zero, so that rate() and the

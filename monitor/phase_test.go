@@ -21,7 +21,7 @@ func TestPhaseHistogram(t *testing.T) {
 		Queue: 2 * time.Millisecond, Acquire: 30 * time.Millisecond, Pooled: true, Run: 40 * time.Millisecond, Result: time.Millisecond}}, nil, 0)
 	info.Language = "c"
 	m.JobFinished(info, &sandbox.Result{Status: sandbox.StatusOK, Trace: &sandbox.Trace{
-		Acquire: 500 * time.Millisecond, Send: 3 * time.Millisecond, Compile: 300 * time.Millisecond, Run: 60 * time.Millisecond}}, nil, 0)
+		Acquire: 500 * time.Millisecond, Send: 3 * time.Millisecond, Compile: 300 * time.Millisecond, Gate: 20 * time.Millisecond, Run: 60 * time.Millisecond}}, nil, 0)
 	m.JobFinished(info, &sandbox.Result{Status: sandbox.StatusOK}, nil, 0) // no trace: a runner that does not measure
 	m.JobFinished(info, nil, scheduler.ErrCrashedNode, 0)
 
@@ -36,6 +36,8 @@ func TestPhaseHistogram(t *testing.T) {
 		`runbox_job_phase_seconds_count{phase="send"} 1`,
 		`runbox_job_phase_seconds_count{phase="compile"} 1`,
 		`runbox_job_phase_seconds_sum{phase="compile"} 0.3`,
+		`runbox_job_phase_seconds_count{phase="gate"} 1`,
+		`runbox_job_phase_seconds_sum{phase="gate"} 0.02`,
 		`runbox_job_phase_seconds_count{phase="run"} 2`,
 		`runbox_job_phase_seconds_sum{phase="run"} 0.1`,
 		`runbox_job_phase_seconds_count{phase="result"} 1`,
@@ -48,7 +50,7 @@ func TestPhaseHistogram(t *testing.T) {
 	// Before any job: every phase is there, at zero.
 	_, srv = newMonitor(t, monitor.DefaultConfig(), nil)
 	_, body = get(t, srv.URL+"/metrics")
-	for _, phase := range []string{"queue", "acquire", "send", "compile", "run", "result"} {
+	for _, phase := range sandbox.TracePhaseNames() {
 		if want := `runbox_job_phase_seconds_count{phase="` + phase + `"} 0`; !strings.Contains(body, want) {
 			t.Errorf("/metrics of a new monitor lacks %q", want)
 		}

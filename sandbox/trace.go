@@ -17,7 +17,10 @@ type Trace struct {
 	Send time.Duration `json:"send,omitempty"`
 	// Compile and Run are the phases inside the container, as the Runner saw them.
 	Compile time.Duration `json:"compile,omitempty"`
-	Run     time.Duration `json:"run,omitempty"`
+	// Gate is between the two, for a program that compiled in a box with the compiler's
+	// memory: the engine setting the program's own limit before its run.
+	Gate time.Duration `json:"gate,omitempty"`
+	Run  time.Duration `json:"run,omitempty"`
 	// Result is from the program's end to the Runner holding its result (the final
 	// frames, the cgroup readings).
 	Result time.Duration `json:"result,omitempty"`
@@ -32,20 +35,30 @@ type TracePhase struct {
 // TracePhaseNames names a Trace's phases in the order they happen, as metrics and
 // reports label them. It returns a new slice each time.
 func TracePhaseNames() []string {
-	return []string{"queue", "acquire", "send", "compile", "run", "result"}
+	return []string{"queue", "acquire", "send", "compile", "gate", "run", "result"}
 }
 
 // Phases lists t's measured phases in the order they happen, by their metric names.
 func (t *Trace) Phases() []TracePhase {
+	var out []TracePhase
+	for _, p := range t.All() {
+		if p.Duration > 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// All lists every phase of t, measured or not (zero), negative ones too (a trace from
+// outside, to be checked), in the order of TracePhaseNames.
+func (t *Trace) All() []TracePhase {
 	if t == nil {
 		return nil
 	}
-	durations := []time.Duration{t.Queue, t.Acquire, t.Send, t.Compile, t.Run, t.Result}
-	var out []TracePhase
+	durations := []time.Duration{t.Queue, t.Acquire, t.Send, t.Compile, t.Gate, t.Run, t.Result}
+	out := make([]TracePhase, len(durations))
 	for i, name := range TracePhaseNames() {
-		if durations[i] > 0 {
-			out = append(out, TracePhase{name, durations[i]})
-		}
+		out[i] = TracePhase{name, durations[i]}
 	}
 	return out
 }
@@ -70,6 +83,7 @@ func Merge(a, b *Trace) *Trace {
 		Pooled:  a.Pooled && b.Pooled,
 		Send:    a.Send + b.Send,
 		Compile: a.Compile + b.Compile,
+		Gate:    a.Gate + b.Gate,
 		Run:     a.Run + b.Run,
 		Result:  a.Result + b.Result,
 	}

@@ -116,6 +116,9 @@ func goldenFrames() []struct {
 		{"result-trace", FrameResult, Result{Status: sandbox.StatusOK, Time: 21 * time.Millisecond, CPUTime: 18 * time.Millisecond,
 			Memory: 9 << 20, Node: "slave-1", Attempts: 1, Trace: &sandbox.Trace{Queue: 2 * time.Millisecond, Acquire: 3 * time.Millisecond,
 				Pooled: true, Send: 400 * time.Microsecond, Run: 21 * time.Millisecond, Result: 600 * time.Microsecond}}},
+		{"result-trace-gate", FrameResult, Result{Status: sandbox.StatusOK, Time: time.Millisecond, CPUTime: time.Millisecond,
+			Memory: 1 << 20, Node: "master", Attempts: 1, Trace: &sandbox.Trace{Acquire: 2 * time.Microsecond, Pooled: true,
+				Send: 100 * time.Microsecond, Compile: 80 * time.Millisecond, Gate: 15 * time.Millisecond, Run: time.Millisecond, Result: time.Millisecond}}},
 		{"error", FrameError, Error{Code: "busy", Message: "server busy: 2 program(s) running and 0 queued, the limit; try another server or retry later"}},
 		{"status-reply", FrameStatus, scheduler.Snapshot{
 			Nodes: []scheduler.NodeInfo{

@@ -268,9 +268,9 @@ func checkResult(w Result, spec sandbox.Spec, started bool) error {
 		return fmt.Errorf("%d cases for %d tests", len(w.Cases), len(spec.Tests))
 	}
 	if t := w.Trace; t != nil {
-		for _, d := range []time.Duration{t.Queue, t.Acquire, t.Send, t.Compile, t.Run, t.Result} {
-			if d < 0 || d > maxTracePhase {
-				return fmt.Errorf("a trace phase of %v", d)
+		for _, p := range t.All() {
+			if p.Duration < 0 || p.Duration > maxTracePhase {
+				return fmt.Errorf("a trace phase (%s) of %v", p.Name, p.Duration)
 			}
 		}
 	}

@@ -178,6 +178,7 @@ func TestRogueSlaveResults(t *testing.T) {
 		{"traced", prog("x"), true, Result{Status: sandbox.StatusOK, Trace: &sandbox.Trace{Acquire: time.Millisecond, Run: 2 * time.Millisecond}}, ""},
 		{"negative trace", prog("x"), true, Result{Status: sandbox.StatusOK, Trace: &sandbox.Trace{Run: -time.Second}}, "trace phase"},
 		{"absurd trace", prog("x"), true, Result{Status: sandbox.StatusOK, Trace: &sandbox.Trace{Queue: 1000 * time.Hour}}, "trace phase"},
+		{"negative gate", prog("x"), true, Result{Status: sandbox.StatusOK, Trace: &sandbox.Trace{Gate: -time.Millisecond}}, "trace phase (gate)"},
 	} {
 		r, slave := rogueSlave(t)
 		go func() {

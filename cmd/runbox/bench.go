@@ -55,7 +55,7 @@ both, with the ratios (p50 runbox/plain: below 1 is faster; throughput runbox/pl
 1 does more), and how the back-to-back p50 compares with the spaced one. With --json, one
 object: the cases, each with both summaries.
 
-With --json, trace_ms summarises, phase by phase (queue, acquire, send, compile, run,
+With --json, trace_ms summarises, phase by phase (queue, acquire, send, compile, gate, run,
 result), the traces the results carry (p50, p95, p99, max, mean over the jobs that have
 the phase), plus "other": the client's latency minus the traced phases (the protocol,
 the round trip, anything not traced). traced counts the jobs that had a trace, pooled

@@ -231,7 +231,7 @@ func Exchange(ctx context.Context, conn io.ReadWriteCloser, call Call, streams *
 	var artifact bytes.Buffer // of a compile-only run
 	var final *Result
 	var protoErr error
-	var startedAt, resultAt time.Time
+	var gateAt, goAt, startedAt, resultAt time.Time
 	started, badResult, gated := false, false, false
 	for final == nil && protoErr == nil {
 		typ, payload, err := ReadFrame(frames, FrameMax)
@@ -264,7 +264,7 @@ func Exchange(ctx context.Context, conn io.ReadWriteCloser, call Call, streams *
 				protoErr = fmt.Errorf("a gate frame from runbox-init that was not asked for")
 				break
 			}
-			gated = true
+			gated, gateAt = true, time.Now()
 			if hooks.Gate != nil {
 				if err := hooks.Gate(ctx); err != nil {
 					protoErr = fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
@@ -274,6 +274,7 @@ func Exchange(ctx context.Context, conn io.ReadWriteCloser, call Call, streams *
 			if err := WriteFrame(w, FrameGo, nil); err != nil {
 				protoErr = err
 			}
+			goAt = time.Now()
 		case FrameStarted:
 			if breq.Gate && !gated {
 				protoErr = fmt.Errorf("runbox-init started the run phase before the gate")
@@ -333,7 +334,7 @@ func Exchange(ctx context.Context, conn io.ReadWriteCloser, call Call, streams *
 	}
 	res, err = resultOf(res, final)
 	if call.Trace != nil {
-		fillTrace(call.Trace, sendStart, sent, &sendEnd, startedAt, resultAt, res.Time, compiles)
+		fillTrace(call.Trace, sendStart, sent, &sendEnd, gateAt, goAt, startedAt, resultAt, res.Time, compiles)
 	}
 	if err == nil && breq.CompileOnly && res.Status == sandbox.StatusOK {
 		if int64(artifact.Len()) != final.Artifact || artifact.Len() == 0 {
@@ -345,12 +346,13 @@ func Exchange(ctx context.Context, conn io.ReadWriteCloser, call Call, streams *
 }
 
 // fillTrace fills the container phases of trace from what Exchange saw: the request
-// written (when sent is closed, sendEnd holds the moment), the run phase's start and the
-// result's arrival (zero when they did not happen) and the program's own wall time. The
-// compile phase, of a program that compiles, is from the request sent to the run's start
-// (or to the result of a compile-only run or a compile error); what the result took past
-// the program's end is the run phase's span less the program's time.
-func fillTrace(trace *sandbox.Trace, sendStart time.Time, sent <-chan struct{}, sendEnd *time.Time, startedAt, resultAt time.Time, run time.Duration, compiles bool) {
+// written (when sent is closed, sendEnd holds the moment), the gate asked for and passed,
+// the run phase's start and the result's arrival (zero when they did not happen) and the
+// program's own wall time. The compile phase, of a program that compiles, is from the
+// request sent to the gate (or to the run's start, or to the result of a compile-only run
+// or a compile error); the gate, from runbox-init asking for it to the go sent back; what
+// the result took past the program's end is the run phase's span less the program's time.
+func fillTrace(trace *sandbox.Trace, sendStart time.Time, sent <-chan struct{}, sendEnd *time.Time, gateAt, goAt, startedAt, resultAt time.Time, run time.Duration, compiles bool) {
 	select {
 	case <-sent:
 	default:
@@ -358,13 +360,18 @@ func fillTrace(trace *sandbox.Trace, sendStart time.Time, sent <-chan struct{}, 
 	}
 	trace.Send = sendEnd.Sub(sendStart)
 	if compiles {
-		end := startedAt
-		if end.IsZero() {
-			end = resultAt
+		end := gateAt
+		for _, t := range []time.Time{startedAt, resultAt} {
+			if end.IsZero() {
+				end = t
+			}
 		}
 		if !end.IsZero() {
 			trace.Compile = max(end.Sub(*sendEnd), 0)
 		}
+	}
+	if !gateAt.IsZero() && !goAt.IsZero() {
+		trace.Gate = max(goAt.Sub(gateAt), 0)
 	}
 	if !startedAt.IsZero() && !resultAt.IsZero() {
 		trace.Run = run

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -123,6 +124,39 @@ func TestExchangeWithServe(t *testing.T) {
 	if res.Time <= 0 || res.Memory <= 0 || trace.Run != res.Time || trace.Compile != 0 {
 		t.Errorf("time %v memory %d, trace %+v: want the run's time as the trace's Run, no compile", res.Time, res.Memory, trace)
 	}
+}
+
+// A program that compiles in a box with the compiler's memory passes the gate between its
+// compile and its run: the trace keeps the gate apart from the compile.
+func TestExchangeTracesTheGateWithServe(t *testing.T) {
+	trace := &sandbox.Trace{}
+	const hold = 30 * time.Millisecond
+	gates := 0
+	res, err := Exchange(context.Background(), serveBox(t, ""), Call{
+		Request: Request{
+			Compile: sh("printf '#!/bin/sh\\necho ran\\n' >prog && chmod 755 prog"), CompileTime: 5 * time.Second,
+			Run: []string{"./prog"}, RunTime: 5 * time.Second, Output: 1 << 20, Gate: true,
+		},
+		Grace: time.Minute, Trace: trace,
+	}, (&recorder{}).streams(), Hooks{Gate: func(context.Context) error { gates++; time.Sleep(hold); return nil }})
+	if err != nil || res.Status != sandbox.StatusOK || string(res.Stdout) != "ran\n" || gates != 1 {
+		t.Fatalf("%v %+v, %d gates", err, res, gates)
+	}
+	// The hook's sleep is in the gate, not in the compile: a lower bound, never a timing.
+	if trace.Gate < hold || trace.Compile <= 0 || trace.Run <= 0 {
+		t.Errorf("trace %+v: want a gate of at least %v, and a compile and a run", trace, hold)
+	}
+	if names := phaseNames(trace); !slices.Equal(names, []string{"send", "compile", "gate", "run", "result"}) && !slices.Equal(names, []string{"send", "compile", "gate", "run"}) {
+		t.Errorf("phases %v", names)
+	}
+}
+
+func phaseNames(tr *sandbox.Trace) []string {
+	var out []string
+	for _, p := range tr.Phases() {
+		out = append(out, p.Name)
+	}
+	return out
 }
 
 // runbox-init caps the output and says so; the runner keeps exactly what it was sent.
