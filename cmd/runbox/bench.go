@@ -657,12 +657,20 @@ func printBench(w io.Writer, rep benchReport) {
 	}
 }
 
+// plural is "1 job", "2 jobs".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
 func printSummary(w io.Writer, label string, s benchSummary) {
 	stopped := ""
 	if s.Stopped {
 		stopped = " (interrupted: partial results)"
 	}
-	fmt.Fprintf(w, "%s: %d clients x %d jobs, %s, %s%s\n", label, s.Clients, s.JobsPerClient, s.Program, s.Target, stopped)
+	fmt.Fprintf(w, "%s: %s x %s, %s, %s%s\n", label, plural(s.Clients, "client"), plural(s.JobsPerClient, "job"), s.Program, s.Target, stopped)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	jobs := fmt.Sprintf("%d planned, %d answered: %d ran, %d busy (explicit rejections), %d failed", s.Planned, s.Answered, s.Ran, s.Busy, s.Failed)
 	if s.Interrupted > 0 {

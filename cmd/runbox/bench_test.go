@@ -93,6 +93,10 @@ func TestBenchCountsBusyAndErrors(t *testing.T) {
 	if code != 0 {
 		t.Errorf("text: exit code %d", code)
 	}
+	_, out, _ = cli(t, "", "bench", "--server", addr, "--clients", "1", "--jobs", "1", "--program", write(t, "one.py", "out x"))
+	if !strings.Contains(out, "runbox bench: 1 client x 1 job, ") {
+		t.Errorf("one client, one job:\n%s", out)
+	}
 }
 
 func TestBenchProgressLines(t *testing.T) {
