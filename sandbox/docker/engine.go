@@ -75,7 +75,7 @@ func engineWarnings(info system.Info, infoErr error, ver types.Version, verErr e
 // slowDrivers are the storage drivers that cost every container much more than overlay2,
 // with why (measured in docs/performance.md).
 var slowDrivers = map[string]string{
-	"fuse-overlayfs": "fuse-overlayfs passes every file a container opens through a user-space daemon and caches none of it between opens: a C compile or an interpreter's start takes 2 to 3 times as long as on overlay2",
+	"fuse-overlayfs": "fuse-overlayfs passes every file a container opens through a user-space daemon and keeps no file's contents cached from one open to the next: a C compile or an interpreter's start takes 2 to 3 times as long as on overlay2",
 	"vfs":            "vfs copies the whole image for every container: each start copies hundreds of megabytes",
 }
 
