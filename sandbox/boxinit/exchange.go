@@ -2,6 +2,7 @@ package boxinit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -360,13 +361,8 @@ func fillTrace(trace *sandbox.Trace, sendStart time.Time, sent <-chan struct{}, 
 	}
 	trace.Send = sendEnd.Sub(sendStart)
 	if compiles {
-		end := gateAt
-		for _, t := range []time.Time{startedAt, resultAt} {
-			if end.IsZero() {
-				end = t
-			}
-		}
-		if !end.IsZero() {
+		// The compile ends at the gate, else at the run's start, else at the result.
+		if end := cmp.Or(gateAt, startedAt, resultAt); !end.IsZero() {
 			trace.Compile = max(end.Sub(*sendEnd), 0)
 		}
 	}
