@@ -285,6 +285,11 @@ func (m *Monitor) serveEvents(w http.ResponseWriter, r *http.Request) {
 		m.log.Error("encode history", "err", err)
 		return
 	}
+	// The publish to wait for is taken before the view is, and again with each view sent:
+	// a change published while one is being built or sent is the next one sent, never lost.
+	m.mu.Lock()
+	changed := m.changed
+	m.mu.Unlock()
 	first, err := json.Marshal(update{View: m.view()})
 	if err != nil {
 		m.log.Error("encode view", "err", err)
@@ -294,9 +299,6 @@ func (m *Monitor) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for {
-		m.mu.Lock()
-		changed := m.changed
-		m.mu.Unlock()
 		select {
 		case <-r.Context().Done():
 			return
@@ -306,6 +308,7 @@ func (m *Monitor) serveEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		m.mu.Lock()
 		data := m.latest
+		changed = m.changed
 		m.mu.Unlock()
 		if !send("update", data) {
 			return
