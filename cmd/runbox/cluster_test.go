@@ -56,15 +56,35 @@ func runboxBin(t *testing.T) string {
 	return binPath
 }
 
+// freePort returns a loopback address with a port free a moment ago. It never hands out
+// the same address twice in one test binary: the kernel may give a
+// port just closed to the next listen on port 0, so two calls in a row (a master's
+// --listen and --http) could otherwise collide.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	givenMu.Lock()
+	defer givenMu.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if !given[addr] {
+			given[addr] = true
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no fresh loopback port in 100 tries")
+	return ""
 }
+
+// given holds the addresses freePort handed out.
+var (
+	givenMu sync.Mutex
+	given   = map[string]bool{}
+)
 
 type proc struct {
 	name string
